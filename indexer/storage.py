@@ -1,0 +1,117 @@
+"""The on-disk index directory: `manifest.json` plus `.npy` arrays opened with mmap.
+
+Writes go to a temporary sibling directory that is renamed into place only once complete,
+so an interrupted or failed build never damages the index already at that path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+FORMAT = "lsr-index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class IndexFormatError(Exception):
+    """The directory is not an lsr index, or was written by an incompatible version."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary sibling of `path`; on success it replaces `path` whole.
+
+    On any exception (or interruption) the temporary directory is removed and `path` is
+    left exactly as it was.
+    """
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> None:
+    for name, array in arrays.items():
+        np.save(directory / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+
+
+def load_arrays(directory: str | Path, names: list[str], mmap: bool = True) -> dict[str, np.ndarray]:
+    directory = Path(directory)
+    return {
+        name: np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+        for name in names
+    }
+
+
+def write_manifest(directory: Path, kind: str, **fields: Any) -> dict[str, Any]:
+    """Write manifest.json listing every file already in `directory` with its size and sha256."""
+    files = {
+        str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **fields,
+        "files": files,
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(directory: str | Path, verify: bool = False) -> dict[str, Any]:
+    """Read and check manifest.json; `verify=True` also checks every file's checksum."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise IndexFormatError(f"{directory}: not an lsr index (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as err:
+        raise IndexFormatError(f"{path}: unreadable manifest ({err})") from None
+    if manifest.get("format") != FORMAT:
+        raise IndexFormatError(f"{path}: not an lsr index manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path}: index format version {version}, this lsr reads version {FORMAT_VERSION}; rebuild the index"
+        )
+    for name, info in manifest.get("files", {}).items():
+        file = directory / name
+        if not file.is_file() or file.stat().st_size != info["bytes"]:
+            raise IndexFormatError(f"{file}: missing or truncated (index is damaged; rebuild it)")
+        if verify and _sha256(file) != info["sha256"]:
+            raise IndexFormatError(f"{file}: checksum mismatch (index is damaged; rebuild it)")
+    return manifest
