@@ -72,12 +72,17 @@ def load_arrays(directory: str | Path, names: list[str], mmap: bool = True) -> d
     }
 
 
-def write_manifest(directory: Path, kind: str, **fields: Any) -> dict[str, Any]:
-    """Write manifest.json listing every file already in `directory` with its size and sha256."""
+def write_manifest(
+    directory: Path, kind: str, skip_subdirectories: tuple[str, ...] | list[str] = (), **fields: Any
+) -> dict[str, Any]:
+    """Write manifest.json listing every file already in `directory` with its size and sha256.
+
+    Subdirectories named in `skip_subdirectories` carry their own manifest and are left out.
+    """
     files = {
-        str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
         for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name != MANIFEST and p.relative_to(directory).parts[0] not in skip_subdirectories
     }
     manifest = {
         "format": FORMAT,

@@ -1,0 +1,151 @@
+"""`lsr`: the command line. A thin face over the Python API: parse, show progress, print."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from lsr.errors import LsrError
+
+app = typer.Typer(
+    help="Learned sparse retrieval: index a corpus, search it, evaluate it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+DEFAULT_INDEX = ".lsr"
+
+
+def default_index() -> Path:
+    return Path(os.environ.get("LSR_INDEX", DEFAULT_INDEX))
+
+
+IndexOption = typer.Option(None, "--index", "-i", help="Index directory [default: $LSR_INDEX or ./.lsr].")
+
+
+def _progress_bar():
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[docs]:,} docs"),
+        TextColumn("{task.fields[rate]:,.0f} docs/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@app.command()
+def index(
+    path: Path = typer.Argument(..., help="Corpus: a folder of documents, a .jsonl/.tsv/TREC file, or a BEIR folder."),
+    model: str = typer.Option("bm25", "--model", "-m", help="Encoder: 'bm25', a Hugging Face id or a model folder."),
+    index_dir: Optional[Path] = IndexOption,
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Documents encoded per batch."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip malformed records and unreadable files (counted)."),
+) -> None:
+    """Encode and index every document under PATH."""
+    import time
+
+    from lsr.retriever import Retriever
+
+    index_dir = index_dir or default_index()
+    start = time.perf_counter()
+    bar = _progress_bar()
+    task = bar.add_task("indexing", total=None, docs=0, rate=0.0)
+
+    def progress(docs: int, done: int, total: int) -> None:
+        bar.start()  # on the first batch: an error in the input shows no empty bar
+        rate = docs / max(time.perf_counter() - start, 1e-9)
+        bar.update(task, completed=done, total=total, docs=docs, rate=rate)
+
+    try:
+        retriever = Retriever.build(path, model=model, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=progress)
+    finally:
+        bar.stop()
+    report = retriever.last_build
+    out.print(
+        f"indexed {report.n_docs:,} documents in {report.seconds:.1f} s ({report.docs_per_second:,.0f} docs/s) "
+        f"into {index_dir} ({report.index_kind} index, {retriever.manifest['nnz']:,} postings)"
+    )
+    if report.skipped:
+        err.print(f"skipped {len(report.skipped)} bad record(s):")
+        for line in report.skipped[:10]:
+            err.print(f"  {line}", markup=False)
+        if len(report.skipped) > 10:
+            err.print(f"  ... and {len(report.skipped) - 10} more")
+
+
+def _snippet(text: str, width: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + "…"
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(..., help="The query text."),
+    k: int = typer.Option(10, "-k", "--k", min=1, help="Number of hits."),
+    index_dir: Optional[Path] = IndexOption,
+    as_json: bool = typer.Option(False, "--json", help="Print hits as JSON."),
+) -> None:
+    """Search the index and print ranked hits."""
+    from lsr.retriever import Retriever
+
+    hits = Retriever.load(index_dir or default_index()).search(query, k=k)
+    if as_json:
+        rows = [{"rank": i, "doc_id": h.doc_id, "score": h.score, "title": h.title, "text": h.text} for i, h in enumerate(hits, 1)]
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+        return
+    if not hits:
+        out.print("no hits")
+        return
+    for i, h in enumerate(hits, 1):
+        out.print(f"[bold]{i:>3}.[/bold] [cyan]{h.score:8.3f}[/cyan]  [bold]{h.doc_id}[/bold]  {h.title}".rstrip(), markup=True)
+        out.print(f"      {_snippet(h.text)}", markup=False)
+
+
+@app.command()
+def info(index_dir: Optional[Path] = IndexOption) -> None:
+    """Describe an index: documents, postings, encoder, size on disk."""
+    from lsr.retriever import Retriever
+
+    path = index_dir or default_index()
+    m = Retriever.load(path).manifest
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    out.print(f"index      {path}", markup=False)
+    out.print(f"created    {m['created']}", markup=False)
+    out.print(f"documents  {m['n_docs']:,}", markup=False)
+    out.print(f"postings   {m['nnz']:,} over {m['dim']:,} dimensions ({m['index_kind']} index)", markup=False)
+    out.print(f"encoder    {json.dumps(m['encoder'])}", markup=False)
+    out.print(f"corpus     {m['corpus']}", markup=False)
+    out.print(f"size       {size / 2**20:,.1f} MiB", markup=False)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 1."""
+    try:
+        app()
+    except LsrError as error:
+        err.print("[bold red]error:[/bold red] ", end="")
+        err.print(str(error), markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Numba kernels of the exact index: accumulate over inverted lists, keep a top-k heap."""
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, inline="always")
+def _worse(score_a, doc_a, score_b, doc_b):
+    """True when (score_a, doc_a) ranks below (score_b, doc_b): lower score, or equal and higher id."""
+    return score_a < score_b or (score_a == score_b and doc_a > doc_b)
+
+
+@njit(cache=True)
+def _sift_down(heap_s, heap_d, size, i):
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            return
+        child = left
+        right = left + 1
+        if right < size and _worse(heap_s[right], heap_d[right], heap_s[left], heap_d[left]):
+            child = right
+        if _worse(heap_s[child], heap_d[child], heap_s[i], heap_d[i]):
+            heap_s[i], heap_s[child] = heap_s[child], heap_s[i]
+            heap_d[i], heap_d[child] = heap_d[child], heap_d[i]
+            i = child
+        else:
+            return
+
+
+@njit(cache=True)
+def top_k_of(candidates, n_candidates, acc, k, out_ids, out_scores):
+    """Write the k best (score desc, id asc) of acc[candidates[:n]] into out_* (padded -1/-inf)."""
+    heap_s = np.empty(k, np.float32)
+    heap_d = np.empty(k, np.int64)
+    size = 0
+    for j in range(n_candidates):
+        d = candidates[j]
+        s = acc[d]
+        if size < k:
+            # sift up
+            i = size
+            heap_s[i] = s
+            heap_d[i] = d
+            size += 1
+            while i > 0:
+                parent = (i - 1) // 2
+                if _worse(heap_s[i], heap_d[i], heap_s[parent], heap_d[parent]):
+                    heap_s[i], heap_s[parent] = heap_s[parent], heap_s[i]
+                    heap_d[i], heap_d[parent] = heap_d[parent], heap_d[i]
+                    i = parent
+                else:
+                    break
+        elif _worse(heap_s[0], heap_d[0], s, d):
+            heap_s[0] = s
+            heap_d[0] = d
+            _sift_down(heap_s, heap_d, size, 0)
+    # pop the worst first into the back of the output
+    for pos in range(k - 1, -1, -1):
+        if pos >= size:
+            out_ids[pos] = -1
+            out_scores[pos] = -np.inf
+    n = size
+    while n > 0:
+        out_ids[n - 1] = heap_d[0]
+        out_scores[n - 1] = heap_s[0]
+        n -= 1
+        heap_s[0] = heap_s[n]
+        heap_d[0] = heap_d[n]
+        _sift_down(heap_s, heap_d, n, 0)
+
+
+def _search_chunk(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weights, n_docs, k, first, last, out_ids, out_scores):
+    """Queries first..last-1 with one accumulator, reset through the list of touched docs."""
+    acc = np.zeros(n_docs, np.float32)
+    seen = np.zeros(n_docs, np.bool_)
+    touched = np.empty(n_docs, np.int32)
+    for q in range(first, last):
+        n_touched = 0
+        for j in range(q_indptr[q], q_indptr[q + 1]):
+            term = q_indices[j]
+            if term >= len(list_ptr) - 1:
+                continue
+            w = q_values[j]
+            for p in range(list_ptr[term], list_ptr[term + 1]):
+                d = list_docs[p]
+                if not seen[d]:
+                    seen[d] = True
+                    touched[n_touched] = d
+                    n_touched += 1
+                acc[d] += w * list_weights[p]
+        top_k_of(touched, n_touched, acc, k, out_ids[q], out_scores[q])
+        for j in range(n_touched):
+            acc[touched[j]] = 0.0
+            seen[touched[j]] = False
+
+
+search_serial = njit(cache=True)(_search_chunk)
+_search_chunk_inner = njit(cache=True)(_search_chunk)
+
+
+@njit(cache=True, parallel=True)
+def search_parallel(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weights, n_docs, k, n_chunks, out_ids, out_scores):
+    n_queries = len(q_indptr) - 1
+    per_chunk = (n_queries + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        first = c * per_chunk
+        last = min(n_queries, first + per_chunk)
+        _search_chunk_inner(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weights, n_docs, k, first, last, out_ids, out_scores)
+
+

@@ -1,0 +1,301 @@
+"""Fused SPLADE LM-head kernels in Triton: ``hidden @ W.T + b`` → running max → activation.
+
+Importing this module does not import Triton; the kernels are built on first use
+(``_kernels()``), so ``import lsr.kernels`` works where Triton is absent. On CPU the kernels
+run under the Triton interpreter (``TRITON_INTERPRET=1`` set before Triton is imported).
+
+Forward (``_fwd``): one program per (document b, vocabulary tile). It walks the document's
+positions in blocks of ``BLOCK_S`` up to the last unmasked position, computes the
+``[BLOCK_S, BLOCK_V]`` logits tile with ``tl.dot`` (fp32 accumulation, bias added per
+position), masks padding to -inf, takes the block max with first-index arg-max and folds it
+into a running max that starts at 0 (strict ``>`` keeps the lowest position on ties).
+It writes the pre-activation max ``m`` and its position (int32) and the score ``act(m)``.
+Documents are the fastest grid axis so the B programs sharing one W tile run together and
+reuse it from L2.
+
+Backward, with ``g = grad · act'(m) · [m > 0]`` on ``[B, V]`` (torch, elementwise):
+
+* ``dbias = g.sum(0)`` (torch).
+* ``_dw``: one program per (vocab tile, D tile); loops over documents, gathers
+  ``hidden[b, argmax[b, v], d-tile]`` and accumulates ``g[b, v] · h`` in registers.
+  Each program owns its output tile: no atomics.
+* ``_dh``: one program per (b, position block, D tile); loops over vocabulary tiles and
+  builds ``G[s, v] = g[b, v] · [argmax[b, v] == s]`` in registers, then
+  ``acc += G @ W[v-tile, d-tile]`` with ``tl.dot``. This is the "scatter as a matmul" form:
+  many vocabulary entries sharing one arg-max position add up inside the dot, never
+  through contended atomics, and the ``[B, S, V]`` tensor never exists. Vocabulary tiles
+  without any hit in the position block are skipped (SPLADE outputs are sparse).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from ._common import activation_grad, check_args
+
+_ACT_IDS = {"relu": 0, "log1p_relu": 1}
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels():
+    import triton
+    import triton.language as tl
+
+    if _interpreting():
+        fwd_configs = [triton.Config({"BLOCK_S": 16, "BLOCK_V": 32, "BLOCK_D": 16}, num_warps=4)]
+        dw_configs = [triton.Config({"BLOCK_V": 32, "BLOCK_D": 16}, num_warps=4)]
+        dh_configs = [triton.Config({"BLOCK_S": 16, "BLOCK_V": 32, "BLOCK_D": 16}, num_warps=4)]
+    else:
+        fwd_configs = [
+            triton.Config({"BLOCK_S": bs, "BLOCK_V": bv, "BLOCK_D": bd}, num_warps=w, num_stages=st)
+            for bs, bv, bd, w, st in [
+                (64, 128, 64, 4, 3),
+                (128, 128, 64, 8, 3),
+                (64, 256, 64, 8, 3),
+                (128, 64, 64, 4, 4),
+                (32, 128, 64, 4, 4),
+            ]
+        ]
+        dw_configs = [
+            triton.Config({"BLOCK_V": bv, "BLOCK_D": bd}, num_warps=w)
+            for bv, bd, w in [(64, 64, 4), (128, 64, 4), (64, 128, 4), (32, 128, 4)]
+        ]
+        dh_configs = [
+            triton.Config({"BLOCK_S": bs, "BLOCK_V": bv, "BLOCK_D": bd}, num_warps=w, num_stages=st)
+            for bs, bv, bd, w, st in [
+                (64, 64, 128, 4, 3),
+                (64, 128, 64, 4, 3),
+                (128, 64, 128, 8, 3),
+                (32, 128, 128, 4, 3),
+            ]
+        ]
+
+    @triton.autotune(configs=fwd_configs, key=["S", "D", "V", "HAS_BIAS"])
+    @triton.jit
+    def _fwd(
+        h_ptr, w_ptr, b_ptr, mask_ptr, seqend_ptr, m_ptr, idx_ptr, out_ptr,
+        S, D, V,
+        s_hb, s_hs, s_hd, s_wv, s_wd, s_mb, s_ms,
+        HAS_BIAS: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+        BLOCK_S: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+    ):
+        pid_b = tl.program_id(0)
+        pid_v = tl.program_id(1)
+        offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        v_ok = offs_v < V
+        run_max = tl.zeros([BLOCK_V], dtype=tl.float32)
+        run_idx = tl.zeros([BLOCK_V], dtype=tl.int32)
+        if HAS_BIAS:
+            bias = tl.load(b_ptr + offs_v, mask=v_ok, other=0.0).to(tl.float32)
+        seq_end = tl.load(seqend_ptr + pid_b)
+        h_base = h_ptr + pid_b.to(tl.int64) * s_hb
+        for s0 in range(0, seq_end, BLOCK_S):
+            offs_s = s0 + tl.arange(0, BLOCK_S)
+            s_ok = offs_s < seq_end
+            acc = tl.zeros([BLOCK_S, BLOCK_V], dtype=tl.float32)
+            for d0 in range(0, D, BLOCK_D):
+                offs_d = d0 + tl.arange(0, BLOCK_D)
+                d_ok = offs_d < D
+                h = tl.load(
+                    h_base + offs_s[:, None] * s_hs + offs_d[None, :] * s_hd,
+                    mask=s_ok[:, None] & d_ok[None, :], other=0.0,
+                )
+                w = tl.load(
+                    w_ptr + offs_v[None, :].to(tl.int64) * s_wv + offs_d[:, None] * s_wd,
+                    mask=d_ok[:, None] & v_ok[None, :], other=0.0,
+                )
+                acc = tl.dot(h, w, acc, input_precision=PRECISION)
+            if HAS_BIAS:
+                acc = acc + bias[None, :]
+            mk = tl.load(mask_ptr + pid_b * s_mb + offs_s * s_ms, mask=s_ok, other=0)
+            valid = (mk != 0) & s_ok
+            acc = tl.where(valid[:, None], acc, float("-inf"))
+            blk_max, blk_idx = tl.max(acc, axis=0, return_indices=True, return_indices_tie_break_left=True)
+            upd = blk_max > run_max
+            run_max = tl.where(upd, blk_max, run_max)
+            run_idx = tl.where(upd, blk_idx.to(tl.int32) + s0, run_idx)
+        score = tl.log(1.0 + run_max)
+        if ACT == 1:
+            score = tl.log(1.0 + score)
+        out_off = pid_b.to(tl.int64) * V + offs_v
+        tl.store(m_ptr + out_off, run_max, mask=v_ok)
+        tl.store(idx_ptr + out_off, run_idx, mask=v_ok)
+        tl.store(out_ptr + out_off, score, mask=v_ok)
+
+    @triton.autotune(configs=dw_configs, key=["B", "D", "V"])
+    @triton.jit
+    def _dw(
+        h_ptr, g_ptr, idx_ptr, dw_ptr,
+        B, D, V,
+        s_hb, s_hs, s_hd,
+        BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+    ):
+        pid_v = tl.program_id(0)
+        pid_d = tl.program_id(1)
+        offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        v_ok = offs_v < V
+        d_ok = offs_d < D
+        acc = tl.zeros([BLOCK_V, BLOCK_D], dtype=tl.float32)
+        for b in range(0, B):
+            row = b * V + offs_v
+            g = tl.load(g_ptr + row, mask=v_ok, other=0.0)
+            pos = tl.load(idx_ptr + row, mask=v_ok, other=0)
+            hit = v_ok & (g != 0.0)
+            h = tl.load(
+                h_ptr + b * s_hb + pos[:, None].to(tl.int64) * s_hs + offs_d[None, :] * s_hd,
+                mask=hit[:, None] & d_ok[None, :], other=0.0,
+            ).to(tl.float32)
+            acc += g[:, None] * h
+        tl.store(
+            dw_ptr + offs_v[:, None].to(tl.int64) * D + offs_d[None, :], acc,
+            mask=v_ok[:, None] & d_ok[None, :],
+        )
+
+    @triton.autotune(configs=dh_configs, key=["S", "D", "V"])
+    @triton.jit
+    def _dh(
+        w_ptr, g_ptr, idx_ptr, dh_ptr,
+        S, D, V,
+        s_wv, s_wd,
+        PRECISION: tl.constexpr,
+        BLOCK_S: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+    ):
+        pid_s = tl.program_id(0)
+        pid_d = tl.program_id(1)
+        pid_b = tl.program_id(2)
+        offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        s_ok = offs_s < S
+        d_ok = offs_d < D
+        s_lo = pid_s * BLOCK_S
+        acc = tl.zeros([BLOCK_S, BLOCK_D], dtype=tl.float32)
+        base = pid_b.to(tl.int64) * V
+        for v0 in range(0, V, BLOCK_V):
+            offs_v = v0 + tl.arange(0, BLOCK_V)
+            v_ok = offs_v < V
+            g = tl.load(g_ptr + base + offs_v, mask=v_ok, other=0.0)
+            pos = tl.load(idx_ptr + base + offs_v, mask=v_ok, other=-1)
+            live = (g != 0.0) & (pos >= s_lo) & (pos < s_lo + BLOCK_S)
+            if tl.sum(live.to(tl.int32), axis=0) > 0:
+                sel = (pos[None, :] == offs_s[:, None]) & live[None, :]
+                w = tl.load(
+                    w_ptr + offs_v[:, None].to(tl.int64) * s_wv + offs_d[None, :] * s_wd,
+                    mask=v_ok[:, None] & d_ok[None, :], other=0.0,
+                )
+                G = tl.where(sel, g[None, :], 0.0).to(w.dtype)
+                acc = tl.dot(G, w, acc, input_precision=PRECISION)
+        tl.store(
+            dh_ptr + pid_b.to(tl.int64) * S * D + offs_s[:, None] * D + offs_d[None, :], acc,
+            mask=s_ok[:, None] & d_ok[None, :],
+        )
+
+    return triton, _fwd, _dw, _dh
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32 inputs: exact fp32 products (no TF32) so results match the reference to ~1e-6.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _prepare(hidden, weight, bias):
+    """Common dtype for the dot operands (fp16/bf16/fp32); contiguous weight."""
+    dt = torch.promote_types(hidden.dtype, weight.dtype)
+    if dt == torch.float64:
+        dt = torch.float32  # tl.dot has no fp64; accumulate in fp32
+    if dt not in (torch.float16, torch.bfloat16, torch.float32):
+        dt = torch.float32
+    h = hidden.to(dt)
+    w = weight.to(dt).contiguous()
+    b = bias.contiguous() if bias is not None else None
+    return h, w, b
+
+
+def _forward(hidden, weight, bias, mask_bool, activation):
+    triton, fwd, _, _ = _kernels()
+    B, S, D = hidden.shape
+    V = weight.shape[0]
+    h, w, b = _prepare(hidden, weight, bias)
+    mask_i = mask_bool.to(torch.int8).contiguous()
+    pos = torch.arange(1, S + 1, device=hidden.device, dtype=torch.int32)
+    seq_end = (mask_bool.to(torch.int32) * pos).amax(dim=1).to(torch.int32).contiguous() if S else \
+        torch.zeros(B, dtype=torch.int32, device=hidden.device)
+    m = torch.empty((B, V), dtype=torch.float32, device=hidden.device)
+    idx = torch.empty((B, V), dtype=torch.int32, device=hidden.device)
+    out = torch.empty((B, V), dtype=torch.float32, device=hidden.device)
+    if B == 0 or V == 0:
+        return out, m, idx
+    grid = lambda meta: (B, triton.cdiv(V, meta["BLOCK_V"]))  # noqa: E731
+    fwd[grid](
+        h, w, b if b is not None else w, mask_i, seq_end, m, idx, out,
+        S, D, V,
+        h.stride(0), h.stride(1), h.stride(2), w.stride(0), w.stride(1),
+        mask_i.stride(0), mask_i.stride(1),
+        HAS_BIAS=b is not None, ACT=_ACT_IDS[activation], PRECISION=_precision(h.dtype),
+    )
+    return out, m, idx
+
+
+class _TritonMax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, mask_bool, activation):
+        out, m, idx = _forward(hidden, weight, bias, mask_bool, activation)
+        ctx.activation = activation
+        ctx.has_bias = bias is not None
+        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        ctx.save_for_backward(hidden, weight, m, idx)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        triton, _, dw_k, dh_k = _kernels()
+        hidden, weight, m, idx = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        g = (grad.float() * activation_grad(m, ctx.activation)).contiguous()
+        B, S, D = hidden.shape
+        V = weight.shape[0]
+        d_hidden = d_weight = d_bias = None
+        if need_b and ctx.has_bias:
+            d_bias = g.sum(0).to(ctx.dtypes[2])
+        if need_h or need_w:
+            h, w, _ = _prepare(hidden, weight, None)
+            if need_w:
+                dw = torch.empty((V, D), dtype=torch.float32, device=g.device)
+                grid = lambda meta: (triton.cdiv(V, meta["BLOCK_V"]), triton.cdiv(D, meta["BLOCK_D"]))  # noqa: E731
+                dw_k[grid](h, g, idx, dw, B, D, V, h.stride(0), h.stride(1), h.stride(2))
+                d_weight = dw.to(ctx.dtypes[1])
+            if need_h:
+                dh = torch.empty((B, S, D), dtype=torch.float32, device=g.device)
+                grid = lambda meta: (  # noqa: E731
+                    triton.cdiv(S, meta["BLOCK_S"]), triton.cdiv(D, meta["BLOCK_D"]), B,
+                )
+                dh_k[grid](w, g, idx, dh, S, D, V, w.stride(0), w.stride(1), PRECISION=_precision(w.dtype))
+                d_hidden = dh.to(ctx.dtypes[0])
+        return d_hidden, d_weight, d_bias, None, None
+
+
+def splade_max_triton(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    activation: str = "relu",
+    *,
+    pooling: str = "max",
+) -> torch.Tensor:
+    """Triton SPLADE head (``pooling="max"`` only); returns float32 ``[B, V]``.
+
+    Works on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1``. Sum pooling is not
+    implemented in Triton: :func:`lsr.kernels.splade_max` routes it to the chunked path.
+    """
+    _, _, _, _, m = check_args(hidden, weight, bias, mask, activation, pooling)
+    if pooling != "max":
+        raise NotImplementedError("splade_max_triton supports pooling='max' only")
+    return _TritonMax.apply(hidden, weight, bias, m, activation)

@@ -1,0 +1,94 @@
+"""Document store: ids, titles and texts as UTF-8 blobs plus offsets, opened with mmap,
+so showing a hit never loads the corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lsr.errors import LsrError
+
+FIELDS = ("ids", "titles", "texts")
+
+
+class DocStoreWriter:
+    """Appends documents to raw blob files; `close()` turns them into `.npy` arrays."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.blobs = {f: open(self.directory / f"{f}.raw", "wb") for f in FIELDS}
+        self.offsets: dict[str, list[int]] = {f: [0] for f in FIELDS}
+        self.seen: dict[str, str] = {}
+
+    def add(self, doc_id: str, title: str, text: str, where: str = "") -> None:
+        if doc_id in self.seen:
+            raise LsrError(f"{where}: duplicate document id {doc_id!r} (first at {self.seen[doc_id]})")
+        self.seen[doc_id] = where
+        for field, value in zip(FIELDS, (doc_id, title, text)):
+            data = value.encode("utf-8", "surrogatepass")
+            self.blobs[field].write(data)
+            self.offsets[field].append(self.offsets[field][-1] + len(data))
+
+    def __len__(self) -> int:
+        return len(self.seen)
+
+    def close(self) -> None:
+        for field, blob in self.blobs.items():
+            blob.close()
+            raw = self.directory / f"{field}.raw"
+            size = self.offsets[field][-1]
+            out = np.lib.format.open_memmap(self.directory / f"{field}.npy", mode="w+", dtype=np.uint8, shape=(size,))
+            with open(raw, "rb") as src:
+                pos = 0
+                for block in iter(lambda: src.read(1 << 24), b""):
+                    out[pos : pos + len(block)] = np.frombuffer(block, np.uint8)
+                    pos += len(block)
+            out.flush()
+            del out
+            raw.unlink()
+            np.save(self.directory / f"{field}.offsets.npy", np.array(self.offsets[field], np.int64))
+
+
+class DocStore:
+    """Read side: `ids(rows)`, `title(row)`, `text(row)` decode only what is asked for."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._blobs = {f: np.load(self.directory / f"{f}.npy", mmap_mode="r") for f in FIELDS}
+        self._offsets = {f: np.load(self.directory / f"{f}.offsets.npy", mmap_mode="r") for f in FIELDS}
+        self._all_ids: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self._offsets["ids"]) - 1
+
+    def _get(self, field: str, row: int) -> str:
+        lo, hi = self._offsets[field][row], self._offsets[field][row + 1]
+        return bytes(self._blobs[field][lo:hi]).decode("utf-8", "surrogatepass")
+
+    def doc_id(self, row: int) -> str:
+        return self._get("ids", row)
+
+    def title(self, row: int) -> str:
+        return self._get("titles", row)
+
+    def text(self, row: int) -> str:
+        return self._get("texts", row)
+
+    def all_ids(self) -> np.ndarray:
+        """Every id as an object array (decoded once, cached): fast id lookup for batch search."""
+        if self._all_ids is None:
+            blob = bytes(self._blobs["ids"]).decode("utf-8", "surrogatepass")
+            offsets = np.asarray(self._offsets["ids"])
+            if blob.isascii():
+                self._all_ids = np.array([blob[a:b] for a, b in zip(offsets[:-1], offsets[1:])], dtype=object)
+            else:
+                self._all_ids = np.array([self.doc_id(i) for i in range(len(self))], dtype=object)
+        return self._all_ids
+
+    def ids(self, rows: Sequence[int]) -> list[str]:
+        return [self.doc_id(int(r)) for r in rows]
+
+

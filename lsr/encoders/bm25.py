@@ -1,0 +1,133 @@
+"""Lexical BM25 vectors: document weights are BM25 term scores, query weights are term counts,
+so a dot product is the BM25 score. No model; the vocabulary is the corpus's own terms."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lsr.encoders.base import DocumentPass, Encoder
+from lsr.sparse import SparseVectors
+from lsr.text import Analyzer
+
+VOCAB_FILE = "vocab.txt"
+
+
+def lucene_length_norm(lengths: np.ndarray) -> np.ndarray:
+    """Document lengths as Lucene stores them: one byte each (SmallFloat.intToByte4), decoded.
+
+    Lengths below 24 are exact; larger ones keep 4 significant bits. Matching this makes
+    our BM25 scores equal Lucene's (and so Anserini's) for the same terms.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    free = 24  # NUM_FREE_VALUES = 255 - longToInt4(Integer.MAX_VALUE)
+    out = lengths.copy()
+    big = lengths >= free
+    x = lengths[big] - free
+    bits = np.zeros_like(x)
+    nz = x > 0
+    bits[nz] = np.floor(np.log2(x[nz])).astype(np.int64) + 1  # bit length
+    shift = np.maximum(bits - 4, 0)
+    mantissa = x >> shift  # top 4 bits (or all bits when fewer than 4)
+    decoded = np.where(bits < 4, x, (mantissa | 8) << shift)  # drop what the shift lost
+    out[big] = free + decoded
+    return out
+
+
+class Bm25Encoder(Encoder):
+    """BM25 with Lucene's idf `log(1 + (N - df + 0.5) / (df + 0.5))`, k1=0.9, b=0.4 by default."""
+
+    def __init__(self, k1: float = 0.9, b: float = 0.4, vocab: Sequence[str] = ()) -> None:
+        self.k1, self.b = float(k1), float(b)
+        self.analyzer = Analyzer()
+        self.vocab: list[str] = list(vocab)
+        self.term_ids: dict[str, int] = {t: i for i, t in enumerate(self.vocab)}
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {"type": "bm25", "k1": self.k1, "b": self.b, "analyzer": "english-snowball"}
+
+    @classmethod
+    def from_directory(cls, directory: Path, spec: dict[str, Any]) -> "Bm25Encoder":
+        vocab = (Path(directory) / VOCAB_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+        return cls(k1=spec["k1"], b=spec["b"], vocab=vocab)
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        (Path(directory) / VOCAB_FILE).write_text("".join(t + "\n" for t in self.vocab), encoding="utf-8")
+        return self.spec
+
+    def encode_queries(self, texts: Sequence[str]) -> SparseVectors:
+        """Term counts of the known terms of each query."""
+        rows = []
+        for text in texts:
+            counts = Counter(t for t in self.analyzer(text) if t in self.term_ids)
+            rows.append(([self.term_ids[t] for t in counts], list(counts.values())))
+        return SparseVectors.from_rows(rows, self.dim)
+
+    def encode_documents(
+        self, texts: Sequence[str], batch_size: int = 32, max_length: int = 256, show_progress: bool = False
+    ) -> SparseVectors:
+        """BM25 vectors of `texts` with statistics taken from `texts` themselves."""
+        run = self.document_pass()
+        run.add(texts)
+        return run.finish()
+
+    def document_pass(self, batch_size: int = 32, max_length: int = 256) -> "Bm25Pass":
+        return Bm25Pass(self)
+
+    def weigh(self, counts: SparseVectors, lengths: np.ndarray) -> SparseVectors:
+        """Turn term counts into BM25 document weights using the statistics of `counts`."""
+        n_docs = len(counts)
+        df = np.bincount(counts.indices, minlength=self.dim).astype(np.float64)
+        idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+        with_text = lengths > 0  # Lucene's docCount counts documents that have the field
+        avgdl = lengths.sum() / max(1, with_text.sum())
+        norm = self.k1 * (1 - self.b + self.b * lucene_length_norm(lengths) / max(avgdl, 1e-9))
+        norm_per_posting = np.repeat(norm, np.diff(counts.indptr))
+        tf = counts.values.astype(np.float64)
+        weights = idf[counts.indices] * tf / (tf + norm_per_posting)
+        return SparseVectors(counts.indptr, counts.indices, weights.astype(np.float32), self.dim)
+
+
+class Bm25Pass(DocumentPass):
+    """Counts terms while streaming (growing the vocabulary), weighs them at the end."""
+
+    def __init__(self, encoder: Bm25Encoder) -> None:
+        self.encoder = encoder
+        self.indptr = [0]
+        self.indices: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
+        self.lengths: list[int] = []
+
+    def add(self, texts: Sequence[str]) -> None:
+        enc = self.encoder
+        term_ids, vocab = enc.term_ids, enc.vocab
+        for text in texts:
+            terms = enc.analyzer(text)
+            counts = Counter(terms)
+            ids = np.empty(len(counts), dtype=np.int32)
+            for j, term in enumerate(counts):
+                tid = term_ids.get(term)
+                if tid is None:
+                    tid = term_ids[term] = len(vocab)
+                    vocab.append(term)
+                ids[j] = tid
+            order = np.argsort(ids)
+            self.indices.append(ids[order])
+            self.counts.append(np.fromiter(counts.values(), np.float32, len(counts))[order])
+            self.indptr.append(self.indptr[-1] + len(counts))
+            self.lengths.append(len(terms))
+
+    def finish(self) -> SparseVectors:
+        enc = self.encoder
+        empty = [np.zeros(0, np.int32)]
+        counts = SparseVectors(
+            np.array(self.indptr, np.int64),
+            np.concatenate(self.indices or empty),
+            np.concatenate(self.counts or empty),
+            enc.dim,
+        )
+        return enc.weigh(counts, np.array(self.lengths, np.int64))

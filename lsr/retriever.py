@@ -1,0 +1,191 @@
+"""`Retriever`: corpus → encoder → index → an index directory; queries → ranked hits.
+
+An index directory holds `manifest.json` (format, encoder spec, counts), `encoder/` (what
+the query side needs), `docs/` (the document store) and `index/` (the sparse index with
+its own manifest). It is written to a temporary sibling and renamed into place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from lsr.corpus import CorpusReader
+from lsr.docstore import DocStore, DocStoreWriter
+from lsr.encoders import Encoder, encoder_from_spec, load_encoder
+from lsr.errors import LsrError
+from lsr.indexer.storage import IndexFormatError, atomic_directory, read_manifest, write_manifest
+from lsr.sparse import SparseVectors
+
+log = logging.getLogger(__name__)
+KIND = "retriever"
+
+
+@dataclass(frozen=True)
+class Hit:
+    doc_id: str
+    score: float
+    title: str
+    text: str
+
+
+@dataclass
+class BuildReport:
+    """What a build did: counts, skipped records, timings."""
+
+    n_docs: int = 0
+    skipped: list[str] | None = None
+    ignored_files: int = 0
+    seconds: float = 0.0
+    index_kind: str = ""
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.n_docs / self.seconds if self.seconds else 0.0
+
+
+def _load_index(path: Path):
+    kind = read_manifest(path)["kind"]
+    if kind == "exact":
+        from lsr.indexer import ExactIndex
+
+        return ExactIndex.load(path)
+    raise IndexFormatError(f"{path}: unknown index kind {kind!r}")
+
+
+class Retriever:
+    """Search a built index by text: `Retriever.build(corpus, ...)` or `Retriever.load(path)`."""
+
+    def __init__(self, path: Path, encoder: Encoder, index: Any, docs: DocStore, manifest: dict[str, Any]) -> None:
+        self.path, self.encoder, self.index, self.docs, self.manifest = path, encoder, index, docs, manifest
+        self.last_build: BuildReport | None = None
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    # ---- building ---------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        corpus_path: str | Path,
+        model: str | Encoder = "bm25",
+        path: str | Path = ".lsr",
+        batch_size: int = 32,
+        max_length: int = 256,
+        skip_bad: bool = False,
+        progress: Callable[[int, int, int], None] | None = None,
+    ) -> "Retriever":
+        """Encode and index every document under `corpus_path` into the directory `path`.
+
+        `progress(docs_done, bytes_read, bytes_total)` is called after each batch. The
+        previous index at `path`, if any, stays intact until the new one is complete.
+        """
+        start = time.perf_counter()
+        reader = CorpusReader(corpus_path, skip_bad=skip_bad)
+        encoder = load_encoder(model) if isinstance(model, str) else model
+        path = Path(path)
+        with atomic_directory(path) as tmp:
+            docs = DocStoreWriter(tmp / "docs")
+            run = encoder.document_pass(batch_size=batch_size, max_length=max_length)
+            batch: list[str] = []
+            for doc in reader:
+                docs.add(doc.doc_id, doc.title, doc.text, doc.where)
+                batch.append(doc.full_text())
+                if len(batch) == batch_size:
+                    run.add(batch)
+                    batch = []
+                    if progress:
+                        progress(len(docs), reader.bytes_read, reader.bytes_total)
+            if batch:
+                run.add(batch)
+            if progress:
+                progress(len(docs), reader.bytes_total, reader.bytes_total)
+            if len(docs) == 0:
+                raise LsrError(f"{corpus_path}: no documents to index")
+            docs.close()
+            vectors = run.finish()
+            index = cls._build_index(vectors)
+            index.save(tmp / "index")
+            (tmp / "encoder").mkdir()
+            spec = encoder.save(tmp / "encoder")
+            write_manifest(
+                tmp,
+                KIND,
+                encoder=spec,
+                n_docs=len(docs),
+                dim=vectors.dim,
+                nnz=vectors.nnz,
+                index_kind=index.kind,
+                corpus=str(Path(corpus_path).absolute()),
+                skipped=len(reader.skipped),
+                skip_subdirectories=["index"],
+            )
+        retriever = cls.load(path)
+        retriever.warm_up()
+        retriever.last_build = BuildReport(
+            n_docs=len(docs),
+            skipped=reader.skipped,
+            ignored_files=len(reader.ignored_files),
+            seconds=time.perf_counter() - start,
+            index_kind=index.kind,
+        )
+        return retriever
+
+    @staticmethod
+    def _build_index(vectors: SparseVectors):
+        from lsr.indexer import ExactIndex
+
+        return ExactIndex.build(vectors)
+
+    @classmethod
+    def load(cls, path: str | Path = ".lsr") -> "Retriever":
+        """Open an index directory written by `build` (arrays are memory-mapped)."""
+        path = Path(path)
+        if not path.exists():
+            raise LsrError(f"{path}: no index here (build one with `lsr index CORPUS`)")
+        try:
+            manifest = read_manifest(path)
+            if manifest["kind"] != KIND:
+                raise IndexFormatError(f"{path}: a bare {manifest['kind']} index, not a retriever index")
+            index = _load_index(path / "index")
+        except IndexFormatError as err:
+            raise LsrError(str(err)) from None
+        encoder = encoder_from_spec(manifest["encoder"], path / "encoder")
+        return cls(path, encoder, index, DocStore(path / "docs"), manifest)
+
+    def warm_up(self) -> None:
+        """Compile (and cache on disk) the batch search code now rather than at the first batch."""
+        empty = self.encoder.encode_queries(["", ""])
+        self.index.search(empty, k=1, threads=1)
+        self.index.search(empty, k=1, threads=2)
+
+    # ---- searching --------------------------------------------------------------------
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        """The k best documents for one query, best first, with title and text for display."""
+        rows, scores = self.index.search(self.encoder.encode_queries([query]), k=k)
+        return [
+            Hit(self.docs.doc_id(r), float(s), self.docs.title(r), self.docs.text(r))
+            for r, s in zip(rows[0], scores[0])
+            if r >= 0
+        ]
+
+    def search_batch(
+        self, queries: Sequence[str] | SparseVectors, k: int = 100, threads: int = 0
+    ) -> tuple[list[list[str]], np.ndarray]:
+        """Search many queries (texts, or vectors already encoded) in parallel threads.
+
+        Returns `(ids, scores)`: per query the list of the corpus's doc ids (shorter than k
+        when fewer documents match) and a float32 `[n, k]` array (-inf where no hit).
+        """
+        vectors = queries if isinstance(queries, SparseVectors) else self.encoder.encode_queries(list(queries))
+        rows, scores = self.index.search(vectors, k=k, threads=threads)
+        all_ids = self.docs.all_ids()
+        ids = [all_ids[r[r >= 0]].tolist() for r in rows]
+        return ids, scores
