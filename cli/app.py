@@ -19,8 +19,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # soft wrap: never break a line in pipes/files
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DEFAULT_INDEX = ".lsr"
 
@@ -68,14 +68,16 @@ def index(
     task = bar.add_task("indexing", total=None, docs=0, rate=0.0)
 
     def progress(docs: int, done: int, total: int) -> None:
-        bar.start()  # on the first batch: an error in the input shows no empty bar
+        if not bar.live.is_started:
+            bar.start()  # on the first batch: an error in the input shows no empty bar
         rate = docs / max(time.perf_counter() - start, 1e-9)
         bar.update(task, completed=done, total=total, docs=docs, rate=rate)
 
     try:
         retriever = Retriever.build(path, model=model, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=progress)
     finally:
-        bar.stop()
+        if bar.live.is_started:
+            bar.stop()
     report = retriever.last_build
     out.print(
         f"indexed {report.n_docs:,} documents in {report.seconds:.1f} s ({report.docs_per_second:,.0f} docs/s) "

@@ -85,6 +85,7 @@ class CorpusReader:
                     self.ignored_files.append(file)
                 else:
                     files.append((file, kind))
+        files.sort(key=lambda item: item[0].relative_to(self.path).as_posix())
         if not files:
             raise LsrError(f"{self.path}: no documents found (.txt, .md, .jsonl, .tsv or TREC files)")
         return files

@@ -1,0 +1,78 @@
+"""The installed `lsr` script, end to end, in subprocesses."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LSR = shutil.which("lsr", path=str(Path(sys.executable).parent)) or shutil.which("lsr")
+
+
+def lsr(*args, cwd=None, env=None):
+    assert LSR, "the lsr console script is not installed"
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([LSR, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=300)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "corpus"
+    (folder / "notes").mkdir(parents=True)
+    (folder / "notes" / "tea.md").write_text("Green tea is brewed at eighty degrees.")
+    (folder / "coffee.txt").write_text("Espresso is coffee brewed under pressure.")
+    (folder / "more.jsonl").write_text('{"_id": "j1", "title": "Cocoa", "text": "Hot cocoa with milk."}\n')
+    return folder
+
+
+def test_index_search_info_round_trip(tmp_path, corpus):
+    result = lsr("index", corpus, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "indexed 3 documents" in result.stdout
+    assert (tmp_path / ".lsr" / "manifest.json").is_file()  # the default index directory
+
+    result = lsr("search", "brewed coffee", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout)
+    assert [h["doc_id"] for h in hits] == ["coffee.txt", "notes/tea.md"]
+    assert hits[0]["rank"] == 1 and hits[0]["score"] > hits[1]["score"] > 0
+
+    result = lsr("search", "cocoa", "-k", "1", cwd=tmp_path)
+    assert result.returncode == 0 and "j1" in result.stdout and "Hot cocoa" in result.stdout
+
+    result = lsr("info", cwd=tmp_path)
+    assert result.returncode == 0 and "documents  3" in result.stdout and '"type": "bm25"' in result.stdout
+
+
+def test_lsr_index_env_and_option(tmp_path, corpus):
+    assert lsr("index", corpus, "--index", tmp_path / "a").returncode == 0
+    result = lsr("search", "tea", "--json", env={"LSR_INDEX": str(tmp_path / "a")}, cwd=tmp_path)
+    assert result.returncode == 0 and json.loads(result.stdout)[0]["doc_id"] == "notes/tea.md"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("search", "x", "--index", "missing-index"), "missing-index: no index here"),
+        (("index", "no-such-corpus"), "no-such-corpus: no such file or folder"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path, args, message):
+    result = lsr(*args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_malformed_line_and_skip_bad(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "1", "text": "fine"}\n{"_id": 2, "text": broken}\n{"_id": "3", "text": "also fine"}\n')
+    result = lsr("index", corpus, "--index", tmp_path / "ix")
+    assert result.returncode == 1 and f"{corpus}:2: invalid JSON" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "ix").exists()
+    result = lsr("index", corpus, "--index", tmp_path / "ix", "--skip-bad")
+    assert result.returncode == 0, result.stderr
+    assert "indexed 2 documents" in result.stdout and "skipped 1 bad record" in result.stderr

@@ -1,0 +1,125 @@
+import gzip
+import json
+import os
+
+import pytest
+
+from lsr.corpus import CorpusReader
+from lsr.errors import LsrError
+
+
+def read(path, **kw):
+    reader = CorpusReader(path, **kw)
+    return reader, [(d.doc_id, d.title, d.text) for d in reader]
+
+
+def test_folder_tree_of_text_files(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one.txt").write_text("first doc")
+    (tmp_path / "b.md").write_text("# Title\nsecond")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    (tmp_path / ".hidden.txt").write_text("not indexed")
+    reader, docs = read(tmp_path)
+    assert docs == [("a/one.txt", "", "first doc"), ("b.md", "", "# Title\nsecond"), ("empty.txt", "", "")]
+    assert [p.name for p in reader.ignored_files] == ["image.png"]
+    assert reader.bytes_read == reader.bytes_total
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_jsonl_fields(tmp_path, gz):
+    lines = [
+        {"_id": "1", "title": "T", "text": "body"},
+        {"id": 2, "contents": "c"},
+        {"docid": "x", "text": ""},
+        {"_id": "t-only", "title": "just a title"},
+    ]
+    data = "\n".join(json.dumps(r) for r in lines) + "\n\n"
+    path = tmp_path / ("c.jsonl.gz" if gz else "c.jsonl")
+    path.write_bytes(gzip.compress(data.encode()) if gz else data.encode())
+    _, docs = read(path)
+    assert docs == [("1", "T", "body"), ("2", "", "c"), ("x", "", ""), ("t-only", "just a title", "")]
+
+
+def test_beir_folder_reads_only_the_corpus(tmp_path):
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "doc"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "query"}\n')
+    _, docs = read(tmp_path)
+    assert docs == [("d1", "", "doc")]
+
+
+def test_real_scifact_is_read_whole(data_dir):
+    reader, docs = read(data_dir / "scifact")
+    assert len(docs) == 5183 and len({d[0] for d in docs}) == 5183
+    assert all(isinstance(d[1], str) for d in docs)
+
+
+def test_tsv_with_and_without_header(tmp_path):
+    (tmp_path / "collection.tsv").write_text("0\tfirst passage\n1\tsecond\n")
+    _, docs = read(tmp_path / "collection.tsv")
+    assert docs == [("0", "", "first passage"), ("1", "", "second")]
+    (tmp_path / "h.tsv").write_text("id\ttext\n7\tseven\n")
+    _, docs = read(tmp_path / "h.tsv")
+    assert docs == [("7", "", "seven")]
+
+
+def test_trec_documents(tmp_path):
+    path = tmp_path / "docs.trec"
+    path.write_text(
+        "<DOC>\n<DOCNO> FT-1 </DOCNO>\n<HEADLINE>A title</HEADLINE>\n<TEXT>\nSome <b>text</b>\nhere\n</TEXT>\n</DOC>\n"
+        "<DOC>\n<DOCNO>FT-2</DOCNO>\n<TEXT></TEXT>\n</DOC>\n"
+    )
+    _, docs = read(path)
+    assert docs == [("FT-1", "A title", "Some text here"), ("FT-2", "", "")]
+    # sniffed in a folder even without a TREC suffix
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "fr940104").write_bytes(path.read_bytes())
+    _, docs = read(tmp_path / "sub")
+    assert [d[0] for d in docs] == ["FT-1", "FT-2"]
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("c.jsonl", '{"_id": "1", "text": "ok"}\n{"_id": "2", "text": oops}\n', r"c.jsonl:2: invalid JSON"),
+        ("c.jsonl", '{"_id": "1", "text": "ok"}\n{"text": "no id"}\n', r"c.jsonl:2: no document id"),
+        ("c.jsonl", '{"_id": "1"}\n', r"c.jsonl:1: no text"),
+        ("c.jsonl", "[1, 2]\n", r"c.jsonl:1: expected a JSON object"),
+        ("c.tsv", "1\tok\nno tab here\n", r"c.tsv:2: expected 'id<TAB>text'"),
+        ("d.trec", "<DOC>\n<TEXT>x</TEXT>\n</DOC>\n", r"d.trec:1: <DOC> without <DOCNO>"),
+        ("d.trec", "<DOC>\n<DOCNO>1</DOCNO>\n", r"d.trec:1: <DOC> not closed"),
+    ],
+)
+def test_malformed_input_names_file_and_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(LsrError, match=message):
+        read(path)
+    reader, docs = read(path, skip_bad=True)
+    assert len(reader.skipped) == 1 and reader.skipped[0].startswith(str(path))
+    assert all(d[0] for d in docs)
+
+
+def test_invalid_utf8_and_corrupt_gzip(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"_id": "1", "text": "ok"}\n{"_id": "2", "text": "\xff\xfe"}\n')
+    with pytest.raises(LsrError, match=r"bad.jsonl:2: not valid UTF-8"):
+        read(bad)
+    corrupt = tmp_path / "corrupt.jsonl.gz"
+    lines = "".join(f'{{"_id": "{i}", "text": "{os.urandom(16).hex()}"}}\n' for i in range(2000))
+    corrupt.write_bytes(gzip.compress(lines.encode())[:5000])
+    with pytest.raises(LsrError, match=r"corrupt.jsonl.gz: cannot read"):
+        read(corrupt)
+    reader, docs = read(corrupt, skip_bad=True)
+    assert len(reader.skipped) == 1
+
+
+def test_missing_path_and_unknown_format(tmp_path):
+    with pytest.raises(LsrError, match="no such file"):
+        CorpusReader(tmp_path / "nope")
+    (tmp_path / "x.bin").write_bytes(b"\0")
+    with pytest.raises(LsrError, match="unknown corpus format"):
+        CorpusReader(tmp_path / "x.bin")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(LsrError, match="no documents found"):
+        CorpusReader(tmp_path / "sub")

@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lsr import SparseVectors
+from lsr.indexer import ExactIndex, IndexFormatError
+
+
+def brute_force(docs: SparseVectors, queries: SparseVectors, k: int):
+    """Reference: scipy dot products, ties to the lower row, only docs sharing a term."""
+    scores = (queries.to_scipy() @ docs.to_scipy().T).toarray().astype(np.float32)
+    shares = ((queries.to_scipy() != 0).astype(np.int32) @ (docs.to_scipy() != 0).astype(np.int32).T).toarray() > 0
+    out = []
+    for q in range(len(queries)):
+        cand = np.flatnonzero(shares[q])
+        order = cand[np.lexsort((cand, -scores[q, cand]))][:k]
+        out.append((order, scores[q, order]))
+    return out
+
+
+def random_vectors(n, dim, density, seed, integer=False):
+    m = sp.random(n, dim, density=density, format="csr", random_state=seed, dtype=np.float32)
+    if integer:  # integer weights: many exact ties
+        m.data = np.ceil(m.data * 3).astype(np.float32)
+    return SparseVectors.from_scipy(m)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_docs=st.integers(1, 300),
+    dim=st.integers(1, 80),
+    density=st.floats(0.01, 0.3),
+    k=st.integers(1, 20),
+    integer=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_equals_brute_force(n_docs, dim, density, k, integer, seed):
+    docs = random_vectors(n_docs, dim, density, seed, integer)
+    queries = random_vectors(12, dim, density * 2 if density < 0.5 else density, seed + 1, integer)
+    index = ExactIndex.build(docs)
+    expected = brute_force(docs, queries, k)
+    for threads in (1, 2):
+        ids, scores = index.search(queries, k=k, threads=threads)
+        for q, (order, exp_scores) in enumerate(expected):
+            n = len(order)
+            assert ids[q, :n].tolist() == order.tolist()
+            np.testing.assert_allclose(scores[q, :n], exp_scores, rtol=1e-5)
+            assert np.all(ids[q, n:] == -1) and np.all(np.isneginf(scores[q, n:]))
+    # one query at a time (the NumPy path) gives bit-identical results
+    batch_ids, batch_scores = index.search(queries, k=k)
+    for q in range(len(queries)):
+        one_ids, one_scores = index.search(queries[q : q + 1], k=k)
+        assert np.array_equal(one_ids[0], batch_ids[q]) and np.array_equal(one_scores[0], batch_scores[q])
+
+
+def test_query_terms_beyond_the_index_dimension_are_ignored():
+    docs = random_vectors(50, 10, 0.3, 0)
+    q = SparseVectors.from_rows([([3, 15], [1.0, 5.0])], dim=20)
+    index = ExactIndex.build(docs)
+    ids, scores = index.search(q, k=5)
+    ref = SparseVectors.from_rows([([3], [1.0])], dim=10)
+    assert np.array_equal(ids, index.search(ref, k=5)[0])
+
+
+def test_save_load_round_trip_and_version_check(tmp_path):
+    docs = random_vectors(500, 100, 0.05, 3)
+    queries = random_vectors(20, 100, 0.1, 4)
+    index = ExactIndex.build(docs)
+    index.save(tmp_path / "ix")
+    loaded = ExactIndex.load(tmp_path / "ix")
+    assert isinstance(loaded.list_docs, np.memmap)
+    for a, b in zip(index.search(queries, k=10), loaded.search(queries, k=10)):
+        assert np.array_equal(a, b)
+    manifest_path = tmp_path / "ix" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["format_version"] = 999
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="version 999"):
+        ExactIndex.load(tmp_path / "ix")
+
+
+def test_truncated_file_is_detected(tmp_path):
+    ExactIndex.build(random_vectors(100, 30, 0.1, 5)).save(tmp_path / "ix")
+    target = tmp_path / "ix" / "list_docs.npy"
+    target.write_bytes(target.read_bytes()[:-8])
+    with pytest.raises(IndexFormatError, match="truncated"):
+        ExactIndex.load(tmp_path / "ix")

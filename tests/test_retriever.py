@@ -1,0 +1,123 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lsr import LsrError, Retriever
+from lsr.encoders.bm25 import Bm25Encoder, lucene_length_norm
+
+
+def write_jsonl(path, docs):
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return path
+
+
+@pytest.fixture(scope="module")
+def scifact_index(tmp_path_factory, data_dir):
+    return Retriever.build(data_dir / "scifact", model="bm25", path=tmp_path_factory.mktemp("sf") / "index")
+
+
+def test_lucene_length_norm_matches_smallfloat():
+    # SmallFloat.intToByte4 / byte4ToInt: exact below 24, then 4 significant bits.
+    assert lucene_length_norm(np.arange(25)).tolist() == list(range(25))
+    assert lucene_length_norm(np.array([100, 1000, 12345])).tolist() == [96, 984, 12312]
+
+
+def test_bm25_scores_are_bm25():
+    enc = Bm25Encoder()
+    texts = ["the quick brown fox", "brown dogs and brown cats", "a fox"]
+    docs = enc.encode_documents(texts)
+    q = enc.encode_queries(["brown fox fox"])
+    n, avgdl = 3, (3 + 4 + 1) / 3  # lengths after stopwords: quick brown fox / brown dogs brown cats / fox
+
+    def bm25(tf, df, dl):
+        idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+        return idf * tf / (tf + 0.9 * (1 - 0.4 + 0.4 * dl / avgdl))
+
+    expected = [bm25(1, 2, 3) + 2 * bm25(1, 2, 3), bm25(2, 2, 4), 2 * bm25(1, 2, 1)]
+    got = (q.to_scipy() @ docs.to_scipy().T).toarray()[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_search_and_search_batch(tmp_path):
+    corpus = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"_id": "a", "title": "Cats", "text": "cats purr and sleep"},
+            {"_id": "b", "title": "Dogs", "text": "dogs bark at cats"},
+            {"_id": "c", "title": "", "text": ""},
+        ],
+    )
+    r = Retriever.build(corpus, path=tmp_path / "ix")
+    hits = r.search("sleeping cats", k=5)
+    assert [h.doc_id for h in hits] == ["a", "b"]
+    assert hits[0].title == "Cats" and hits[0].text == "cats purr and sleep" and hits[0].score > hits[1].score
+    ids, scores = r.search_batch(["dogs", "sleeping", "zebra"], k=3)
+    assert ids == [["b"], ["a"], []]
+    assert scores.shape == (3, 3) and scores.dtype == np.float32 and np.isneginf(scores[2]).all()
+    assert len(Retriever.load(tmp_path / "ix")) == 3
+
+
+def test_scifact_bm25_quality(scifact_index, data_dir):
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (data_dir / "scifact" / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        q, d, s = line.split("\t")
+        qrels.setdefault(q, {})[d] = int(s)
+    queries = {}
+    for line in (data_dir / "scifact" / "queries.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["_id"] in qrels:
+            queries[record["_id"]] = record["text"]
+    qids = list(queries)
+    ids, scores = scifact_index.search_batch([queries[q] for q in qids], k=1000)
+    run = {q: {d: float(s) for d, s in zip(i, sc) if d != q} for q, i, sc in zip(qids, ids, scores)}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10"}).evaluate(run)
+    ndcg = sum(v["ndcg_cut_10"] for v in per_query.values()) / len(qrels)
+    assert ndcg >= 0.665, ndcg  # Anserini's Lucene BM25: 0.6789
+
+
+def test_failed_build_keeps_previous_index(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", [{"_id": "1", "text": "alpha beta"}])
+    Retriever.build(good, path=tmp_path / "ix")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "2", "text": "gamma"}\n{broken\n')
+    with pytest.raises(LsrError, match=r"bad.jsonl:2"):
+        Retriever.build(bad, path=tmp_path / "ix")
+    assert [h.doc_id for h in Retriever.load(tmp_path / "ix").search("alpha")] == ["1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "good.jsonl", "ix"]
+
+
+def test_duplicate_ids_are_an_error(tmp_path):
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"_id": "1", "text": "a"}, {"_id": "1", "text": "b"}])
+    with pytest.raises(LsrError, match=r"c.jsonl:2: duplicate document id '1' \(first at .*c.jsonl:1\)"):
+        Retriever.build(corpus, path=tmp_path / "ix")
+
+
+def test_build_killed_half_way_leaves_previous_index_loadable(tmp_path, data_dir):
+    small = write_jsonl(tmp_path / "small.jsonl", [{"_id": "only", "text": "vitamin deficiency"}])
+    Retriever.build(small, path=tmp_path / "ix")
+    # a corpus big enough to still be indexing when killed
+    source = (data_dir / "scifact" / "corpus.jsonl").read_text().splitlines()
+    with open(tmp_path / "big.jsonl", "w") as f:
+        for copy in range(8):
+            for line in source:
+                record = json.loads(line)
+                record["_id"] = f"{copy}-{record['_id']}"
+                f.write(json.dumps(record) + "\n")
+    code = "from lsr import Retriever; import sys; Retriever.build(sys.argv[1], path=sys.argv[2])"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "big.jsonl"), str(tmp_path / "ix")])
+    deadline = time.time() + 60
+    while time.time() < deadline and not any((p / "docs").exists() for p in tmp_path.glob(".ix.tmp-*")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the build finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    r = Retriever.load(tmp_path / "ix")
+    assert len(r) == 1 and [h.doc_id for h in r.search("vitamin")] == ["only"]
