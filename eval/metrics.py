@@ -35,7 +35,8 @@ Run = Mapping[str, Mapping[str, float]]
 
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "map", "p@10")
 
-_NAME = re.compile(r"^\s*([a-z_]+)\s*(?:@\s*(\d+))?\s*$", re.IGNORECASE)
+# "ndcg@10", and trec_eval's spelling "ndcg_cut_10", "P_10", "recall_100", "map_cut_10"
+_NAME = re.compile(r"^\s*([a-z_]+?)\s*(?:[@_]\s*(\d+))?\s*$", re.IGNORECASE)
 _ALIASES = {
     "ndcg": "ndcg",
     "ndcg_cut": "ndcg",
