@@ -119,6 +119,65 @@ def search(
         out.print(f"      {_snippet(h.text)}", markup=False)
 
 
+@app.command("eval")
+def evaluate_command(
+    datasets: list[Path] = typer.Argument(..., help="BEIR folders (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv), or corpora with --queries/--qrels."),
+    models: list[str] = typer.Option(["bm25"], "--model", "-m", help="Encoder(s) to evaluate; repeat for several."),
+    split: str = typer.Option("test", "--split", help="BEIR qrels split."),
+    k: int = typer.Option(1000, "--k", "-k", min=1, help="Hits retrieved per query."),
+    metrics: str = typer.Option("ndcg@10,mrr@10,recall@100,recall@1000,map,p@10", "--metrics", help="Comma-separated metrics."),
+    baselines: list[str] = typer.Option([], "--baseline", help="Reference rows: bm25 (ours) or pyserini-bm25 (Anserini, needs lsr[pyserini])."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="Queries file (jsonl, tsv or TREC topics) for a non-BEIR corpus."),
+    qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels for a non-BEIR corpus."),
+    output: Path = typer.Option(Path("lsr-eval"), "--output", "-o", help="Folder for results.json and TREC run files."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+) -> None:
+    """Encode, index, search and score datasets; print one table, write JSON and run files."""
+    import time
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from lsr.eval.runner import Dataset, run_baseline, run_model, save_results
+
+    metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+    systems = list(dict.fromkeys(models + [b for b in baselines if b == "bm25"]))
+    lucene = [b for b in baselines if b != "bm25"]
+    results = []
+    for path in datasets:
+        dataset = Dataset.open(path, split=split, queries=queries, qrels=qrels)
+        for model in systems:
+            bar = _progress_bar()
+            task = bar.add_task(f"{dataset.name} · {model}", total=None, docs=0, rate=0.0)
+            start = time.perf_counter()
+
+            def progress(docs: int, done: int, total: int) -> None:
+                if not bar.live.is_started:
+                    bar.start()
+                bar.update(task, completed=done, total=total, docs=docs, rate=docs / max(time.perf_counter() - start, 1e-9))
+
+            try:
+                results.append(run_model(dataset, model, k=k, metrics=metric_names, output=output, batch_size=batch_size, progress=progress))
+            finally:
+                if bar.live.is_started:
+                    bar.stop()
+        for baseline in lucene:
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as spin:
+                spin.add_task(f"{dataset.name} · {baseline} (Lucene index + search)")
+                results.append(run_baseline(dataset, baseline, k=k, metrics=metric_names, output=output))
+    output.mkdir(parents=True, exist_ok=True)
+    save_results(results, output / "results.json")
+    table = Table(title=f"split: {split}, k={k} (trec_eval -c)")
+    table.add_column("dataset")
+    table.add_column("system")
+    for m in metric_names:
+        table.add_column(m, justify="right")
+    for r in results:
+        table.add_row(r.dataset, r.system, *(f"{r.metrics[m]:.4f}" for m in metric_names))
+    out.print(table, width=None if out.is_terminal else 160)
+    out.print(f"results: {output / 'results.json'}", markup=False)
+
+
 @app.command()
 def info(index_dir: Optional[Path] = IndexOption) -> None:
     """Describe an index: documents, postings, encoder, size on disk."""

