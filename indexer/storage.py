@@ -44,7 +44,10 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    owner = tmp.with_name(tmp.name + ".pid")
+    owner.write_text(str(os.getpid()))
     try:
         yield tmp
         if path.exists():
@@ -57,6 +60,30 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        owner.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Delete temporary siblings left by builds that were killed (their process is gone)."""
+    for owner in path.parent.glob(f".{path.name}.tmp-*.pid"):
+        try:
+            pid = int(owner.read_text() or 0)
+        except (OSError, ValueError):
+            continue
+        if pid and not _alive(pid):
+            shutil.rmtree(owner.with_suffix(""), ignore_errors=True)
+            owner.unlink(missing_ok=True)
 
 
 def save_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> None:

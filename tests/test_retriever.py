@@ -121,3 +121,6 @@ def test_build_killed_half_way_leaves_previous_index_loadable(tmp_path, data_dir
     proc.wait()
     r = Retriever.load(tmp_path / "ix")
     assert len(r) == 1 and [h.doc_id for h in r.search("vitamin")] == ["only"]
+    assert list(tmp_path.glob(".ix.tmp-*"))  # what the killed build left behind ...
+    Retriever.build(small, path=tmp_path / "ix")
+    assert not list(tmp_path.glob(".ix.tmp-*"))  # ... is removed by the next build
