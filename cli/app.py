@@ -52,10 +52,19 @@ def _progress_bar():
 @app.command()
 def index(
     path: Path = typer.Argument(..., help="Corpus: a folder of documents, a .jsonl/.tsv/TREC file, or a BEIR folder."),
-    model: str = typer.Option("bm25", "--model", "-m", help="Encoder: 'bm25', a Hugging Face id or a model folder."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m",
+        help="Encoder: 'bm25', a Hugging Face id or a model folder [default: $LSR_MODEL, else an inference-free hub model, else bm25 when offline].",
+    ),  # fmt: skip
     index_dir: Optional[Path] = IndexOption,
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Documents encoded per batch."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip malformed records and unreadable files (counted)."),
+    index_type: str = typer.Option("auto", "--index-type", help="exact, seismic, or auto (seismic from 100,000 documents on)."),
+    n_postings: int = typer.Option(3500, "--n-postings", help="Seismic: postings kept per list on average (static pruning)."),
+    max_fraction: float = typer.Option(1.5, "--max-fraction", help="Seismic: a list keeps at most max_fraction × n_postings."),
+    centroid_fraction: float = typer.Option(0.1, "--centroid-fraction", help="Seismic: share of a list's documents sampled as block centroids."),
+    summary_energy: float = typer.Option(0.4, "--summary-energy", help="Seismic: share of a block summary's L1 mass kept."),
+    doc_cut: int = typer.Option(15, "--doc-cut", help="Seismic: a document's top components used to cluster it."),
 ) -> None:
     """Encode and index every document under PATH."""
     import time
@@ -74,7 +83,12 @@ def index(
         bar.update(task, completed=done, total=total, docs=docs, rate=rate)
 
     try:
-        retriever = Retriever.build(path, model=model, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=progress)
+        seismic = dict(n_postings=n_postings, max_fraction=max_fraction, centroid_fraction=centroid_fraction,
+                       summary_energy=summary_energy, doc_cut=doc_cut)  # fmt: skip
+        retriever = Retriever.build(
+            path, model=model, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=progress,
+            index=index_type, seismic=seismic,
+        )  # fmt: skip
     finally:
         if bar.live.is_started:
             bar.stop()
@@ -102,11 +116,15 @@ def search(
     k: int = typer.Option(10, "-k", "--k", min=1, help="Number of hits."),
     index_dir: Optional[Path] = IndexOption,
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON."),
+    exact: bool = typer.Option(False, "--exact", help="Exact top-k even on an approximate (Seismic) index."),
+    query_cut: int = typer.Option(10, "--query-cut", help="Seismic: the query's largest terms whose lists are visited."),
+    heap_factor: float = typer.Option(0.7, "--heap-factor", help="Seismic: skip a block whose summary score < heap_factor × k-th best."),
 ) -> None:
     """Search the index and print ranked hits."""
     from lsr.retriever import Retriever
 
-    hits = Retriever.load(index_dir or default_index()).search(query, k=k)
+    retriever = Retriever.load(index_dir or default_index(), exact=exact)
+    hits = retriever.search(query, k=k, query_cut=query_cut, heap_factor=heap_factor)
     if as_json:
         rows = [{"rank": i, "doc_id": h.doc_id, "score": h.score, "title": h.title, "text": h.text} for i, h in enumerate(hits, 1)]
         sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
@@ -197,6 +215,9 @@ def info(index_dir: Optional[Path] = IndexOption) -> None:
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
+    import logging
+
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     try:
         app()
     except LsrError as error:

@@ -17,13 +17,17 @@ import numpy as np
 
 from lsr.corpus import CorpusReader
 from lsr.docstore import DocStore, DocStoreWriter
-from lsr.encoders import Encoder, encoder_from_spec, load_encoder
+from lsr.encoders import Encoder, encoder_from_spec, resolve_model
 from lsr.errors import LsrError
 from lsr.indexer.storage import IndexFormatError, atomic_directory, read_manifest, write_manifest
 from lsr.sparse import SparseVectors
 
 log = logging.getLogger(__name__)
 KIND = "retriever"
+# Below this many documents `index="auto"` builds the exact index: it is fast enough there
+# and returns the true top-k. Above, the Seismic approximate index.
+SEISMIC_THRESHOLD = 100_000
+INDEX_TYPES = ("auto", "exact", "seismic")
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,25 @@ class BuildReport:
         return self.n_docs / self.seconds if self.seconds else 0.0
 
 
-def _load_index(path: Path):
+def _load_index(path: Path, exact: bool = False):
+    """Open `path`; `exact=True` on a Seismic index inverts its forward index (every posting)."""
+    from lsr.indexer import ExactIndex
+
     kind = read_manifest(path)["kind"]
     if kind == "exact":
-        from lsr.indexer import ExactIndex
-
         return ExactIndex.load(path)
+    if kind == "seismic":
+        from lsr.indexer.seismic import SeismicIndex
+
+        index = SeismicIndex.load(path)
+        return ExactIndex.build(index.forward_vectors()) if exact else index
     raise IndexFormatError(f"{path}: unknown index kind {kind!r}")
+
+
+def index_kind(index: Any) -> str:
+    from lsr.indexer import ExactIndex
+
+    return "exact" if isinstance(index, ExactIndex) else "seismic"
 
 
 class Retriever:
@@ -74,21 +90,27 @@ class Retriever:
     def build(
         cls,
         corpus_path: str | Path,
-        model: str | Encoder = "bm25",
+        model: str | Encoder | None = "bm25",
         path: str | Path = ".lsr",
         batch_size: int = 32,
         max_length: int = 256,
         skip_bad: bool = False,
         progress: Callable[[int, int, int], None] | None = None,
+        index: str = "auto",
+        seismic: dict[str, Any] | None = None,
     ) -> "Retriever":
         """Encode and index every document under `corpus_path` into the directory `path`.
 
-        `progress(docs_done, bytes_read, bytes_total)` is called after each batch. The
-        previous index at `path`, if any, stays intact until the new one is complete.
+        `index`: "exact", "seismic", or "auto" (Seismic from `SEISMIC_THRESHOLD` documents
+        on); `seismic`: build parameters of `SeismicIndex.build`. `progress(docs_done,
+        bytes_read, bytes_total)` is called after each batch. The previous index at `path`,
+        if any, stays intact until the new one is complete.
         """
+        if index not in INDEX_TYPES:
+            raise LsrError(f"unknown index type {index!r} (expected one of {', '.join(INDEX_TYPES)})")
         start = time.perf_counter()
         reader = CorpusReader(corpus_path, skip_bad=skip_bad)
-        encoder = load_encoder(model) if isinstance(model, str) else model
+        encoder = model if isinstance(model, Encoder) else resolve_model(model)
         path = Path(path)
         with atomic_directory(path) as tmp:
             docs = DocStoreWriter(tmp / "docs")
@@ -110,8 +132,8 @@ class Retriever:
                 raise LsrError(f"{corpus_path}: no documents to index")
             docs.close()
             vectors = run.finish()
-            index = cls._build_index(vectors)
-            index.save(tmp / "index")
+            built = cls._build_index(vectors, index, seismic or {})
+            built.save(tmp / "index")
             (tmp / "encoder").mkdir()
             spec = encoder.save(tmp / "encoder")
             write_manifest(
@@ -121,7 +143,7 @@ class Retriever:
                 n_docs=len(docs),
                 dim=vectors.dim,
                 nnz=vectors.nnz,
-                index_kind=index.kind,
+                index_kind=index_kind(built),
                 corpus=str(Path(corpus_path).absolute()),
                 skipped=len(reader.skipped),
                 skip_subdirectories=["index"],
@@ -133,19 +155,27 @@ class Retriever:
             skipped=reader.skipped,
             ignored_files=len(reader.ignored_files),
             seconds=time.perf_counter() - start,
-            index_kind=index.kind,
+            index_kind=index_kind(built),
         )
         return retriever
 
     @staticmethod
-    def _build_index(vectors: SparseVectors):
+    def _build_index(vectors: SparseVectors, index: str, seismic: dict[str, Any]):
         from lsr.indexer import ExactIndex
 
-        return ExactIndex.build(vectors)
+        if index == "exact" or (index == "auto" and len(vectors) < SEISMIC_THRESHOLD):
+            return ExactIndex.build(vectors)
+        from lsr.indexer.seismic import SeismicIndex
+
+        return SeismicIndex.build(vectors, **seismic)
 
     @classmethod
-    def load(cls, path: str | Path = ".lsr") -> "Retriever":
-        """Open an index directory written by `build` (arrays are memory-mapped)."""
+    def load(cls, path: str | Path = ".lsr", exact: bool = False) -> "Retriever":
+        """Open an index directory written by `build` (arrays are memory-mapped).
+
+        `exact=True` answers with exact top-k even when the index is approximate (Seismic):
+        its forward index is inverted in memory at load time.
+        """
         path = Path(path)
         if not path.exists():
             raise LsrError(f"{path}: no index here (build one with `lsr index CORPUS`)")
@@ -153,7 +183,7 @@ class Retriever:
             manifest = read_manifest(path)
             if manifest["kind"] != KIND:
                 raise IndexFormatError(f"{path}: a bare {manifest['kind']} index, not a retriever index")
-            index = _load_index(path / "index")
+            index = _load_index(path / "index", exact=exact)
         except IndexFormatError as err:
             raise LsrError(str(err)) from None
         encoder = encoder_from_spec(manifest["encoder"], path / "encoder")
@@ -162,14 +192,23 @@ class Retriever:
     def warm_up(self) -> None:
         """Compile (and cache on disk) the batch search code now rather than at the first batch."""
         empty = self.encoder.encode_queries(["", ""])
-        self.index.search(empty, k=1, threads=1)
-        self.index.search(empty, k=1, threads=2)
+        self._search(empty, 1, 1, {})
+        self._search(empty, 1, 2, {})
 
     # ---- searching --------------------------------------------------------------------
 
-    def search(self, query: str, k: int = 10) -> list[Hit]:
-        """The k best documents for one query, best first, with title and text for display."""
-        rows, scores = self.index.search(self.encoder.encode_queries([query]), k=k)
+    def _search(self, vectors: SparseVectors, k: int, threads: int, options: dict[str, Any]):
+        if index_kind(self.index) == "exact":
+            return self.index.search(vectors, k=k, threads=threads)
+        from lsr.indexer.exact import resolve_threads
+
+        return self.index.search(vectors, k=k, threads=resolve_threads(threads), **options)
+
+    def search(self, query: str, k: int = 10, **options: Any) -> list[Hit]:
+        """The k best documents for one query, best first, with title and text for display.
+
+        `options` go to an approximate index's search (`query_cut`, `heap_factor`)."""
+        rows, scores = self._search(self.encoder.encode_queries([query]), k, 1, options)
         return [
             Hit(self.docs.doc_id(r), float(s), self.docs.title(r), self.docs.text(r))
             for r, s in zip(rows[0], scores[0])
@@ -177,7 +216,7 @@ class Retriever:
         ]
 
     def search_batch(
-        self, queries: Sequence[str] | SparseVectors, k: int = 100, threads: int = 0
+        self, queries: Sequence[str] | SparseVectors, k: int = 100, threads: int = 0, **options: Any
     ) -> tuple[list[list[str]], np.ndarray]:
         """Search many queries (texts, or vectors already encoded) in parallel threads.
 
@@ -185,7 +224,7 @@ class Retriever:
         when fewer documents match) and a float32 `[n, k]` array (-inf where no hit).
         """
         vectors = queries if isinstance(queries, SparseVectors) else self.encoder.encode_queries(list(queries))
-        rows, scores = self.index.search(vectors, k=k, threads=threads)
+        rows, scores = self._search(vectors, k, threads, options)
         all_ids = self.docs.all_ids()
         ids = [all_ids[r[r >= 0]].tolist() for r in rows]
         return ids, scores

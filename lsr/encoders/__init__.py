@@ -1,29 +1,143 @@
-"""Encoders: text → `lsr.SparseVectors`. `load_encoder` resolves a name; `encoder_from_spec`
+"""Encoders: text → `lsr.SparseVectors`. `load_encoder` resolves a name; `resolve_model` picks
+the model for `lsr index` / `lsr eval` (falling back to BM25 offline); `encoder_from_spec`
 rebuilds the query side from an index directory."""
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from lsr.encoders.base import Encoder
+from lsr.encoders.postprocess import PostProcessing, min_weight, quantize, top_k
+from lsr.errors import LsrError
 
-__all__ = ["Encoder", "load_encoder", "encoder_from_spec"]
+__all__ = [
+    "Encoder",
+    "load_encoder",
+    "resolve_model",
+    "encoder_from_spec",
+    "ModelUnavailable",
+    "PostProcessing",
+    "top_k",
+    "min_weight",
+    "quantize",
+    "DEFAULT_MODEL",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-distill"
+MODEL_ENV = "LSR_MODEL"
+# what a model needs from the Hub: configs, tokenizers, weight tables, safetensors/bin weights
+HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "pytorch_model.bin", "*/pytorch_model.bin"]
+
+
+class ModelUnavailable(LsrError):
+    """The model is neither a local folder nor obtainable from the Hugging Face Hub (offline, not cached)."""
 
 
 def load_encoder(name_or_path: str, device: str | None = None) -> Encoder:
-    """Load an encoder by name: `bm25` (lexical, no model)."""
+    """Load an encoder: `bm25` (lexical, no model), a local folder or a Hugging Face id.
+
+    Folders: a sentence-transformers SparseEncoder folder (`modules.json`), a masked-LM
+    checkpoint with `idf.json` beside it (inference-free), or a masked-LM checkpoint (SPLADE).
+    """
     if name_or_path == "bm25":
         from lsr.encoders.bm25 import Bm25Encoder
 
         return Bm25Encoder()
-    raise NotImplementedError(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return load_directory(path, device)
+    if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise LsrError(f"{name_or_path}: not a model directory")
+    return load_directory(_hub_snapshot(name_or_path), device, name=name_or_path)
 
 
-def encoder_from_spec(spec: dict[str, Any], directory: Path) -> Encoder:
+def _hub_snapshot(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+    except Exception as err:  # offline, not cached, no such repository, no network...
+        raise ModelUnavailable(f"cannot load model {repo_id!r} ({type(err).__name__}: {err})") from None
+
+
+def load_directory(path: Path, device: str | None = None, name: str | None = None) -> Encoder:
+    """An encoder from a local model folder (see `load_encoder`)."""
+    from lsr.encoders.st_folder import is_sparse_encoder_folder, load_sparse_encoder_folder
+
+    path = Path(path)
+    if is_sparse_encoder_folder(path):
+        return load_sparse_encoder_folder(path, device)
+    if not (path / "config.json").is_file():
+        raise LsrError(f"{path}: no modules.json or config.json; not a model folder")
+    from lsr.encoders.splade import SpladeEncoder
+
+    splade = SpladeEncoder(path, device=device)
+    if (path / "idf.json").is_file():
+        from lsr.encoders.inference_free import IdfQueryEncoder, InferenceFreeEncoder
+
+        if not (path / "tokenizer.json").is_file():
+            raise LsrError(f"{path}: idf.json needs a tokenizer.json beside it")
+        query = IdfQueryEncoder.from_idf_json(path / "tokenizer.json", path / "idf.json", dim=splade.dim)
+        return InferenceFreeEncoder(query, None, device, document=splade)
+    return splade
+
+
+def resolve_model(name: str | None = None, device: str | None = None) -> Encoder:
+    """The encoder for `lsr index` / `lsr eval`: `name` (--model) > $LSR_MODEL > DEFAULT_MODEL.
+
+    When the model cannot be obtained (offline and not cached), logs one warning and returns
+    BM25. A local folder that exists but is broken is an error, not a fallback.
+    """
+    chosen = name or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    try:
+        return load_encoder(chosen, device)
+    except ModelUnavailable as err:
+        logger.warning(
+            "%s; falling back to BM25. To use a learned model offline, pass a local folder with "
+            "--model PATH or set %s=PATH.",
+            " ".join(str(err).split()),  # one line: hub errors carry newlines
+            MODEL_ENV,
+        )
+        from lsr.encoders.bm25 import Bm25Encoder
+
+        return Bm25Encoder()
+
+
+def _from_model_spec(spec: dict[str, Any], device: str | None = None) -> Encoder:
+    """A document-side encoder from its spec (models only: no index directory needed)."""
+    if spec.get("type") == "splade":
+        from lsr.encoders.splade import SpladeEncoder
+
+        return SpladeEncoder.from_spec(spec, device=device)
+    raise LsrError(f"cannot build a document encoder of type {spec.get('type')!r}")
+
+
+def encoder_from_spec(spec: dict[str, Any], directory: Path, device: str | None = None) -> Encoder:
     """Rebuild the encoder saved with an index (its query side must work from `directory`)."""
-    if spec["type"] == "bm25":
+    kind = spec.get("type")
+    if kind == "bm25":
         from lsr.encoders.bm25 import Bm25Encoder
 
         return Bm25Encoder.from_directory(directory, spec)
-    raise NotImplementedError(spec["type"])
+    if kind == "splade":
+        from lsr.encoders.splade import SpladeEncoder
+
+        return SpladeEncoder.from_spec(spec, device=device)
+    if kind == "inference-free":
+        from lsr.encoders.inference_free import InferenceFreeEncoder
+
+        return InferenceFreeEncoder.from_directory(directory, spec, device)
+    if kind == "idf":
+        from lsr.encoders.inference_free import IdfQueryEncoder
+
+        return IdfQueryEncoder.from_directory(directory, spec)
+    if kind == "asymmetric":
+        from lsr.encoders.asymmetric import AsymmetricEncoder
+
+        return AsymmetricEncoder(encoder_from_spec(spec["query"], directory, device), spec["document"], device)
+    raise LsrError(f"unknown encoder type {kind!r} in the index's spec")

@@ -1,0 +1,273 @@
+"""SPLADE (siamese) encoder over any Hugging Face masked-LM checkpoint.
+
+`w[v] = max_s mask[s] · log(1 + relu(logit[s, v]))` (or `sum` pooling; `log1p_relu` adds a
+second log1p, as sentence-transformers' SpladePooling). The MLM head is split in two:
+
+* the transform (BERT's dense + act + LayerNorm, DistilBERT's vocab_transform + act +
+  vocab_layer_norm, RoBERTa/XLM-R's dense + gelu + layer_norm, ModernBERT's head...) runs in
+  torch as part of the model's own forward: we stop the forward at the input of the
+  output-embedding layer (`model.get_output_embeddings()`), so no architecture list is needed;
+* the final projection (decoder weight [V, D] + bias [V]) + activation + pooling goes through
+  `lsr.kernels.splade_max`, so the [batch, seq, vocab] logits are never materialised.
+
+Inputs are sorted by length and batched so that padding is minimal; the kernel skips the
+masked positions that remain.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lsr.encoders.base import Encoder
+from lsr.encoders.postprocess import PostProcessing
+from lsr.errors import LsrError
+from lsr.sparse import SparseVectors
+
+logger = logging.getLogger(__name__)
+
+POOLINGS = ("max", "sum")
+ACTIVATIONS = ("relu", "log1p_relu")
+
+
+class _Captured(Exception):
+    """Raised by the pre-hook on the output embeddings to stop the forward there."""
+
+    def __init__(self, hidden: Any) -> None:
+        self.hidden = hidden
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SpladeEncoder(Encoder):
+    """SPLADE over a masked LM (`AutoModelForMaskedLM`), from a Hugging Face id or folder.
+
+    `max_length` is the query truncation length (documents take `encode_documents`'
+    `max_length`, capped by the model's own limit). A forward pass takes at most `batch_size`
+    texts and about `max_batch_tokens` padded tokens (texts sorted by length). `postprocessing` (top-k, minimum weight,
+    integer quantisation) applies to every vector returned.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str | None = None,
+        pooling: str = "max",
+        activation: str = "relu",
+        max_length: int | None = None,
+        postprocessing: PostProcessing | None = None,
+        num_threads: int | None = None,
+        max_batch_tokens: int | None = None,
+    ) -> None:
+        if pooling not in POOLINGS:
+            raise LsrError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if activation not in ACTIVATIONS:
+            raise LsrError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        import torch
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        self.model_name = str(model)
+        self.pooling, self.activation = pooling, activation
+        self.postprocessing = postprocessing or PostProcessing()
+        self.device = torch.device(device or default_device())
+        # CPU: ~4k padded tokens per forward (16 × 256) pads less and holds less; GPU: no cap
+        self.max_batch_tokens = int(max_batch_tokens or (4096 if self.device.type == "cpu" else 1 << 30))
+        if self.device.type == "cpu":
+            n = num_threads or cpu_count()
+            if torch.get_num_threads() != n:
+                torch.set_num_threads(n)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+            self.model = AutoModelForMaskedLM.from_pretrained(self.model_name, dtype=torch.float32)
+        except (OSError, ValueError, KeyError) as err:
+            raise LsrError(f"cannot load a masked-LM model from {self.model_name}: {err}") from None
+        self.model.eval().to(self.device)
+        head = self.model.get_output_embeddings()
+        if head is None or not hasattr(head, "weight"):
+            raise LsrError(f"{self.model_name}: the model has no output embeddings (MLM decoder)")
+        self._head = head
+        self.weight = head.weight.detach()
+        bias = getattr(head, "bias", None)
+        self.bias = bias.detach() if bias is not None else None
+        params = inspect.signature(self.model.forward).parameters
+        self._wants_token_type = "token_type_ids" in params
+        limit = getattr(self.tokenizer, "model_max_length", None) or 512
+        limit = min(limit, getattr(self.model.config, "max_position_embeddings", limit) or limit)
+        if getattr(self.model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            limit = min(limit, self.model.config.max_position_embeddings - 2)
+        self.model_max_length = int(limit)
+        self.max_length = int(min(max_length or self.model_max_length, self.model_max_length))
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = 0 if pad is None else int(pad)
+        V = self.weight.shape[0]
+        tokens = self.tokenizer.convert_ids_to_tokens(list(range(V)))
+        self.vocab = [t if t is not None else f"[unused_{i}]" for i, t in enumerate(tokens)]
+
+    # ---- spec ---------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        model = self.model_name
+        if Path(model).is_dir():
+            model = str(Path(model).resolve())
+        spec = {
+            "type": "splade",
+            "model": model,
+            "pooling": self.pooling,
+            "activation": self.activation,
+            "max_length": self.max_length,
+            "dim": self.dim,
+        }
+        if self.postprocessing.active:
+            spec["postprocessing"] = self.postprocessing.to_spec()
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], device: str | None = None) -> "SpladeEncoder":
+        return cls(
+            spec["model"],
+            device=device,
+            pooling=spec.get("pooling", "max"),
+            activation=spec.get("activation", "relu"),
+            max_length=spec.get("max_length"),
+            postprocessing=PostProcessing.from_spec(spec.get("postprocessing")),
+        )
+
+    # ---- encoding -----------------------------------------------------------------------
+
+    def encode_queries(self, texts: Sequence[str]) -> SparseVectors:
+        return self.encode(texts, max_length=self.max_length, batch_size=32)
+
+    def encode_documents(
+        self, texts: Sequence[str], batch_size: int = 32, max_length: int = 256, show_progress: bool = False
+    ) -> SparseVectors:
+        return self.encode(texts, max_length=max_length, batch_size=batch_size, show_progress=show_progress)
+
+    def _hidden(self, inputs: dict[str, Any]):
+        """The MLM transform's output: the input of the output embeddings, [B, S, D]."""
+
+        def stop(module, args):
+            raise _Captured(args[0])
+
+        handle = self._head.register_forward_pre_hook(stop)
+        try:
+            self.model(**inputs)
+        except _Captured as got:
+            return got.hidden
+        finally:
+            handle.remove()
+        raise LsrError(f"{self.model_name}: the forward pass never reached the output embeddings")
+
+    def encode(
+        self, texts: Sequence[str], max_length: int = 256, batch_size: int = 32, show_progress: bool = False
+    ) -> SparseVectors:
+        """Encode texts (sorted by length, batched, padding skipped) into sparse vectors."""
+        import torch
+
+        from lsr.kernels import splade_max
+
+        texts = list(texts)
+        n = len(texts)
+        if n == 0:
+            return SparseVectors(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), self.dim)
+        max_length = int(min(max_length, self.model_max_length))
+        ids = self.tokenizer(
+            texts, truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
+        )["input_ids"]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")  # longest first: the peak memory comes early
+        parts: list[SparseVectors] = []
+        progress = _Progress(n, show_progress)
+        with torch.inference_mode(), progress:
+            start = 0
+            while start < n:
+                # at most batch_size texts and about max_batch_tokens padded tokens per forward:
+                # on a few CPU cores a smaller batch runs as fast per token, pads less and
+                # keeps the attention activations small
+                width = int(lengths[order[start]])
+                size = max(1, min(batch_size, self.max_batch_tokens // max(width, 1)))
+                rows = order[start : start + size]
+                start += size
+                input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+                mask = np.zeros((len(rows), width), dtype=np.int64)
+                for j, r in enumerate(rows):
+                    input_ids[j, : lengths[r]] = ids[r]
+                    mask[j, : lengths[r]] = 1
+                inputs = {
+                    "input_ids": torch.from_numpy(input_ids).to(self.device),
+                    "attention_mask": torch.from_numpy(mask).to(self.device),
+                }
+                if self._wants_token_type:
+                    inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+                hidden = self._hidden(inputs)
+                if hidden.dim() == 2:  # an unpadded (flattened) model: scatter back to [B, S, D]
+                    full = hidden.new_zeros(len(rows), width, hidden.shape[-1])
+                    full[inputs["attention_mask"].bool()] = hidden
+                    hidden = full
+                weights = splade_max(
+                    hidden,
+                    self.weight,
+                    self.bias,
+                    inputs["attention_mask"],
+                    activation=self.activation,
+                    pooling=self.pooling,
+                )
+                parts.append(SparseVectors.from_dense(weights.float().cpu()))
+                progress.advance(len(rows))
+        vectors = SparseVectors.concatenate(parts, dim=self.dim)[np.argsort(order, kind="stable")]
+        return self.postprocessing(vectors)
+
+
+class _Progress:
+    """A rich progress bar with documents per second; a no-op when disabled."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.done = total, enabled, 0
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.start = time.perf_counter()
+            from rich.console import Console
+
+            self.bar = Progress(
+                TextColumn("encoding"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                transient=False,
+                console=Console(stderr=True),
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task("encoding", total=self.total, rate="")
+        return self
+
+    def advance(self, k: int) -> None:
+        self.done += k
+        if self.enabled:
+            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.update(self.task, advance=k, rate=f"{rate:.1f} docs/s")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)
