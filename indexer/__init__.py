@@ -1,6 +1,31 @@
-"""Sparse indexes (NumPy + Numba only): exact inverted lists and a Seismic-style approximate index."""
+"""Sparse indexes (NumPy + Numba only): exact inverted lists and a Seismic-style approximate index.
+
+`SeismicIndex` and the interchange formats load lazily: `lsr search` on an exact index
+never imports Numba.
+"""
 
 from lsr.indexer.exact import ExactIndex
 from lsr.indexer.storage import IndexFormatError
 
-__all__ = ["ExactIndex", "IndexFormatError"]
+__all__ = [
+    "ExactIndex",
+    "IndexFormatError",
+    "SeismicIndex",
+    "FormatError",
+    "read_csr",
+    "read_seismic_bin",
+    "write_csr",
+    "write_seismic_bin",
+]
+
+
+def __getattr__(name: str):
+    if name == "SeismicIndex":
+        from lsr.indexer.seismic import SeismicIndex
+
+        return SeismicIndex
+    if name in ("FormatError", "read_csr", "read_seismic_bin", "write_csr", "write_seismic_bin"):
+        from lsr.indexer import formats
+
+        return getattr(formats, name)
+    raise AttributeError(f"module 'lsr.indexer' has no attribute {name!r}")

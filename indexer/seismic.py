@@ -21,7 +21,16 @@ Build (`SeismicIndex.build`):
 3. **Summaries**: per block, the coordinate-wise max of its documents' full vectors, cut to
    the largest components holding ``summary_energy`` of its L1 mass, quantised to u8 with a
    per-block ``min`` and ``scale`` (``value ≈ min + code * scale``).
-4. **Forward index**: every document's full vector (CSR), used for exact scoring.
+4. **Forward index**: every document's full vector (CSR: u16 components when ``dim`` fits,
+   else i32; float32 values, or ``values="bfloat16"`` to halve them as pyseismic's f16
+   does), used for exact scoring.
+
+Layout (all flat NumPy arrays, saved as ``.npy`` and mmap'd on load): postings as i32
+document ids grouped by block (``list_block_ptr`` -> ``block_doc_ptr`` -> ``post_docs``);
+summaries stored component-major per list: the list's distinct summary components
+(``sum_ucomp``, sorted), the start of each one's entries (``sum_ustart``), and per entry the
+block (``sum_block``) and u8 code (``sum_code``), so a query term finds the blocks that
+contain it with one binary search.
 
 Search (`SeismicIndex.search`): take the ``query_cut`` largest query terms; visit their lists
 in decreasing query weight. In each list, score every block summary against the *full*
@@ -46,7 +55,10 @@ from typing import Iterable
 
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from lsr.sparse import SparseVectors
 
@@ -66,7 +78,9 @@ _ARRAYS = [
     "block_min",
     "block_scale",
     "list_sum_ptr",
-    "sum_comp",
+    "list_uniq_ptr",
+    "sum_ucomp",
+    "sum_ustart",
     "sum_block",
     "sum_code",
 ]
@@ -167,8 +181,8 @@ def _invert(fwd_ptr, fwd_idx, fwd_val, dim, threshold, n_equal_keep, cap):
 
 
 @njit(cache=True)
-def _summary(fwd_ptr, fwd_idx, fwd_val, docs, lo, hi, energy, maxv, mark, touched, stamp):
-    """Coordinate-wise max of docs[lo:hi], energy-cut. Returns (comps sorted, values)."""
+def _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo, hi, maxv, mark, touched, stamp):
+    """Coordinate-wise max of docs[lo:hi] into maxv; touched[:nt] in first-seen order."""
     nt = 0
     for i in range(lo, hi):
         d = docs[i]
@@ -182,33 +196,90 @@ def _summary(fwd_ptr, fwd_idx, fwd_val, docs, lo, hi, energy, maxv, mark, touche
                 nt += 1
             elif v > maxv[c]:
                 maxv[c] = v
-    vals = np.empty(nt, dtype=np.float32)
+    return nt
+
+
+@njit(cache=True)
+def _energy_cut(maxv, touched, nt, energy, heap, kept):
+    """Largest components (value desc, first-seen order on ties) until their running sum
+    reaches `energy` of the total, inclusive. Returns (count, threshold, n_equal) where the
+    kept set is {v > threshold} plus the first n_equal (first-seen order) with v == threshold."""
     total = np.float32(0.0)
     for u in range(nt):
-        vals[u] = maxv[touched[u]]
-        total += vals[u]
-    order = np.argsort(-vals, kind="mergesort")
+        total += maxv[touched[u]]
     until = total * np.float32(energy)
+    # max-heap of positions u keyed by (value desc, u asc)
+    for u in range(nt):
+        heap[u] = u
+    for start in range((nt - 2) // 2, -1, -1):
+        i = start
+        while True:
+            l = 2 * i + 1
+            if l >= nt:
+                break
+            m = l
+            r = l + 1
+            if r < nt:
+                vr = maxv[touched[heap[r]]]
+                vl = maxv[touched[heap[l]]]
+                if vr > vl or (vr == vl and heap[r] < heap[l]):
+                    m = r
+            vm = maxv[touched[heap[m]]]
+            vi = maxv[touched[heap[i]]]
+            if vm > vi or (vm == vi and heap[m] < heap[i]):
+                tmp = heap[i]
+                heap[i] = heap[m]
+                heap[m] = tmp
+                i = m
+            else:
+                break
+    size = nt
     acc = np.float32(0.0)
     cnt = 0
-    for u in range(nt):
-        acc += vals[order[u]]
+    thr = np.float32(0.0)
+    n_eq = 0
+    while size > 0:
+        top = heap[0]
+        v = maxv[touched[top]]
+        if cnt == 0 or v < thr:
+            thr = v
+            n_eq = 1
+        else:
+            n_eq += 1
+        acc += v
+        kept[cnt] = touched[top]
         cnt += 1
         if not (acc < until):
             break
-    comps = np.empty(cnt, dtype=np.int32)
-    out = np.empty(cnt, dtype=np.float32)
-    for u in range(cnt):
-        comps[u] = touched[order[u]]
-    comps.sort()
-    for u in range(cnt):
-        out[u] = maxv[comps[u]]
-    return comps, out
+        size -= 1
+        heap[0] = heap[size]
+        i = 0
+        while True:
+            l = 2 * i + 1
+            if l >= size:
+                break
+            m = l
+            r = l + 1
+            if r < size:
+                vr = maxv[touched[heap[r]]]
+                vl = maxv[touched[heap[l]]]
+                if vr > vl or (vr == vl and heap[r] < heap[l]):
+                    m = r
+            vm = maxv[touched[heap[m]]]
+            vi = maxv[touched[heap[i]]]
+            if vm > vi or (vm == vi and heap[m] < heap[i]):
+                tmp = heap[i]
+                heap[i] = heap[m]
+                heap[m] = tmp
+                i = m
+            else:
+                break
+    return cnt, thr, n_eq
 
 
 @njit(cache=True)
 def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, centroid_fraction,
-                  min_cluster_size, seed, cen_cnt, scores, touched, perm, bounds):
+                  min_cluster_size, seed, cen_cnt, slot, scores, touched, perm, bounds):
     """Reorder docs[lo:hi] into blocks; write block ends into bounds[lo:...]; return n blocks."""
     n = hi - lo
     nc = int(np.float32(centroid_fraction) * np.float32(n))
@@ -226,54 +297,52 @@ def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, cent
         tmp = perm[i]
         perm[i] = perm[j]
         perm[j] = tmp
-    # small inverted index over the centroids' full vectors
-    total = 0
-    for ci in range(nc):
-        d = perm[ci]
-        total += fwd_ptr[d + 1] - fwd_ptr[d]
+    # small inverted index over the centroids' full vectors; slot[c] = -1 when absent
     ntouch = 0
     for ci in range(nc):
         d = perm[ci]
         for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
             c = fwd_idx[j]
-            if cen_cnt[c + 1] == 0:
+            if slot[c] < 0:
+                slot[c] = ntouch
+                cen_cnt[ntouch] = 0
                 touched[ntouch] = c
                 ntouch += 1
-            cen_cnt[c + 1] += 1
-    # cen_cnt is a dense [dim+1] array; build ptr over touched comps only
-    # turn counts into starts via a sorted list of touched comps
-    tc = np.sort(touched[:ntouch].copy())
+            cen_cnt[slot[c]] += 1
+    slot_ptr = np.empty(ntouch + 1, dtype=np.int64)
+    slot_ptr[0] = 0
+    for u in range(ntouch):
+        slot_ptr[u + 1] = slot_ptr[u] + cen_cnt[u]
+    total = slot_ptr[ntouch]
     cen_id = np.empty(total, dtype=np.int32)
     cen_val = np.empty(total, dtype=np.float32)
-    # starts: store start in cen_cnt[c+1] temporarily as negative-offset-free values
-    run = 0
-    starts = np.empty(ntouch, dtype=np.int64)
     for u in range(ntouch):
-        c = tc[u]
-        starts[u] = run
-        run += cen_cnt[c + 1]
-    # per-comp ptr arrays compacted: map comp -> slot via binary search on tc
-    slot_ptr = np.empty(ntouch + 1, dtype=np.int64)
-    for u in range(ntouch):
-        slot_ptr[u] = starts[u]
-    slot_ptr[ntouch] = run
-    fill = starts.copy()
+        cen_cnt[u] = slot_ptr[u]
     for ci in range(nc):
         d = perm[ci]
         for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
-            c = fwd_idx[j]
-            u = np.searchsorted(tc, c)
-            cen_id[fill[u]] = ci
-            cen_val[fill[u]] = fwd_val[j]
-            fill[u] += 1
+            u = slot[fwd_idx[j]]
+            cen_id[cen_cnt[u]] = ci
+            cen_val[cen_cnt[u]] = fwd_val[j]
+            cen_cnt[u] += 1
+    tc = touched[:ntouch].copy()
+    # components held by many centroids get a dense row (vectorised accumulation)
+    dense_of = np.full(ntouch, -1, dtype=np.int64)
+    n_dense = 0
     for u in range(ntouch):
-        cen_cnt[tc[u] + 1] = 0
-    # dense ptr for the assignment loop: map every comp to its slot range
-    # (top components of a doc are looked up with binary search through a small table)
+        if (slot_ptr[u + 1] - slot_ptr[u]) * 4 > nc and nc >= 16:
+            dense_of[u] = n_dense
+            n_dense += 1
+    dense = np.zeros((n_dense, nc), dtype=np.float32)
+    for u in range(ntouch):
+        r = dense_of[u]
+        if r >= 0:
+            for p in range(slot_ptr[u], slot_ptr[u + 1]):
+                dense[r, cen_id[p]] = cen_val[p]
     removed = np.zeros(nc, dtype=np.bool_)
     assign = np.empty(n, dtype=np.int32)
-    _assign_bs(docs, lo, hi, nc, removed, tc, slot_ptr, cen_id, cen_val, top_c, top_v, scores,
-               touched, assign, np.ones(n, dtype=np.bool_))
+    _assign_bs(docs, lo, hi, nc, removed, slot, slot_ptr, cen_id, cen_val, dense_of, dense, top_c,
+               top_v, scores, assign, np.ones(n, dtype=np.bool_))
     sizes = np.zeros(nc, dtype=np.int64)
     for i in range(n):
         sizes[assign[i]] += 1
@@ -290,8 +359,8 @@ def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, cent
         for i in range(n):
             if removed[assign[i]]:
                 redo[i] = True
-        _assign_bs(docs, lo, hi, nc, removed, tc, slot_ptr, cen_id, cen_val, top_c, top_v, scores,
-                   touched, assign, redo)
+        _assign_bs(docs, lo, hi, nc, removed, slot, slot_ptr, cen_id, cen_val, dense_of, dense,
+                   top_c, top_v, scores, assign, redo)
     # counting sort by centroid, ascending doc id inside a block
     sizes[:] = 0
     for i in range(n):
@@ -312,103 +381,118 @@ def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, cent
             docs[lo + start[ci] : lo + start[ci + 1]] = blk
             bounds[lo + nb] = start[ci + 1]
             nb += 1
+    for u in range(ntouch):
+        slot[tc[u]] = -1
     return nb
 
 
-@njit(cache=True)
-def _assign_bs(docs, lo, hi, nc, removed, tc, slot_ptr, cen_id, cen_val, top_c, top_v, scores,
-               touched, assign, mask):
+@njit(cache=True, fastmath=True)
+def _assign_bs(docs, lo, hi, nc, removed, slot, slot_ptr, cen_id, cen_val, dense_of, dense,
+               top_c, top_v, scores, assign, mask):
+    """Best centroid (dot product of the doc's top components with the centroids' full
+    vectors; ties: lowest centroid index) for docs[lo:hi] where mask is set."""
     for i in range(lo, hi):
         if not mask[i - lo]:
             continue
         d = docs[i]
-        nt = 0
+        for ci in range(nc):
+            scores[ci] = 0.0
         for j in range(top_c.shape[1]):
             c = top_c[d, j]
             if c < 0:
                 break
-            u = np.searchsorted(tc, c)
-            if u >= tc.shape[0] or tc[u] != c:
+            u = slot[c]
+            if u < 0:
                 continue
             v = top_v[d, j]
-            for p in range(slot_ptr[u], slot_ptr[u + 1]):
-                cid = cen_id[p]
-                if scores[cid] == 0.0:
-                    touched[nt] = cid
-                    nt += 1
-                scores[cid] += v * cen_val[p]
+            r = dense_of[u]
+            if r >= 0:
+                for ci in range(nc):
+                    scores[ci] += v * dense[r, ci]
+            else:
+                for p in range(slot_ptr[u], slot_ptr[u + 1]):
+                    scores[cen_id[p]] += v * cen_val[p]
         best = -1
         best_s = -np.inf
-        for w in range(nt):
-            cid = touched[w]
-            s = scores[cid]
-            if not removed[cid]:
-                if s > best_s or (s == best_s and cid < best):
-                    best_s = s
-                    best = cid
-            scores[cid] = 0.0
+        for ci in range(nc):
+            if not removed[ci] and scores[ci] > best_s:
+                best_s = scores[ci]
+                best = ci
         if best < 0:
             best = 0
-            for cid in range(nc):
-                if not removed[cid]:
-                    best = cid
-                    break
         assign[i - lo] = best
 
 
 @njit(cache=True, parallel=True)
 def _build_blocks(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim, centroid_fraction,
                   min_cluster_size, seed, energy, n_threads):
-    """Pass 1: cluster every list in place; block ends and summary sizes per block."""
+    """Pass 1: cluster every list in place; per block its end, summary size and cut."""
     n_lists = list_ptr.shape[0] - 1
     total = docs.shape[0]
     bounds = np.zeros(total, dtype=np.int64)  # block ends (relative), at list offset
     sum_cnt = np.zeros(total, dtype=np.int64)  # summary nnz per block, at list offset
+    sum_thr = np.zeros(total, dtype=np.float32)  # summary cut value per block
+    sum_neq = np.zeros(total, dtype=np.int32)  # kept components equal to the cut value
     n_blocks = np.zeros(n_lists, dtype=np.int64)
+    n_uniq = np.zeros(n_lists, dtype=np.int64)
     max_len = 0
     for t in range(n_lists):
         max_len = max(max_len, list_ptr[t + 1] - list_ptr[t])
-    max_doc = 0
-    for d in range(fwd_ptr.shape[0] - 1):
-        max_doc = max(max_doc, fwd_ptr[d + 1] - fwd_ptr[d])
     for th in prange(n_threads):
         cen_cnt = np.zeros(dim + 1, dtype=np.int64)
+        slot = np.full(dim, -1, dtype=np.int64)
         scores = np.zeros(max(max_len, 1), dtype=np.float32)
-        touched = np.empty(max(dim, max_len) + 1, dtype=np.int32)
+        touched = np.empty(dim + 1, dtype=np.int32)
+        heap = np.empty(dim + 1, dtype=np.int32)
         perm = np.empty(max(max_len, 1), dtype=np.int32)
         maxv = np.zeros(dim, dtype=np.float32)
         mark = np.zeros(dim, dtype=np.int64)
+        kept = np.empty(dim + 1, dtype=np.int32)
+        lmark = np.full(dim, -1, dtype=np.int64)
         stamp = 0
         for t in range(th, n_lists, n_threads):
             lo = list_ptr[t]
             hi = list_ptr[t + 1]
             if hi == lo:
                 continue
+            nu = 0
             nb = _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v,
-                               centroid_fraction, min_cluster_size, seed, cen_cnt, scores,
+                               centroid_fraction, min_cluster_size, seed, cen_cnt, slot, scores,
                                touched, perm, bounds)
             n_blocks[t] = nb
             b_lo = 0
             for b in range(nb):
                 b_hi = bounds[lo + b]
                 stamp += 1
-                comps, _ = _summary(fwd_ptr, fwd_idx, fwd_val, docs, lo + b_lo, lo + b_hi, energy,
-                                    maxv, mark, touched, stamp)
-                sum_cnt[lo + b] = comps.shape[0]
+                nt = _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo + b_lo, lo + b_hi, maxv, mark,
+                                touched, stamp)
+                cnt, thr, n_eq = _energy_cut(maxv, touched, nt, energy, heap, kept)
+                for u in range(cnt):
+                    c = kept[u]
+                    if lmark[c] != t:
+                        lmark[c] = t
+                        nu += 1
+                sum_cnt[lo + b] = cnt
+                sum_thr[lo + b] = thr
+                sum_neq[lo + b] = n_eq
                 b_lo = b_hi
-    return bounds, sum_cnt, n_blocks
+            n_uniq[t] = nu
+    return bounds, sum_cnt, sum_thr, sum_neq, n_blocks, n_uniq
 
 
 @njit(cache=True, parallel=True)
-def _fill_summaries(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, dim, energy, bounds, sum_cnt,
-                    n_blocks, list_block_ptr, list_sum_ptr, block_doc_ptr, block_min, block_scale,
-                    sum_comp, sum_block, sum_code, n_threads):
+def _fill_summaries(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, dim, bounds, sum_cnt, sum_thr,
+                    sum_neq, n_blocks, list_block_ptr, list_sum_ptr, block_doc_ptr, block_min,
+                    block_scale, list_uniq_ptr, sum_ucomp, sum_ustart, sum_block, sum_code,
+                    n_threads):
     """Pass 2: block pointers, quantised summaries stored component-major per list."""
     n_lists = list_ptr.shape[0] - 1
     for th in prange(n_threads):
         maxv = np.zeros(dim, dtype=np.float32)
         mark = np.zeros(dim, dtype=np.int64)
         touched = np.empty(dim + 1, dtype=np.int32)
+        ccount = np.zeros(dim, dtype=np.int64)
+        comps_seen = np.empty(dim + 1, dtype=np.int32)
         stamp = 0
         for t in range(th, n_lists, n_threads):
             lo = list_ptr[t]
@@ -422,39 +506,125 @@ def _fill_summaries(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, dim, energy, boun
             e_block = np.empty(ne, dtype=np.int32)
             e_code = np.empty(ne, dtype=np.uint8)
             w = 0
+            n_seen = 0
             b_lo = 0
             for b in range(nb):
                 b_hi = bounds[lo + b]
                 block_doc_ptr[gb0 + b] = lo + b_lo
                 stamp += 1
-                comps, vals = _summary(fwd_ptr, fwd_idx, fwd_val, docs, lo + b_lo, lo + b_hi,
-                                       energy, maxv, mark, touched, stamp)
-                mn = vals.min()
-                mx = vals.max()
+                nt = _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo + b_lo, lo + b_hi, maxv, mark,
+                                touched, stamp)
+                thr = sum_thr[lo + b]
+                n_eq = sum_neq[lo + b]
+                mx = thr
+                for u in range(nt):
+                    v = maxv[touched[u]]
+                    if v > mx:
+                        mx = v
+                mn = thr
                 scale = (mx - mn) / np.float32(255.0)
                 block_min[gb0 + b] = mn
                 block_scale[gb0 + b] = scale
-                for u in range(comps.shape[0]):
-                    e_comp[w] = comps[u]
-                    e_block[w] = b
-                    if scale > 0:
-                        q = np.round((vals[u] - mn) / scale)
-                        e_code[w] = np.uint8(min(max(q, 0.0), 255.0))
-                    else:
-                        e_code[w] = 0
-                    w += 1
+                for u in range(nt):
+                    c = touched[u]
+                    v = maxv[c]
+                    keep = v > thr
+                    if not keep and v == thr and n_eq > 0:
+                        n_eq -= 1
+                        keep = True
+                    if keep:
+                        e_comp[w] = c
+                        e_block[w] = b
+                        if scale > 0:
+                            q = np.round((v - mn) / scale)
+                            e_code[w] = np.uint8(min(max(q, 0.0), 255.0))
+                        else:
+                            e_code[w] = 0
+                        if ccount[c] == 0:
+                            comps_seen[n_seen] = c
+                            n_seen += 1
+                        ccount[c] += 1
+                        w += 1
                 b_lo = b_hi
-            order = np.argsort(e_comp, kind="mergesort")
-            for u in range(ne):
-                o = order[u]
-                sum_comp[s0 + u] = e_comp[o]
-                sum_block[s0 + u] = e_block[o]
-                sum_code[s0 + u] = e_code[o]
+            # counting sort of the entries by component (stable: blocks stay ascending)
+            cs = np.sort(comps_seen[:n_seen])
+            run = s0
+            u0 = list_uniq_ptr[t]
+            for u in range(n_seen):
+                c = cs[u]
+                m = ccount[c]
+                ccount[c] = run
+                sum_ucomp[u0 + u] = c
+                sum_ustart[u0 + u] = run - s0
+                run += m
+            for u in range(w):
+                c = e_comp[u]
+                p = ccount[c]
+                sum_block[p] = e_block[u]
+                sum_code[p] = e_code[u]
+                ccount[c] = p + 1
+            for u in range(n_seen):
+                ccount[cs[u]] = 0
 
 
 # ---------------------------------------------------------------------------------------
 # search kernels
 # ---------------------------------------------------------------------------------------
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Software prefetch (read, keep in all cache levels) of &arr[idx]; no bounds check."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        i = context.cast(builder, args[1], idxty, types.intp)
+        ptr = builder.gep(ary.data, [i])
+        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [i8p, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _bf16_to_f32(typingctx, bits):
+    """bfloat16 bits (uint16) -> float32: the bits are the high half of the float32."""
+    if not isinstance(bits, types.Integer):
+        return None
+    sig = types.float32(bits)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        wide = builder.zext(args[0], i32) if signature.args[0].bitwidth < 32 else builder.trunc(args[0], i32) if signature.args[0].bitwidth > 32 else args[0]
+        return builder.bitcast(builder.shl(wide, i32(16)), ir.FloatType())
+
+    return sig, codegen
+
+
+def _load_val(arr, x):  # pragma: no cover - replaced by the overload in compiled code
+    raise NotImplementedError
+
+
+@overload(_load_val, inline="always")
+def _load_val_impl(arr, x):
+    if isinstance(arr, types.Array) and arr.dtype == types.uint16:
+        return lambda arr, x: _bf16_to_f32(arr[x])
+    return lambda arr, x: arr[x]
+
+
+def _to_bf16(values: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits, rounding to nearest even."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
+    return (rounded >> np.uint32(16)).astype(np.uint16)
 
 
 @njit(cache=True, inline="always")
@@ -499,8 +669,9 @@ def _heap_push(hs, hid, size, k, s, d):
 
 @njit(cache=True)
 def _search_one(q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_idx, fwd_val, post_docs,
-                list_block_ptr, block_doc_ptr, block_min, block_scale, list_sum_ptr, sum_comp,
-                sum_block, sum_code, qdense, visited, epoch, acc, hs, hid, out_ids, out_scores):
+                list_block_ptr, block_doc_ptr, block_min, block_scale, list_sum_ptr, list_uniq_ptr, sum_ucomp, sum_ustart,
+                sum_block, sum_code, qdense, visited, epoch, acc, hs, hid, out_ids, out_scores,
+                counters):
     dim = qdense.shape[0]
     nq = q_idx.shape[0]
     for j in range(nq):
@@ -523,44 +694,79 @@ def _search_one(q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_idx, fwd_v
         for b in range(nb):
             acc[b] = 0.0
         # summary scores against the full query (entries sorted by component)
-        s_lo = list_sum_ptr[t]
-        s_hi = list_sum_ptr[t + 1]
-        pos = s_lo
+        s0 = list_sum_ptr[t]
+        ne = list_sum_ptr[t + 1] - s0
+        u_hi = list_uniq_ptr[t + 1]
+        pos = list_uniq_ptr[t]
         for j in range(nq):
             c = q_idx[j]
             if c >= dim:
                 break
-            # lower bound of c in sum_comp[pos:s_hi]
+            # lower bound of c in sum_ucomp[pos:u_hi] (query terms ascend)
             a = pos
-            z = s_hi
+            z = u_hi
             while a < z:
                 mid = (a + z) >> 1
-                if sum_comp[mid] < c:
+                if sum_ucomp[mid] < c:
                     a = mid + 1
                 else:
                     z = mid
             pos = a
-            qv = qdense[c]
-            while pos < s_hi and sum_comp[pos] == c:
-                bl = sum_block[pos]
-                acc[bl] += (np.float32(sum_code[pos]) * block_scale[b0 + bl] + block_min[b0 + bl]) * qv
-                pos += 1
-            if pos >= s_hi:
+            if pos >= u_hi:
                 break
+            if sum_ucomp[pos] == c:
+                qv = qdense[c]
+                e0 = s0 + sum_ustart[pos]
+                e1 = s0 + (sum_ustart[pos + 1] if pos + 1 < u_hi else ne)
+                for e in range(e0, e1):
+                    bl = sum_block[e]
+                    acc[bl] += (np.float32(sum_code[e]) * block_scale[b0 + bl] + block_min[b0 + bl]) * qv
+                pos += 1
         if r == 0:
             blocks = np.argsort(-acc[:nb], kind="mergesort")
         for bi in range(nb):
             b = blocks[bi] if r == 0 else bi
             if size == k and acc[b] < heap_factor * hs[0]:
                 continue
-            for p in range(block_doc_ptr[b0 + b], block_doc_ptr[b0 + b + 1]):
+            counters[0] += 1
+            p0 = block_doc_ptr[b0 + b]
+            p1 = block_doc_ptr[b0 + b + 1]
+            # prefetch the rows of the block's unvisited documents before scoring them
+            for p in range(p0, p1):
+                d = post_docs[p]
+                if visited[d] == epoch:
+                    continue
+                x0 = fwd_ptr[d]
+                x1 = fwd_ptr[d + 1]
+                for x in range(x0, x1, 32):
+                    _prefetch(fwd_idx, x)
+                _prefetch(fwd_idx, x1 - 1)
+                for x in range(x0, x1, 16):
+                    _prefetch(fwd_val, x)
+                _prefetch(fwd_val, x1 - 1)
+            for p in range(p0, p1):
                 d = post_docs[p]
                 if visited[d] == epoch:
                     continue
                 visited[d] = epoch
-                s = np.float32(0.0)
-                for x in range(fwd_ptr[d], fwd_ptr[d + 1]):
-                    s += qdense[fwd_idx[x]] * fwd_val[x]
+                counters[1] += 1
+                x0 = fwd_ptr[d]
+                x1 = fwd_ptr[d + 1]
+                s0 = np.float32(0.0)
+                s1 = np.float32(0.0)
+                s2 = np.float32(0.0)
+                s3 = np.float32(0.0)
+                x = x0
+                while x + 4 <= x1:
+                    s0 += qdense[fwd_idx[x]] * _load_val(fwd_val, x)
+                    s1 += qdense[fwd_idx[x + 1]] * _load_val(fwd_val, x + 1)
+                    s2 += qdense[fwd_idx[x + 2]] * _load_val(fwd_val, x + 2)
+                    s3 += qdense[fwd_idx[x + 3]] * _load_val(fwd_val, x + 3)
+                    x += 4
+                while x < x1:
+                    s0 += qdense[fwd_idx[x]] * _load_val(fwd_val, x)
+                    x += 1
+                s = (s0 + s1) + (s2 + s3)
                 size = _heap_push(hs, hid, size, k, s, d)
     for j in range(nq):
         c = q_idx[j]
@@ -592,9 +798,10 @@ def _search_one(q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_idx, fwd_v
 @njit(cache=True)
 def _search_serial(q_ptr, q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_idx, fwd_val,
                    post_docs, list_block_ptr, block_doc_ptr, block_min, block_scale, list_sum_ptr,
-                   sum_comp, sum_block, sum_code, qdense, visited, epochs, acc, out_ids, out_scores):
+                   list_uniq_ptr, sum_ucomp, sum_ustart, sum_block, sum_code, qdense, visited, epochs, acc, out_ids, out_scores,
+                   counters):
     nq = q_ptr.shape[0] - 1
-    hs = np.empty(k, dtype=np.float32)
+    hs = np.empty(k + 1, dtype=np.float32)
     hid = np.empty(k, dtype=np.int64)
     for qi in range(nq):
         epochs[0] += 1
@@ -605,18 +812,19 @@ def _search_serial(q_ptr, q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_
         hi = q_ptr[qi + 1]
         _search_one(q_idx[lo:hi], q_val[lo:hi], k, query_cut, heap_factor, fwd_ptr, fwd_idx, fwd_val,
                     post_docs, list_block_ptr, block_doc_ptr, block_min, block_scale, list_sum_ptr,
-                    sum_comp, sum_block, sum_code, qdense[0], visited[0], epochs[0], acc[0], hs, hid,
-                    out_ids[qi], out_scores[qi])
+                    list_uniq_ptr, sum_ucomp, sum_ustart, sum_block, sum_code, qdense[0], visited[0],
+                    epochs[0], acc[0], hs, hid,
+                    out_ids[qi], out_scores[qi], counters[0])
 
 
 @njit(cache=True, parallel=True)
 def _search_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_idx, fwd_val,
                      post_docs, list_block_ptr, block_doc_ptr, block_min, block_scale, list_sum_ptr,
-                     sum_comp, sum_block, sum_code, qdense, visited, epochs, acc, out_ids, out_scores,
-                     n_threads):
+                     list_uniq_ptr, sum_ucomp, sum_ustart, sum_block, sum_code, qdense, visited, epochs,
+                     acc, out_ids, out_scores, counters, n_threads):
     nq = q_ptr.shape[0] - 1
     for th in prange(n_threads):
-        hs = np.empty(k, dtype=np.float32)
+        hs = np.empty(k + 1, dtype=np.float32)
         hid = np.empty(k, dtype=np.int64)
         for qi in range(th, nq, n_threads):
             epochs[th] += 1
@@ -627,8 +835,8 @@ def _search_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fw
             hi = q_ptr[qi + 1]
             _search_one(q_idx[lo:hi], q_val[lo:hi], k, query_cut, heap_factor, fwd_ptr, fwd_idx,
                         fwd_val, post_docs, list_block_ptr, block_doc_ptr, block_min, block_scale,
-                        list_sum_ptr, sum_comp, sum_block, sum_code, qdense[th], visited[th],
-                        epochs[th], acc[th], hs, hid, out_ids[qi], out_scores[qi])
+                        list_sum_ptr, list_uniq_ptr, sum_ucomp, sum_ustart, sum_block, sum_code, qdense[th], visited[th],
+                        epochs[th], acc[th], hs, hid, out_ids[qi], out_scores[qi], counters[th])
 
 
 # ---------------------------------------------------------------------------------------
@@ -680,7 +888,7 @@ class SeismicIndex:
         self.n_docs = int(n_docs)
         self.max_blocks = int(np.max(np.diff(arrays["list_block_ptr"]))) if self.dim else 0
         self._scratch_threads = 0
-        self._qdense = self._visited = self._epochs = self._acc = None
+        self._qdense = self._visited = self._epochs = self._acc = self._counters = None
 
     # ---- build ---------------------------------------------------------------------------
 
@@ -695,10 +903,13 @@ class SeismicIndex:
         min_cluster_size: int = 2,
         doc_cut: int = 15,
         seed: int = 0,
+        values: str = "float32",
         threads: int | None = None,
     ) -> "SeismicIndex":
         """Build from a SparseVectors or an iterable of SparseVectors chunks (rows numbered
         in order). Parameters have pyseismic-lsr's meaning; `threads` defaults to all."""
+        if values not in ("float32", "bfloat16"):
+            raise ValueError("values must be 'float32' or 'bfloat16'")
         t0 = time.perf_counter()
         chunks = _as_chunks(vectors)
         fwd_ptr, fwd_idx, fwd_val, dim = _concat_forward(chunks)
@@ -723,7 +934,7 @@ class SeismicIndex:
         numba.set_num_threads(n_threads)
         try:
             top_c, top_v = _top_components(fwd_ptr, fwd_idx, fwd_val, int(doc_cut))
-            bounds, sum_cnt, n_blocks = _build_blocks(
+            bounds, sum_cnt, sum_thr, sum_neq, n_blocks, n_uniq = _build_blocks(
                 list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim,
                 float(centroid_fraction), int(min_cluster_size), int(seed), float(summary_energy),
                 n_threads,
@@ -749,13 +960,19 @@ class SeismicIndex:
             block_min = np.empty(n_total_blocks, dtype=np.float32)
             block_scale = np.empty(n_total_blocks, dtype=np.float32)
             max_nb = int(n_blocks.max()) if len(n_blocks) else 0
-            sum_comp = np.empty(n_entries, dtype=fwd_idx.dtype)
+            list_uniq_ptr = np.zeros(dim + 1, dtype=np.int64)
+            np.cumsum(n_uniq, out=list_uniq_ptr[1:])
+            sum_ucomp = np.empty(int(list_uniq_ptr[-1]), dtype=fwd_idx.dtype)
+            max_entries = int(list_sum.max()) if len(list_sum) else 0
+            sum_ustart = np.empty(
+                int(list_uniq_ptr[-1]), dtype=np.uint16 if max_entries <= 65535 else np.uint32
+            )
             sum_block = np.empty(n_entries, dtype=np.uint16 if max_nb <= 65536 else np.int32)
             sum_code = np.empty(n_entries, dtype=np.uint8)
             _fill_summaries(
-                list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, dim, float(summary_energy), bounds,
-                sum_cnt, n_blocks, list_block_ptr, list_sum_ptr, block_doc_ptr, block_min,
-                block_scale, sum_comp, sum_block, sum_code, n_threads,
+                list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, dim, bounds, sum_cnt, sum_thr, sum_neq,
+                n_blocks, list_block_ptr, list_sum_ptr, block_doc_ptr, block_min, block_scale,
+                list_uniq_ptr, sum_ucomp, sum_ustart, sum_block, sum_code, n_threads,
             )
         finally:
             numba.set_num_threads(prev)
@@ -765,16 +982,20 @@ class SeismicIndex:
             "prune %.2fs, blocks %.2fs, summaries %.2fs",
             n_docs, len(docs), n_total_blocks, n_entries, t1 - t0, t2 - t1, t3 - t2,
         )
+        if values == "bfloat16":
+            fwd_val = _to_bf16(fwd_val)
         arrays = dict(
             fwd_ptr=fwd_ptr, fwd_idx=fwd_idx, fwd_val=fwd_val, post_docs=docs,
             list_block_ptr=list_block_ptr, block_doc_ptr=block_doc_ptr, block_min=block_min,
-            block_scale=block_scale, list_sum_ptr=list_sum_ptr, sum_comp=sum_comp,
+            block_scale=block_scale, list_sum_ptr=list_sum_ptr,
+            list_uniq_ptr=list_uniq_ptr, sum_ucomp=sum_ucomp, sum_ustart=sum_ustart,
             sum_block=sum_block, sum_code=sum_code,
         )
         params = dict(
             n_postings=int(n_postings), max_fraction=float(max_fraction),
             centroid_fraction=float(centroid_fraction), summary_energy=float(summary_energy),
             min_cluster_size=int(min_cluster_size), doc_cut=int(doc_cut), seed=int(seed),
+            values=values,
         )
         return cls(arrays, params, dim, n_docs)
 
@@ -805,6 +1026,10 @@ class SeismicIndex:
         self._visited = np.zeros((n_threads, max(self.n_docs, 1)), dtype=np.int32)
         self._epochs = np.zeros(n_threads, dtype=np.int32)
         self._acc = np.zeros((n_threads, max(self.max_blocks, 1)), dtype=np.float32)
+        old = self._counters
+        self._counters = np.zeros((n_threads, 2), dtype=np.int64)
+        if old is not None:
+            self._counters[: len(old)] = old
         self._scratch_threads = n_threads
 
     def search(
@@ -832,9 +1057,10 @@ class SeismicIndex:
         args = (
             queries.indptr, q_idx, q_val, k, int(query_cut), np.float32(heap_factor),
             a["fwd_ptr"], a["fwd_idx"], a["fwd_val"], a["post_docs"], a["list_block_ptr"],
-            a["block_doc_ptr"], a["block_min"], a["block_scale"], a["list_sum_ptr"], a["sum_comp"],
+            a["block_doc_ptr"], a["block_min"], a["block_scale"], a["list_sum_ptr"],
+            a["list_uniq_ptr"], a["sum_ucomp"], a["sum_ustart"],
             a["sum_block"], a["sum_code"], self._qdense, self._visited, self._epochs, self._acc,
-            out_ids, out_scores,
+            out_ids, out_scores, self._counters,
         )
         if threads == 1:
             _search_serial(*args)
@@ -846,6 +1072,20 @@ class SeismicIndex:
             finally:
                 numba.set_num_threads(prev)
         return out_ids, out_scores
+
+    def forward_vectors(self) -> SparseVectors:
+        """Every document's full vector (the forward index), as float32 SparseVectors."""
+        a = self._a
+        values = np.asarray(a["fwd_val"])
+        if values.dtype == np.uint16:  # bfloat16 bits
+            values = (values.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        return SparseVectors(np.asarray(a["fwd_ptr"]), np.asarray(a["fwd_idx"]), values, self.dim)
+
+    @property
+    def search_counters(self) -> dict:
+        """Cumulative work done by `search` on this object: blocks and documents scored."""
+        c = self._counters.sum(axis=0) if self._counters is not None else np.zeros(2, np.int64)
+        return {"blocks_scored": int(c[0]), "docs_scored": int(c[1])}
 
     # ---- persistence ---------------------------------------------------------------------
 

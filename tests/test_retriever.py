@@ -124,3 +124,21 @@ def test_build_killed_half_way_leaves_previous_index_loadable(tmp_path, data_dir
     assert list(tmp_path.glob(".ix.tmp-*"))  # what the killed build left behind ...
     Retriever.build(small, path=tmp_path / "ix")
     assert not list(tmp_path.glob(".ix.tmp-*"))  # ... is removed by the next build
+
+
+def test_seismic_index_through_the_retriever(tmp_path, data_dir):
+    """index="seismic" builds the approximate index; exact=True answers exactly from its forward index."""
+    corpus = data_dir / "scifact"
+    exact = Retriever.build(corpus, path=tmp_path / "exact", index="exact")
+    approx = Retriever.build(corpus, path=tmp_path / "seismic", index="seismic", seismic={"summary_energy": 1.0})
+    assert approx.manifest["index_kind"] == "seismic" and exact.manifest["index_kind"] == "exact"
+    queries = ["vitamin D and bone fractures", "microRNA in cancer", "statins reduce cholesterol"]
+    exact_ids, exact_scores = exact.search_batch(queries, k=10)
+    approx_ids, _ = approx.search_batch(queries, k=10, query_cut=20, heap_factor=0.9)
+    recall = np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx_ids, exact_ids)])
+    assert recall >= 0.9, recall
+    forced = Retriever.load(tmp_path / "seismic", exact=True)
+    forced_ids, forced_scores = forced.search_batch(queries, k=10)
+    assert forced_ids == exact_ids
+    np.testing.assert_allclose(forced_scores, exact_scores, rtol=1e-6)
+    assert [h.doc_id for h in forced.search(queries[0], k=10)] == exact_ids[0]

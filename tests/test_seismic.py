@@ -1,0 +1,228 @@
+"""SeismicIndex: exactness with approximation switched off, recall, persistence, threads,
+determinism, and the Seismic / BigANN binary formats (round trips with pyseismic-lsr)."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from lsr.indexer.formats import FormatError, read_csr, read_seismic_bin, write_csr, write_seismic_bin
+from lsr.indexer.seismic import SeismicIndex
+from lsr.indexer.storage import IndexFormatError
+from lsr.sparse import SparseVectors
+
+
+def _random(n, dim, density, seed):
+    rng = np.random.default_rng(seed)
+    m = sp.random(n, dim, density=density, format="csr", random_state=rng, dtype=np.float32)
+    m.sort_indices()
+    return SparseVectors.from_scipy(m)
+
+
+def _topical(n, dim, seed, n_topics=20, terms=30):
+    """Documents that share topics (so clustering has structure to find)."""
+    rng = np.random.default_rng(seed)
+    topics = [rng.choice(dim, size=40, replace=False) for _ in range(n_topics)]
+    rows = []
+    for _ in range(n):
+        t = topics[rng.integers(n_topics)]
+        cols = np.unique(np.concatenate([rng.choice(t, terms // 2, replace=False), rng.integers(0, dim, terms // 2)]))
+        vals = rng.gamma(2.0, 1.0, size=len(cols)).astype(np.float32)
+        rows.append((cols.tolist(), vals.tolist()))
+    return SparseVectors.from_rows(rows, dim)
+
+
+def _exact(queries, docs, k):
+    s = (queries.to_scipy() @ docs.to_scipy().T).toarray()
+    ids = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return ids, np.take_along_axis(s, ids, 1)
+
+
+def _recall(ids, gt):
+    return np.mean([len(set(a[a >= 0]) & set(b)) / len(b) for a, b in zip(ids, gt)])
+
+
+@pytest.fixture(scope="module")
+def data():
+    docs = _topical(3000, 1000, seed=1)
+    queries = _topical(40, 1000, seed=2)
+    return docs, queries
+
+
+@pytest.fixture(scope="module")
+def index(data):
+    return SeismicIndex.build(data[0], n_postings=200, centroid_fraction=0.1, seed=0)
+
+
+def test_exact_when_approximation_is_off(data):
+    docs, queries = data
+    idx = SeismicIndex.build(docs, n_postings=10**6, seed=0)
+    ids, scores = idx.search(queries, k=10, query_cut=10**6, heap_factor=0.0)
+    gt, gt_scores = _exact(queries, docs, 10)
+    assert ids.dtype == np.int64 and scores.dtype == np.float32 and ids.shape == (40, 10)
+    np.testing.assert_array_equal(ids, gt)
+    np.testing.assert_allclose(scores, gt_scores, rtol=1e-5)
+
+
+def test_recall_conservative(data, index):
+    docs, queries = data
+    gt, _ = _exact(queries, docs, 10)
+    ids, _ = index.search(queries, k=10, query_cut=30, heap_factor=0.9)
+    assert _recall(ids, gt) >= 0.99
+
+
+def test_default_knobs_give_useful_recall(data, index):
+    docs, queries = data
+    gt, _ = _exact(queries, docs, 10)
+    ids, scores = index.search(queries, k=10)
+    assert _recall(ids, gt) >= 0.8
+    assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_pruning_budget_and_cap():
+    docs = _random(2000, 100, 0.1, seed=3)
+    idx = SeismicIndex.build(docs, n_postings=10, max_fraction=1.5)
+    a = idx._a
+    lens = np.diff(a["list_block_ptr"])  # blocks per list
+    post_lens = np.array([
+        a["block_doc_ptr"][a["list_block_ptr"][t + 1]] - a["block_doc_ptr"][a["list_block_ptr"][t]]
+        for t in range(100)
+    ])
+    assert post_lens.sum() <= 10 * 100
+    assert post_lens.max() <= 15
+    assert np.all(lens <= np.maximum(post_lens, 1))
+    # the postings kept are the largest of their list
+    m = docs.to_scipy().tocsc()
+    t = int(np.argmax(post_lens))
+    kept = a["post_docs"][a["block_doc_ptr"][a["list_block_ptr"][t]] : a["block_doc_ptr"][a["list_block_ptr"][t + 1]]]
+    col = m[:, t].toarray().ravel()
+    assert col[kept].min() >= np.sort(col)[::-1][len(kept) - 1]
+
+
+def test_padding_and_edge_queries(data):
+    docs, _ = data
+    small = docs[np.arange(5)]
+    idx = SeismicIndex.build(small, n_postings=100)
+    q = SparseVectors.from_rows([([], []), (small.row(0)[0].tolist(), small.row(0)[1].tolist())], docs.dim)
+    ids, scores = idx.search(q, k=8, query_cut=100, heap_factor=0.0)
+    assert np.all(ids[0] == -1) and np.all(np.isneginf(scores[0]))
+    assert ids[1, 0] == 0 and np.all(ids[1, 5:] == -1) and np.all(np.isneginf(scores[1, 5:]))
+    # queries with a larger dim than the index: out-of-range terms are ignored
+    wide = SparseVectors(q.indptr, q.indices, q.values, docs.dim + 50)
+    np.testing.assert_array_equal(idx.search(wide, k=8, query_cut=100, heap_factor=0.0)[0], ids)
+
+
+def test_threads_equal_single(data, index):
+    _, queries = data
+    one = index.search(queries, k=10, query_cut=5, heap_factor=0.8, threads=1)
+    two = index.search(queries, k=10, query_cut=5, heap_factor=0.8, threads=2)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
+    # single-query calls agree with the batch
+    for i in range(0, 40, 7):
+        r = index.search(queries[i : i + 1], k=10, query_cut=5, heap_factor=0.8)
+        np.testing.assert_array_equal(r[0][0], one[0][i])
+
+
+def test_deterministic_for_a_seed(data, index):
+    docs, _ = data
+    again = SeismicIndex.build(docs, n_postings=200, centroid_fraction=0.1, seed=0, threads=1)
+    for name, arr in index._a.items():
+        np.testing.assert_array_equal(arr, again._a[name], err_msg=name)
+    other = SeismicIndex.build(docs, n_postings=200, centroid_fraction=0.1, seed=1)
+    assert not np.array_equal(index._a["post_docs"], other._a["post_docs"])
+
+
+def test_build_from_chunks(data, index):
+    docs, _ = data
+    chunks = iter([docs[0:1000], docs[1000:1001], docs[1001:3000]])
+    chunked = SeismicIndex.build(chunks, n_postings=200, centroid_fraction=0.1, seed=0)
+    for name, arr in index._a.items():
+        np.testing.assert_array_equal(arr, chunked._a[name], err_msg=name)
+
+
+def test_save_load(tmp_path, data, index):
+    _, queries = data
+    index.save(tmp_path / "idx")
+    loaded = SeismicIndex.load(tmp_path / "idx")
+    assert isinstance(loaded._a["fwd_val"], np.memmap)
+    assert loaded.params == index.params and len(loaded) == len(index)
+    a = index.search(queries, k=10, query_cut=8, heap_factor=0.7)
+    b = loaded.search(queries, k=10, query_cut=8, heap_factor=0.7, threads=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    # not a seismic index
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IndexFormatError):
+        SeismicIndex.load(tmp_path / "empty")
+
+
+# ---- formats -----------------------------------------------------------------------------
+
+
+def test_seismic_bin_round_trip_and_layout(tmp_path):
+    v = _random(50, 300, 0.05, seed=4)
+    write_seismic_bin(tmp_path / "v.bin", v)
+    assert read_seismic_bin(tmp_path / "v.bin", dim=300) == v
+    # independent writer following Seismic's converter script layout
+    with open(tmp_path / "ref.bin", "wb") as f:
+        f.write(struct.pack("<I", len(v)))
+        for i in range(len(v)):
+            c, w = v.row(i)
+            f.write(struct.pack("<I", len(c)))
+            f.write(struct.pack(f"<{len(c)}I", *c.tolist()))
+            f.write(struct.pack(f"<{len(c)}f", *w.tolist()))
+    assert (tmp_path / "ref.bin").read_bytes() == (tmp_path / "v.bin").read_bytes()
+    (tmp_path / "bad.bin").write_bytes(b"\x05\x00\x00\x00\x09\x00\x00\x00")
+    with pytest.raises(FormatError):
+        read_seismic_bin(tmp_path / "bad.bin")
+
+
+def test_csr_round_trip(tmp_path):
+    v = _random(40, 120, 0.1, seed=5)
+    write_csr(tmp_path / "v.csr", v)
+    assert read_csr(tmp_path / "v.csr") == v
+    # rows with unsorted columns are sorted on read
+    with open(tmp_path / "u.csr", "wb") as f:
+        np.array([1, 10, 3], dtype="<i8").tofile(f)
+        np.array([0, 3], dtype="<i8").tofile(f)
+        np.array([7, 2, 5], dtype="<i4").tofile(f)
+        np.array([1.0, 2.0, 3.0], dtype="<f4").tofile(f)
+    u = read_csr(tmp_path / "u.csr")
+    assert u.indices.tolist() == [2, 5, 7] and u.values.tolist() == [2.0, 3.0, 1.0]
+    (tmp_path / "bad.csr").write_bytes(b"\x00" * 10)
+    with pytest.raises(FormatError):
+        read_csr(tmp_path / "bad.csr")
+
+
+def test_pyseismic_reads_what_we_write(tmp_path):
+    seismic = pytest.importorskip("seismic")
+    docs = _topical(400, 200, seed=6)
+    queries = _topical(5, 200, seed=7)
+    write_seismic_bin(tmp_path / "docs.bin", docs)
+    write_seismic_bin(tmp_path / "queries.bin", queries)
+    theirs = seismic.SeismicIndexRaw.build(str(tmp_path / "docs.bin"), n_postings=10**4)
+    assert theirs.len == len(docs) and theirs.nnz == docs.nnz
+    ours = SeismicIndex.build(read_seismic_bin(tmp_path / "docs.bin", dim=200), n_postings=10**4)
+    ids, scores = ours.search(read_seismic_bin(tmp_path / "queries.bin", dim=200), k=5, query_cut=1000, heap_factor=0.0)
+    res = theirs.batch_search(str(tmp_path / "queries.bin"), 5, 1000, 0.0, 0, True, 1)
+    for i, hits in enumerate(res):
+        # pyseismic stores values as f16: compare scores loosely, ids where scores are well separated
+        their_scores = np.array([s for s, _ in hits], dtype=np.float32)
+        np.testing.assert_allclose(their_scores, scores[i], rtol=1e-2)
+        assert [d for _, d in hits][0] == ids[i, 0]
+
+
+def test_bfloat16_forward_values(data):
+    docs, queries = data
+    idx = SeismicIndex.build(docs, n_postings=10**6, values="bfloat16")
+    assert idx._a["fwd_val"].dtype == np.uint16 and idx.params["values"] == "bfloat16"
+    ids, scores = idx.search(queries, k=10, query_cut=10**6, heap_factor=0.0)
+    gt, gt_scores = _exact(queries, docs, 10)
+    assert _recall(ids, gt) >= 0.98
+    np.testing.assert_allclose(scores, gt_scores, rtol=1e-2)
+    with pytest.raises(ValueError):
+        SeismicIndex.build(docs, values="float8")
