@@ -4,7 +4,9 @@ Forward
     1. Gather the unmasked rows of ``hidden`` into ``H_tok [N, D]`` (N = number of real
        tokens; padding costs nothing), documents stay contiguous in row-major order.
     2. For each vocabulary tile ``[v0, v1)`` compute ``H_tok @ W[v0:v1].T`` (``[N, T]``) and
-       reduce it per document (segment max with first-index arg-max, or segment sum).
+       reduce it per document with one op per tile (``view(B, L, T).max`` for equal lengths,
+       else ``torch.segment_reduce``; the first-index arg-max, when gradients are needed, is a
+       second segment max over ``(N - row) * [logit == segment max]``), or segment-sum it.
     3. ``max``: bias is added on the ``[B, V]`` result (adding a per-v constant commutes with
        the max over positions, rounding included because fp addition is monotone), then
        ``clamp_min(0)`` (running max starting at 0) and the activation on ``[B, V]`` only.
@@ -13,9 +15,11 @@ Forward
 Backward (``max``)
     Only the arg-max position of each (b, v) receives gradient. With
     ``g = grad * act'(m) * [m > 0]`` on ``[B, V]`` the non-zero entries ``(b, v)`` are
-    processed in bounded chunks: ``dW[v] += g * H_tok[row(b, v)]`` and
-    ``dH_tok[row(b, v)] += g * W[v]`` via ``index_add_`` — O(nnz(g) · D) work instead of a
-    dense ``[N, V] @ [V, D]`` product; CPU ``index_add_`` has no atomic contention.
+    assembled into a sparse matrix ``G [N, V]`` (one non-zero per (b, v), at the arg-max
+    row) in CSR form, and the two products run as sparse-dense matmuls (MKL on CPU):
+    ``dW = G^T @ H_tok`` and ``dH_tok = G @ W`` — O(nnz(g) · D) work instead of dense
+    ``[N, V] @ [V, D]`` products, and many v sharing one arg-max row are summed inside the
+    CSR row product rather than through contended scatter-adds.
 Backward (``sum``)
     Recomputes each logits tile and uses dense tile matmuls (the gradient is dense).
 
@@ -25,14 +29,14 @@ float32/float64, gradients come back in each input's dtype.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ._common import activation_grad, apply_activation, check_args, compute_dtype
 
-# Elements of one [N, T] logits tile; bounds the working memory (~32 MiB at fp32).
-_TILE_ELEMS = 8 * 1024 * 1024
-# Non-zero (b, v) gradient entries handled per index_add_ chunk in the max backward.
-_NNZ_CHUNK = 32768
+# Elements of one [N, T] logits tile; bounds the working memory (~64 MiB at fp32).
+_TILE_ELEMS = 16 * 1024 * 1024
 
 
 def _tile_size(n_tok: int, V: int, tile: int | None) -> int:
@@ -44,27 +48,27 @@ def _tile_size(n_tok: int, V: int, tile: int | None) -> int:
 
 
 def _gather(hidden, m, dt):
-    """Unmasked rows [N, D] (compute dtype), per-document lengths and start offsets."""
-    lengths = m.sum(dim=1)
-    starts = torch.zeros_like(lengths)
-    if lengths.numel() > 1:
-        starts[1:] = torch.cumsum(lengths, 0)[:-1]
+    """Unmasked rows [N, D] (compute dtype, documents contiguous) and per-document lengths."""
     h_tok = hidden[m]
     if h_tok.dtype != dt:
         h_tok = h_tok.to(dt)
-    return h_tok, lengths.tolist(), starts.tolist()
+    return h_tok, m.sum(dim=1).tolist()
 
 
 def _max_forward(hidden, weight, bias, m, activation, dt, need_idx, tile):
     B, S, D = hidden.shape
     V = weight.shape[0]
-    h_tok, lengths, starts = _gather(hidden, m, dt)
+    h_tok, lengths = _gather(hidden, m, dt)
     n_tok = h_tok.shape[0]
     top = torch.full((B, V), float("-inf"), dtype=dt, device=hidden.device)
     rows = torch.zeros((B, V), dtype=torch.int64, device=hidden.device) if need_idx else None
     T = _tile_size(n_tok, V, tile)
-    docs = [b for b in range(B) if lengths[b] > 0]
-    uniform = n_tok > 0 and len(docs) == B and len(set(lengths)) == 1
+    uniform = n_tok > 0 and len(set(lengths)) == 1
+    if n_tok > 0 and not uniform:
+        lengths_t = torch.tensor(lengths, device=hidden.device)
+        if need_idx:
+            doc_of_row = torch.repeat_interleave(torch.arange(B, device=hidden.device), lengths_t)
+            rev_rows = (n_tok - torch.arange(n_tok, device=hidden.device, dtype=dt)).unsqueeze(1)
     if n_tok > 0:
         for v0 in range(0, V, T):
             v1 = min(V, v0 + T)
@@ -82,15 +86,23 @@ def _max_forward(hidden, weight, bias, m, activation, dt, need_idx, tile):
                     vals = view.amax(dim=1)
                 top[:, v0:v1] = vals
             else:
-                for b in docs:
-                    seg = logits[starts[b] : starts[b] + lengths[b]]
-                    if need_idx:
-                        vals, idx = seg.max(dim=0)
-                        rows[b, v0:v1] = idx + starts[b]
-                    else:
-                        vals = seg.amax(dim=0)
-                    top[b, v0:v1] = vals
+                # One segment reduction per tile (many small per-document ops are slow on a
+                # contended CPU: each is a parallel region).
+                vals = torch.segment_reduce(logits, "max", lengths=lengths_t, axis=0)
+                if need_idx:
+                    # First (lowest) row reaching the segment max: max of (N - row) over ties.
+                    buf = vals.index_select(0, doc_of_row)
+                    eq = logits == buf
+                    torch.mul(eq, rev_rows, out=buf)
+                    del eq
+                    first = torch.segment_reduce(buf, "max", lengths=lengths_t, axis=0)
+                    del buf
+                    first.clamp_(1, n_tok)  # empty documents: -inf (their gradient is 0)
+                    rows[:, v0:v1] = (n_tok - first).to(torch.int64)
+                top[:, v0:v1] = vals
             del logits
+        if not uniform and min(lengths) == 0:
+            top[lengths_t == 0] = float("-inf")  # whatever segment_reduce gives empty segments
     if bias is not None:
         top += bias.to(dt)
     top.clamp_min_(0.0)  # running max starts at 0; all-masked rows (-inf) become 0
@@ -100,7 +112,7 @@ def _max_forward(hidden, weight, bias, m, activation, dt, need_idx, tile):
 def _sum_forward(hidden, weight, bias, m, activation, dt, tile):
     B, S, D = hidden.shape
     V = weight.shape[0]
-    h_tok, lengths, starts = _gather(hidden, m, dt)
+    h_tok, lengths = _gather(hidden, m, dt)
     n_tok = h_tok.shape[0]
     out = torch.zeros((B, V), dtype=dt, device=hidden.device)
     if n_tok == 0:
@@ -120,6 +132,23 @@ def _sum_forward(hidden, weight, bias, m, activation, dt, tile):
         out[:, v0:v1].index_add_(0, doc_of_row, z)
         del logits, z
     return out, h_tok
+
+
+def _csr(counts, cols, vals, size):
+    crow = torch.zeros(size[0] + 1, dtype=torch.int64, device=vals.device)
+    torch.cumsum(counts, 0, out=crow[1:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, cols, vals, size=size, check_invariants=False)
+
+
+def _spmm(sparse, dense):
+    """sparse CSR [M, K] @ dense [K, D] -> dense [M, D] (MKL / cuSPARSE)."""
+    if sparse.values().numel() == 0:
+        return torch.zeros((sparse.shape[0], dense.shape[1]), dtype=dense.dtype, device=dense.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return sparse @ dense
 
 
 class _ChunkedMax(torch.autograd.Function):
@@ -143,21 +172,22 @@ class _ChunkedMax(torch.autograd.Function):
         d_bias = g.sum(0).to(ctx.bias_dtype) if (need_b and ctx.has_bias) else None
         d_hidden = d_weight = None
         if need_h or need_w:
-            bi, vi = g.nonzero(as_tuple=True)
-            r = rows[bi, vi]
-            gv = g[bi, vi]
-            dh_tok = torch.zeros_like(h_tok) if need_h else None
-            dw = torch.zeros(weight.shape, dtype=dt, device=weight.device) if need_w else None
-            for k0 in range(0, gv.numel(), _NNZ_CHUNK):
-                sl = slice(k0, k0 + _NNZ_CHUNK)
-                g_c, v_c, r_c = gv[sl].unsqueeze(1), vi[sl], r[sl]
-                if need_w:
-                    dw.index_add_(0, v_c, h_tok[r_c] * g_c)
-                if need_h:
-                    dh_tok.index_add_(0, r_c, weight[v_c].to(dt) * g_c)
+            n_tok = h_tok.shape[0]
+            V = weight.shape[0]
+            # G^T [V, N] in CSR: v-major nonzeros of g; within a v the rows grow with b
+            # (documents are contiguous in H_tok), so the column indices are already sorted.
+            vi, bi = g.T.nonzero(as_tuple=True)
+            cols = rows[bi, vi]
+            vals = g[bi, vi]
             if need_w:
-                d_weight = dw.to(weight.dtype)
+                gt = _csr(torch.bincount(vi, minlength=V), cols, vals, (V, n_tok))
+                d_weight = _spmm(gt, h_tok).to(weight.dtype)  # dW = G^T @ H_tok
             if need_h:
+                order = torch.argsort(cols * V + vi)  # row-major for G [N, V]
+                r_sorted = cols[order]
+                gm = _csr(torch.bincount(r_sorted, minlength=n_tok), vi[order], vals[order], (n_tok, V))
+                w = weight if weight.dtype == dt else weight.to(dt)
+                dh_tok = _spmm(gm, w)  # dH_tok = G @ W
                 shape, hdtype = ctx.hidden_meta
                 d_hidden = torch.zeros(shape, dtype=hdtype, device=h_tok.device)
                 d_hidden[mask] = dh_tok.to(hdtype)
@@ -235,7 +265,7 @@ def splade_max_chunked(
     """Chunked-vocabulary SPLADE head (same contract as :func:`lsr.kernels.splade_max`).
 
     ``tile`` overrides the vocabulary tile width (default: sized so one ``[N, tile]`` logits
-    tile holds about 8M elements). Without autograd (``no_grad``/``inference_mode`` or no
+    tile holds about 16M elements, at most 4096 wide). Without autograd (``no_grad``/``inference_mode`` or no
     input requiring grad) nothing is saved and no arg-max is tracked.
     """
     _, _, _, _, m = check_args(hidden, weight, bias, mask, activation, pooling)

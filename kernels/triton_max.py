@@ -83,7 +83,7 @@ def _kernels():
         h_ptr, w_ptr, b_ptr, mask_ptr, seqend_ptr, m_ptr, idx_ptr, out_ptr,
         S, D, V,
         s_hb, s_hs, s_hd, s_wv, s_wd, s_mb, s_ms,
-        HAS_BIAS: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+        HAS_BIAS: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_S: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
     ):
         pid_b = tl.program_id(0)
@@ -111,6 +111,9 @@ def _kernels():
                     w_ptr + offs_v[None, :].to(tl.int64) * s_wv + offs_d[:, None] * s_wd,
                     mask=d_ok[:, None] & v_ok[None, :], other=0.0,
                 )
+                if UPCAST:
+                    h = h.to(tl.float32)
+                    w = w.to(tl.float32)
                 acc = tl.dot(h, w, acc, input_precision=PRECISION)
             if HAS_BIAS:
                 acc = acc + bias[None, :]
@@ -165,7 +168,7 @@ def _kernels():
         w_ptr, g_ptr, idx_ptr, dh_ptr,
         S, D, V,
         s_wv, s_wd,
-        PRECISION: tl.constexpr,
+        PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_S: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
     ):
         pid_s = tl.program_id(0)
@@ -191,6 +194,9 @@ def _kernels():
                     mask=v_ok[:, None] & d_ok[None, :], other=0.0,
                 )
                 G = tl.where(sel, g[None, :], 0.0).to(w.dtype)
+                if UPCAST:
+                    G = G.to(tl.float32)
+                    w = w.to(tl.float32)
                 acc = tl.dot(G, w, acc, input_precision=PRECISION)
         tl.store(
             dh_ptr + pid_b.to(tl.int64) * S * D + offs_s[:, None] * D + offs_d[None, :], acc,
@@ -203,6 +209,12 @@ def _kernels():
 def _precision(dtype: torch.dtype) -> str:
     # fp32 inputs: exact fp32 products (no TF32) so results match the reference to ~1e-6.
     return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _upcast(dtype: torch.dtype) -> bool:
+    # The Triton interpreter's tl.dot mishandles bfloat16 operands (numpy has no bf16):
+    # upcast them to fp32 there. Compiled kernels keep native bf16 tensor-core dots.
+    return dtype == torch.bfloat16 and _interpreting()
 
 
 def _prepare(hidden, weight, bias):
@@ -224,9 +236,11 @@ def _forward(hidden, weight, bias, mask_bool, activation):
     V = weight.shape[0]
     h, w, b = _prepare(hidden, weight, bias)
     mask_i = mask_bool.to(torch.int8).contiguous()
+    # One past the last unmasked position of each document: the kernel stops there.
     pos = torch.arange(1, S + 1, device=hidden.device, dtype=torch.int32)
-    seq_end = (mask_bool.to(torch.int32) * pos).amax(dim=1).to(torch.int32).contiguous() if S else \
-        torch.zeros(B, dtype=torch.int32, device=hidden.device)
+    seq_end = torch.zeros(B, dtype=torch.int32, device=hidden.device)
+    if S > 0:
+        seq_end = (mask_bool.to(torch.int32) * pos).amax(dim=1).to(torch.int32).contiguous()
     m = torch.empty((B, V), dtype=torch.float32, device=hidden.device)
     idx = torch.empty((B, V), dtype=torch.int32, device=hidden.device)
     out = torch.empty((B, V), dtype=torch.float32, device=hidden.device)
@@ -239,6 +253,7 @@ def _forward(hidden, weight, bias, mask_bool, activation):
         h.stride(0), h.stride(1), h.stride(2), w.stride(0), w.stride(1),
         mask_i.stride(0), mask_i.stride(1),
         HAS_BIAS=b is not None, ACT=_ACT_IDS[activation], PRECISION=_precision(h.dtype),
+        UPCAST=_upcast(h.dtype),
     )
     return out, m, idx
 
@@ -267,16 +282,19 @@ class _TritonMax(torch.autograd.Function):
         if need_h or need_w:
             h, w, _ = _prepare(hidden, weight, None)
             if need_w:
-                dw = torch.empty((V, D), dtype=torch.float32, device=g.device)
+                dw = torch.zeros((V, D), dtype=torch.float32, device=g.device)
                 grid = lambda meta: (triton.cdiv(V, meta["BLOCK_V"]), triton.cdiv(D, meta["BLOCK_D"]))  # noqa: E731
-                dw_k[grid](h, g, idx, dw, B, D, V, h.stride(0), h.stride(1), h.stride(2))
+                if dw.numel() and B:
+                    dw_k[grid](h, g, idx, dw, B, D, V, h.stride(0), h.stride(1), h.stride(2))
                 d_weight = dw.to(ctx.dtypes[1])
             if need_h:
-                dh = torch.empty((B, S, D), dtype=torch.float32, device=g.device)
+                dh = torch.zeros((B, S, D), dtype=torch.float32, device=g.device)
                 grid = lambda meta: (  # noqa: E731
                     triton.cdiv(S, meta["BLOCK_S"]), triton.cdiv(D, meta["BLOCK_D"]), B,
                 )
-                dh_k[grid](w, g, idx, dh, S, D, V, w.stride(0), w.stride(1), PRECISION=_precision(w.dtype))
+                if dh.numel() and V:
+                    dh_k[grid](w, g, idx, dh, S, D, V, w.stride(0), w.stride(1),
+                               PRECISION=_precision(w.dtype), UPCAST=_upcast(w.dtype))
                 d_hidden = dh.to(ctx.dtypes[0])
         return d_hidden, d_weight, d_bias, None, None
 

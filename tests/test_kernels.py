@@ -1,0 +1,282 @@
+"""Tests for lsr.kernels: the Triton kernels (interpreter on CPU), the chunked CPU path and
+the dispatcher, all against the naive reference that materialises the logits."""
+
+from __future__ import annotations
+
+import os
+
+# Must be set before Triton builds any kernel: run the Triton kernels with the CPU interpreter.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# CI installs Triton: if it is missing, this module must fail loudly rather than skip.
+import triton  # noqa: E402,F401
+
+from lsr.kernels import (  # noqa: E402
+    splade_max,
+    splade_max_chunked,
+    splade_max_reference,
+    splade_max_triton,
+)
+
+ON_CUDA = torch.cuda.is_available()
+
+
+def _inputs(B, S, D, V, *, dtype=torch.float32, bias=True, seed=0, scale=1.0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(B, S, D, generator=g) * scale
+    w = torch.randn(V, D, generator=g) / D**0.5
+    b = torch.randn(V, generator=g) * 0.5 if bias else None
+    mask = (torch.rand(B, S, generator=g) < 0.7).long()
+    mask[:, 0] = 1
+    if B > 1:
+        mask[-1] = 0  # an all-padding document
+    h, w = h.to(device, dtype), w.to(device, dtype)
+    b = b.to(device, dtype) if b is not None else None
+    return h, w, b, mask.to(device)
+
+
+def _grads(fn, h, w, b, mask, upstream, **kw):
+    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in (h, w, b)]
+    out = fn(leaves[0], leaves[1], leaves[2], mask, **kw)
+    req = [t for t in leaves if t is not None]
+    grads = torch.autograd.grad(out, req, upstream)
+    return out.detach(), list(grads)
+
+
+def _assert_close(a, b, rtol, atol=None, msg=""):
+    a, b = a.double(), b.double()
+    scale = b.abs().max().clamp_min(1e-12)
+    atol = rtol * scale if atol is None else atol
+    torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=msg or None)
+
+
+# ----------------------------------------------------------------------------- import
+
+
+def test_import_does_not_import_triton():
+    code = "import sys, lsr.kernels; assert 'triton' not in sys.modules, 'triton imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_bad_arguments():
+    h, w, b, m = _inputs(2, 3, 4, 5)
+    with pytest.raises(ValueError):
+        splade_max(h, w, b, m, activation="gelu")
+    with pytest.raises(ValueError):
+        splade_max(h, w, b, m, pooling="mean")
+    with pytest.raises(ValueError):
+        splade_max(h, w[:, :3], b, m)
+    with pytest.raises(ValueError):
+        splade_max(h, w, b, m[:, :2])
+
+
+# ----------------------------------------------------------------------------- Triton (interpreter)
+
+
+@pytest.mark.parametrize("activation", ["relu", "log1p_relu"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_triton_matches_reference_fp32(activation, with_bias):
+    # S=21 > BLOCK_S (16), D=40 > BLOCK_D (16), V=77 > BLOCK_V (32): ragged edges everywhere.
+    h, w, b, m = _inputs(3, 21, 40, 77, bias=with_bias, seed=1)
+    up = torch.randn(3, 77, generator=torch.Generator().manual_seed(2))
+    out_t, g_t = _grads(splade_max_triton, h, w, b, m, up, activation=activation)
+    out_r, g_r = _grads(splade_max_reference, h, w, b, m, up, activation=activation)
+    assert out_t.dtype == torch.float32
+    _assert_close(out_t, out_r, 1e-5)
+    assert torch.all(out_t[-1] == 0)  # all-padding row
+    for name, a, r in zip(["hidden", "weight", "bias"], g_t, g_r):
+        _assert_close(a, r, 1e-5, msg=f"d{name}")
+
+
+def test_triton_ties_go_to_lowest_position():
+    h, w, b, m = _inputs(2, 20, 24, 40, seed=3)
+    m[0] = 1
+    with torch.no_grad():
+        h[0, 7] = h[0, 2]
+        h[0, 18] = h[0, 2]  # crosses a BLOCK_S boundary
+        h[0, 11] = 0.0  # logits of exactly bias: ties with other zero rows
+        h[0, 12] = 0.0
+    up = torch.ones(2, 40)
+    out_t, g_t = _grads(splade_max_triton, h, w, b, m, up)
+    out_r, g_r = _grads(splade_max_reference, h, w, b, m, up)
+    _assert_close(out_t, out_r, 1e-5)
+    for a, r in zip(g_t, g_r):
+        _assert_close(a, r, 1e-5)
+    dh = g_t[0][0]
+    assert dh[7].abs().sum() == 0 and dh[18].abs().sum() == 0 and dh[12].abs().sum() == 0
+    assert dh[2].abs().sum() > 0
+
+
+def test_triton_all_masked_and_single_position():
+    h, w, b, m = _inputs(3, 1, 16, 33, seed=4)
+    m[:] = torch.tensor([[1], [0], [1]])
+    up = torch.randn(3, 33)
+    out_t, g_t = _grads(splade_max_triton, h, w, b, m, up)
+    out_r, g_r = _grads(splade_max_reference, h, w, b, m, up)
+    _assert_close(out_t, out_r, 1e-5)
+    assert torch.all(out_t[1] == 0) and torch.all(g_t[0][1] == 0)
+    for a, r in zip(g_t, g_r):
+        _assert_close(a, r, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_half_inputs(dtype):
+    h, w, b, m = _inputs(2, 18, 32, 50, dtype=dtype, seed=5)
+    up = torch.randn(2, 50, generator=torch.Generator().manual_seed(6))
+    out_t, g_t = _grads(splade_max_triton, h, w, b, m, up)
+    out_r, g_r = _grads(splade_max_reference, h, w, b, m, up)
+    assert out_t.dtype == torch.float32
+    _assert_close(out_t, out_r, 1e-5)
+    tol = 2e-2 if dtype == torch.bfloat16 else 2e-3
+    for a, r, t in zip(g_t, g_r, (h, w, b)):
+        assert a.dtype == t.dtype
+        _assert_close(a, r, tol)
+
+
+def test_triton_rejects_sum_pooling():
+    h, w, b, m = _inputs(2, 3, 16, 8)
+    with pytest.raises(NotImplementedError):
+        splade_max_triton(h, w, b, m, pooling="sum")
+
+
+# ----------------------------------------------------------------------------- chunked CPU path
+
+
+@pytest.mark.parametrize("pooling", ["max", "sum"])
+@pytest.mark.parametrize("activation", ["relu", "log1p_relu"])
+def test_chunked_gradcheck_float64(pooling, activation):
+    h, w, b, m = _inputs(3, 4, 3, 7, dtype=torch.float64, seed=7, scale=2.0)
+    m[0] = torch.tensor([1, 0, 1, 1])
+    args = [t.requires_grad_(True) for t in (h, w, b)]
+    fn = lambda h, w, b: splade_max_chunked(h, w, b, m, activation, pooling=pooling, tile=3)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["max", "sum"])
+@pytest.mark.parametrize("activation", ["relu", "log1p_relu"])
+@pytest.mark.parametrize("tile", [None, 7])
+def test_chunked_matches_reference_small(pooling, activation, tile):
+    h, w, b, m = _inputs(4, 9, 12, 30, seed=8)
+    up = torch.randn(4, 30, generator=torch.Generator().manual_seed(9))
+    out_c, g_c = _grads(splade_max_chunked, h, w, b, m, up, activation=activation, pooling=pooling, tile=tile)
+    out_r, g_r = _grads(splade_max_reference, h, w, b, m, up, activation=activation, pooling=pooling)
+    _assert_close(out_c, out_r, 1e-5)
+    for a, r in zip(g_c, g_r):
+        _assert_close(a, r, 1e-5)
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+def test_chunked_minilm_head_shape(uniform):
+    """MiniLM-sized head: V=30,522, D=384, a few documents; forward and backward."""
+    B, S, D, V = 3, 12, 384, 30522
+    h, w, b, m = _inputs(B, S, D, V, seed=10, scale=3.0)
+    if uniform:
+        m[:] = 1
+    up = torch.rand(B, V, generator=torch.Generator().manual_seed(11))
+    out_c, g_c = _grads(splade_max_chunked, h, w, b, m, up)
+    out_r, g_r = _grads(splade_max_reference, h, w, b, m, up)
+    _assert_close(out_c, out_r, 1e-5)
+    for name, a, r in zip(["hidden", "weight", "bias"], g_c, g_r):
+        _assert_close(a, r, 1e-5, msg=f"d{name}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("pooling", ["max", "sum"])
+def test_chunked_half_inputs(dtype, pooling):
+    h, w, b, m = _inputs(3, 10, 32, 45, dtype=dtype, seed=12)
+    up = torch.randn(3, 45, generator=torch.Generator().manual_seed(13))
+    out_c, g_c = _grads(splade_max_chunked, h, w, b, m, up, pooling=pooling)
+    out_r, g_r = _grads(splade_max_reference, h, w, b, m, up, pooling=pooling)
+    assert out_c.dtype == torch.float32
+    _assert_close(out_c, out_r, 1e-5)
+    for a, r, t in zip(g_c, g_r, (h, w, b)):
+        assert a.dtype == t.dtype
+        _assert_close(a, r, 1e-2)
+
+
+def test_chunked_no_grad_equals_grad_path():
+    h, w, b, m = _inputs(3, 8, 16, 40, seed=14)
+    with torch.inference_mode():
+        fast = splade_max_chunked(h, w, b, m)
+    slow = splade_max_chunked(h.requires_grad_(True), w, b, m)
+    assert slow.requires_grad and not fast.requires_grad
+    assert torch.equal(fast, slow.detach())
+
+
+def test_chunked_ties_go_to_lowest_position():
+    h, w, b, m = _inputs(2, 9, 8, 20, seed=15)
+    m[0] = torch.tensor([0, 1, 1, 1, 1, 0, 1, 1, 1])
+    with torch.no_grad():
+        h[0, 4] = h[0, 2]
+        h[0, 8] = h[0, 2]
+        h[0, 5] = h[0, 1] + 10  # masked: must never win
+    up = torch.ones(2, 20)
+    _, g_c = _grads(splade_max_chunked, h, w, b, m, up, tile=6)
+    _, g_r = _grads(splade_max_reference, h, w, b, m, up)
+    for a, r in zip(g_c, g_r):
+        _assert_close(a, r, 1e-5)
+    dh = g_c[0][0]
+    assert dh[4].abs().sum() == 0 and dh[8].abs().sum() == 0 and dh[5].abs().sum() == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    B=st.integers(1, 4),
+    S=st.integers(1, 7),
+    D=st.integers(1, 9),
+    V=st.integers(1, 23),
+    tile=st.integers(1, 10),
+    pooling=st.sampled_from(["max", "sum"]),
+    seed=st.integers(0, 1000),
+)
+def test_chunked_property(B, S, D, V, tile, pooling, seed):
+    h, w, b, m = _inputs(B, S, D, V, seed=seed)
+    up = torch.randn(B, V, generator=torch.Generator().manual_seed(seed))
+    out_c, g_c = _grads(splade_max_chunked, h, w, b, m, up, pooling=pooling, tile=tile)
+    out_r, g_r = _grads(splade_max_reference, h, w, b, m, up, pooling=pooling)
+    _assert_close(out_c, out_r, 1e-5, atol=1e-6)
+    for a, r in zip(g_c, g_r):
+        _assert_close(a, r, 1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- dispatcher / semantics
+
+
+@pytest.mark.parametrize("pooling", ["max", "sum"])
+def test_dispatcher_cpu_uses_chunked(pooling, monkeypatch):
+    import lsr.kernels as K
+
+    def boom(*a, **k):
+        raise AssertionError("Triton path used for CPU tensors")
+
+    monkeypatch.setattr(K, "splade_max_triton", boom)
+    h, w, b, m = _inputs(2, 5, 8, 13, seed=16)
+    out = K.splade_max(h, w, b, m, pooling=pooling)
+    _assert_close(out, splade_max_reference(h, w, b, m, pooling=pooling), 1e-5)
+
+
+def test_mask_none_means_all_tokens():
+    h, w, b, _ = _inputs(2, 4, 8, 10)
+    ones = torch.ones(2, 4, dtype=torch.long)
+    assert torch.allclose(splade_max(h, w, b, None), splade_max(h, w, b, ones))
+
+
+@pytest.mark.parametrize("pooling", ["max", "sum"])
+@pytest.mark.parametrize("activation", ["relu", "log1p_relu"])
+def test_matches_sentence_transformers_splade_pooling(pooling, activation):
+    """Same numbers as sentence-transformers' SpladePooling over materialised logits."""
+    st_mod = pytest.importorskip("sentence_transformers.sparse_encoder.modules")
+    h, w, b, m = _inputs(3, 6, 16, 25, seed=17, scale=2.0)
+    logits = h @ w.T + b
+    pool = st_mod.SpladePooling(pooling_strategy=pooling, activation_function=activation).eval()
+    ref = pool({"token_embeddings": logits.clone(), "attention_mask": m})["sentence_embedding"]
+    ours = splade_max(h, w, b, m, activation, pooling=pooling)
+    _assert_close(ours, ref, 1e-5)
