@@ -199,6 +199,29 @@ def _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo, hi, maxv, mark, touched, sta
     return nt
 
 
+@njit(cache=True, inline="always")
+def _sift_down_by_value(heap, size, i, maxv, touched):
+    """Restore the max-heap of positions keyed by (maxv[touched[u]] desc, u asc) below i."""
+    while True:
+        l = 2 * i + 1
+        if l >= size:
+            return
+        m = l
+        r = l + 1
+        if r < size:
+            vr = maxv[touched[heap[r]]]
+            vl = maxv[touched[heap[l]]]
+            if vr > vl or (vr == vl and heap[r] < heap[l]):
+                m = r
+        vm = maxv[touched[heap[m]]]
+        vi = maxv[touched[heap[i]]]
+        if vm > vi or (vm == vi and heap[m] < heap[i]):
+            heap[i], heap[m] = heap[m], heap[i]
+            i = m
+        else:
+            return
+
+
 @njit(cache=True)
 def _energy_cut(maxv, touched, nt, energy, heap, kept):
     """Largest components (value desc, first-seen order on ties) until their running sum
@@ -212,27 +235,7 @@ def _energy_cut(maxv, touched, nt, energy, heap, kept):
     for u in range(nt):
         heap[u] = u
     for start in range((nt - 2) // 2, -1, -1):
-        i = start
-        while True:
-            l = 2 * i + 1
-            if l >= nt:
-                break
-            m = l
-            r = l + 1
-            if r < nt:
-                vr = maxv[touched[heap[r]]]
-                vl = maxv[touched[heap[l]]]
-                if vr > vl or (vr == vl and heap[r] < heap[l]):
-                    m = r
-            vm = maxv[touched[heap[m]]]
-            vi = maxv[touched[heap[i]]]
-            if vm > vi or (vm == vi and heap[m] < heap[i]):
-                tmp = heap[i]
-                heap[i] = heap[m]
-                heap[m] = tmp
-                i = m
-            else:
-                break
+        _sift_down_by_value(heap, nt, start, maxv, touched)
     size = nt
     acc = np.float32(0.0)
     cnt = 0
@@ -253,27 +256,7 @@ def _energy_cut(maxv, touched, nt, energy, heap, kept):
             break
         size -= 1
         heap[0] = heap[size]
-        i = 0
-        while True:
-            l = 2 * i + 1
-            if l >= size:
-                break
-            m = l
-            r = l + 1
-            if r < size:
-                vr = maxv[touched[heap[r]]]
-                vl = maxv[touched[heap[l]]]
-                if vr > vl or (vr == vl and heap[r] < heap[l]):
-                    m = r
-            vm = maxv[touched[heap[m]]]
-            vi = maxv[touched[heap[i]]]
-            if vm > vi or (vm == vi and heap[m] < heap[i]):
-                tmp = heap[i]
-                heap[i] = heap[m]
-                heap[m] = tmp
-                i = m
-            else:
-                break
+        _sift_down_by_value(heap, size, 0, maxv, touched)
     return cnt, thr, n_eq
 
 
