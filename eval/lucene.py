@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from lsr.encoders.postprocess import quantize
 from lsr.errors import LsrError
 from lsr.sparse import SparseVectors
 
@@ -112,18 +113,6 @@ class _PrecomputedQueries:
 
     def encode(self, qid: str) -> Mapping[str, int]:
         return self.vectors[qid]
-
-
-def quantize(vectors: SparseVectors, scale: float) -> SparseVectors:
-    """Integer impacts: weights × scale, rounded; zeros dropped."""
-    import numpy as np
-
-    rows = []
-    for i in range(len(vectors)):
-        idx, val = vectors.row(i)
-        q = np.round(val * scale)
-        rows.append((idx[q > 0], q[q > 0]))
-    return SparseVectors.from_rows(rows, vectors.dim)
 
 
 def impact_run(

@@ -133,15 +133,16 @@ def run_model(
     start = time.perf_counter()
     ids, scores = retriever.search_batch([dataset.queries[q] for q in qids], k=k)
     seconds["search"] = time.perf_counter() - start
+    hit_scores = [s[: len(i)] for i, s in zip(ids, scores)]  # drop the -inf padding
     per_query = evaluate_arrays(
-        dataset.qrels, qids, ids, [s[: len(i)] for i, s in zip(ids, scores)],
+        dataset.qrels, qids, ids, hit_scores,
         metrics=list(metrics), per_query=True, remove_query_id=dataset.remove_query_id,
     )  # fmt: skip
     result = EvalResult(dataset.name, model, _means(per_query), per_query, seconds)
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         result.run_file = output / f"run.{_safe(dataset.name)}.{_safe(model)}.txt"
-        run = {q: list(zip(i, s[: len(i)].tolist())) for q, i, s in zip(qids, ids, scores)}
+        run = {q: list(zip(i, s.tolist())) for q, i, s in zip(qids, ids, hit_scores)}
         write_trec_run(result.run_file, run, f"lsr-{_safe(model)}")
     return result
 

@@ -125,7 +125,7 @@ class _ProgressFile:
     def position(self) -> int:
         return self.raw.tell()
 
-    def lines(self, path: Path) -> Iterator[tuple[int, str | None]]:
+    def lines(self) -> Iterator[tuple[int, str | None]]:
         """(line number, text) pairs; text is None for a line that is not UTF-8."""
         for number, line in enumerate(self.stream, 1):
             try:
@@ -174,7 +174,7 @@ def _undecodable(file: Path, number: int) -> str:
 
 
 def _read_jsonl(file: Path, raw: _ProgressFile, reader: CorpusReader) -> Iterator[Document]:
-    for number, line in raw.lines(file):
+    for number, line in raw.lines():
         if line is None:
             reader._bad(_undecodable(file, number))
             continue
@@ -204,7 +204,7 @@ def _read_jsonl(file: Path, raw: _ProgressFile, reader: CorpusReader) -> Iterato
 
 
 def _read_tsv(file: Path, raw: _ProgressFile, reader: CorpusReader) -> Iterator[Document]:
-    for number, line in raw.lines(file):
+    for number, line in raw.lines():
         if line is None:
             reader._bad(_undecodable(file, number))
             continue
@@ -232,7 +232,7 @@ _SPACE = re.compile(r"\s+")
 def _read_trec(file: Path, raw: _ProgressFile, reader: CorpusReader) -> Iterator[Document]:
     body: list[str] | None = None
     start = 0
-    for number, line in raw.lines(file):
+    for number, line in raw.lines():
         if line is None:
             reader._bad(_undecodable(file, number))
             continue

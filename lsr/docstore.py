@@ -4,8 +4,6 @@ so showing a hit never loads the corpus."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 
 from lsr.errors import LsrError
@@ -53,7 +51,7 @@ class DocStoreWriter:
 
 
 class DocStore:
-    """Read side: `ids(rows)`, `title(row)`, `text(row)` decode only what is asked for."""
+    """Read side: `doc_id(row)`, `title(row)`, `text(row)` decode only what is asked for."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -87,8 +85,5 @@ class DocStore:
             else:
                 self._all_ids = np.array([self.doc_id(i) for i in range(len(self))], dtype=object)
         return self._all_ids
-
-    def ids(self, rows: Sequence[int]) -> list[str]:
-        return [self.doc_id(int(r)) for r in rows]
 
 

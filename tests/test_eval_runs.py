@@ -68,7 +68,8 @@ def test_pyserini_bm25_reproduces_anserini(tmp_path, data_dir):
 
 @needs_pyserini
 def test_lucene_impact_search_equals_golden_run_and_our_exact_index(tmp_path, data_dir):
-    from lsr.eval.lucene import impact_run, quantize
+    from lsr.encoders.postprocess import quantize
+    from lsr.eval.lucene import impact_run
 
     doc_ids, docs, vocab = SparseVectors.read_jsonl(data_dir / "splade-toy" / "documents.jsonl")
     query_ids, queries, vocab = SparseVectors.read_jsonl(data_dir / "splade-toy" / "queries.jsonl", {t: i for i, t in enumerate(vocab)})
