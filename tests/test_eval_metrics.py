@@ -77,7 +77,9 @@ def our_vs_ref(qrels, run, level):
         assert means[name] == pytest.approx(np.mean(list(ref.values())), abs=1e-6), name
 
 
-@settings(max_examples=50, deadline=None)
+# derandomize: a fixed example set. A random draw once made pytrec_eval's C code (the
+# reference, not ours) spin forever; CI must not depend on avoiding that input by luck.
+@settings(max_examples=50, deadline=None, derandomize=True)
 @given(qrels_st, run_st, st.sampled_from([1, 2]))
 def test_parity_with_pytrec_eval(qrels, run, level):
     our_vs_ref(qrels, run, level)
