@@ -140,7 +140,10 @@ def search(
 @app.command("eval")
 def evaluate_command(
     datasets: list[Path] = typer.Argument(..., help="BEIR folders (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv), or corpora with --queries/--qrels."),
-    models: list[str] = typer.Option(["bm25"], "--model", "-m", help="Encoder(s) to evaluate; repeat for several."),
+    models: list[str] = typer.Option(
+        [], "--model", "-m",
+        help="Encoder(s) to evaluate, repeat for several: 'bm25', a Hugging Face id or a model folder. Default: $LSR_MODEL, else an inference-free hub model, else bm25 when offline.",
+    ),  # fmt: skip
     split: str = typer.Option("test", "--split", help="BEIR qrels split."),
     k: int = typer.Option(1000, "--k", "-k", min=1, help="Hits retrieved per query."),
     metrics: str = typer.Option("ndcg@10,mrr@10,recall@100,recall@1000,map,p@10", "--metrics", help="Comma-separated metrics."),
@@ -156,17 +159,17 @@ def evaluate_command(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from lsr.eval.runner import Dataset, run_baseline, run_model, save_results
+    from lsr.eval.runner import Dataset, resolve_systems, run_baseline, run_model, save_results
 
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
-    systems = list(dict.fromkeys(models + [b for b in baselines if b == "bm25"]))
     lucene = [b for b in baselines if b != "bm25"]
+    opened = [Dataset.open(path, split=split, queries=queries, qrels=qrels) for path in datasets]
+    systems = resolve_systems((models or [None]) + [b for b in baselines if b == "bm25"])
     results = []
-    for path in datasets:
-        dataset = Dataset.open(path, split=split, queries=queries, qrels=qrels)
-        for model in systems:
+    for dataset in opened:
+        for system in systems:
             bar = _progress_bar()
-            task = bar.add_task(f"{dataset.name} · {model}", total=None, docs=0, rate=0.0)
+            task = bar.add_task(f"{dataset.name} · {system.name}", total=None, docs=0, rate=0.0)
             start = time.perf_counter()
 
             def progress(docs: int, done: int, total: int) -> None:
@@ -175,7 +178,7 @@ def evaluate_command(
                 bar.update(task, completed=done, total=total, docs=docs, rate=docs / max(time.perf_counter() - start, 1e-9))
 
             try:
-                results.append(run_model(dataset, model, k=k, metrics=metric_names, output=output, batch_size=batch_size, progress=progress))
+                results.append(run_model(dataset, system, k=k, metrics=metric_names, output=output, batch_size=batch_size, progress=progress))
             finally:
                 if bar.live.is_started:
                     bar.stop()

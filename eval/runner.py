@@ -1,8 +1,10 @@
 """Evaluation runs: encode and index a dataset (cached), search every query, score, save.
 
-Encodings are cached as complete index directories under the cache root, keyed by the
-model and a fingerprint of the corpus files, so a second run with the same model and corpus
-only searches and scores.
+Models are resolved as `lsr index` resolves them (`lsr.encoders.resolve_model`: --model >
+$LSR_MODEL > the default hub model, else BM25 with one warning). Encodings are cached as
+complete index directories under the cache root, keyed by the resolved encoder's spec and a
+fingerprint of the corpus files, so a second run with the same encoder and corpus only
+searches and scores, and a BM25 fallback never shares an entry with the model it stood in for.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+from lsr.encoders import Encoder
 from lsr.errors import LsrError
 from lsr.eval.loaders import load_beir, load_qrels, load_queries
 from lsr.eval.metrics import DEFAULT_METRICS, evaluate, evaluate_arrays
@@ -87,6 +90,70 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+@dataclass(frozen=True)
+class System:
+    """A resolved model: the name shown in results (what actually runs) and its encoder."""
+
+    name: str
+    encoder: Encoder
+
+    @property
+    def key(self) -> str:
+        return spec_key(self.encoder.spec)
+
+
+def spec_key(spec: dict[str, Any]) -> str:
+    """A stable hash of an encoder spec: sha256 of its canonical JSON (sorted keys), 16 hex digits."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def index_cache_dir(dataset: Dataset, spec: dict[str, Any], cache: Path | None = None) -> Path:
+    """Where `run_model` caches `dataset` encoded by the encoder with `spec`:
+    `CACHE/indexes/DATASET-FINGERPRINT/TYPE-SPECKEY` (TYPE: the spec's type, for reading)."""
+    cache = cache or cache_root()
+    kind = _safe(str(spec.get("type", "encoder")))
+    return cache / "indexes" / f"{_safe(dataset.name)}-{dataset.fingerprint()}" / f"{kind}-{spec_key(spec)}"
+
+
+def resolve_system(model: str | Encoder | System | None = None) -> System:
+    """`model` resolved as `lsr index` does: `model` > $LSR_MODEL > the default hub model; when
+    that cannot be loaded (offline, not cached), BM25 after one warning. The name is the model
+    asked for, or `bm25` when BM25 runs (asked for, or the fallback)."""
+    if isinstance(model, System):
+        return model
+    if isinstance(model, Encoder):
+        return System(str(model.spec.get("type", "encoder")), model)
+    from lsr.encoders import chosen_model, resolve_model
+
+    chosen = chosen_model(model)
+    encoder = resolve_model(chosen)
+    return System("bm25" if encoder.spec.get("type") == "bm25" else chosen, encoder)
+
+
+def resolve_systems(models: Sequence[str | None]) -> list[System]:
+    """Resolve each model once, in order (`None`: the default resolution); models that resolve
+    to the same encoder spec (`bm25` and a fallback to it) are evaluated once."""
+    systems: dict[str, System] = {}
+    for model in models:
+        system = resolve_system(model)
+        if system.key in systems:
+            log.info("%s resolves to the same encoder as %s: evaluated once", model, systems[system.key].name)
+            continue
+        systems[system.key] = system
+    return list(systems.values())
+
+
+def _build_encoder(encoder: Encoder) -> Encoder:
+    """The encoder instance for one build: BM25 grows its vocabulary over the corpus it indexes,
+    so each build gets a fresh one; model encoders are shared (their weights load once)."""
+    from lsr.encoders.bm25 import Bm25Encoder
+
+    if isinstance(encoder, Bm25Encoder):
+        return Bm25Encoder(k1=encoder.k1, b=encoder.b)
+    return encoder
+
+
 def write_trec_run(path: Path, run: dict[str, list[tuple[str, float]]], tag: str) -> None:
     """TREC run format, hits in rank order; written to a temporary file and renamed."""
     tmp = path.with_name(path.name + ".tmp")
@@ -104,7 +171,7 @@ def _means(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
 
 def run_model(
     dataset: Dataset,
-    model: str,
+    model: str | Encoder | System | None = None,
     k: int = 1000,
     metrics: Sequence[str] = DEFAULT_METRICS,
     output: Path | None = None,
@@ -112,11 +179,16 @@ def run_model(
     batch_size: int = 32,
     progress: Callable[[int, int, int], None] | None = None,
 ) -> EvalResult:
-    """Encode + index (or reuse the cached index), search all queries, score."""
+    """Encode + index (or reuse the cached index), search all queries, score.
+
+    `model`: a name or path resolved by `resolve_system` (None: $LSR_MODEL, else the default
+    hub model, else BM25), an encoder, or a `System` already resolved (see `resolve_systems`).
+    The index is cached in `index_cache_dir(dataset, encoder.spec, cache)`.
+    """
     from lsr.retriever import Retriever
 
-    cache = cache or cache_root()
-    index_dir = cache / "indexes" / f"{_safe(dataset.name)}-{dataset.fingerprint()}" / _safe(model)
+    system = resolve_system(model)
+    index_dir = index_cache_dir(dataset, system.encoder.spec, cache)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     retriever = None
@@ -127,7 +199,8 @@ def run_model(
         except LsrError as err:
             log.warning("rebuilding the cached index: %s", err)
     if retriever is None:
-        retriever = Retriever.build(dataset.corpus, model=model, path=index_dir, batch_size=batch_size, progress=progress)
+        encoder = _build_encoder(system.encoder)
+        retriever = Retriever.build(dataset.corpus, model=encoder, path=index_dir, batch_size=batch_size, progress=progress)
     seconds["index"] = time.perf_counter() - start
     qids = list(dataset.queries)
     start = time.perf_counter()
@@ -138,12 +211,12 @@ def run_model(
         dataset.qrels, qids, ids, hit_scores,
         metrics=list(metrics), per_query=True, remove_query_id=dataset.remove_query_id,
     )  # fmt: skip
-    result = EvalResult(dataset.name, model, _means(per_query), per_query, seconds)
+    result = EvalResult(dataset.name, system.name, _means(per_query), per_query, seconds)
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
-        result.run_file = output / f"run.{_safe(dataset.name)}.{_safe(model)}.txt"
+        result.run_file = output / f"run.{_safe(dataset.name)}.{_safe(system.name)}.txt"
         run = {q: list(zip(i, s.tolist())) for q, i, s in zip(qids, ids, hit_scores)}
-        write_trec_run(result.run_file, run, f"lsr-{_safe(model)}")
+        write_trec_run(result.run_file, run, f"lsr-{_safe(system.name)}")
     return result
 
 

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -13,7 +14,9 @@ import pytest
 
 from lsr import SparseVectors
 from lsr.eval import evaluate, load_run
-from lsr.eval.runner import Dataset, run_model
+from lsr.encoders import DEFAULT_MODEL
+from lsr.encoders.bm25 import Bm25Encoder
+from lsr.eval.runner import Dataset, index_cache_dir, resolve_system, resolve_systems, run_model, spec_key
 from lsr.indexer import ExactIndex
 
 LSR = shutil.which("lsr", path=str(Path(sys.executable).parent)) or shutil.which("lsr")
@@ -26,8 +29,8 @@ def test_run_model_caches_the_index(tmp_path, data_dir):
     assert dataset.remove_query_id and len(dataset.queries) == 300
     first = run_model(dataset, "bm25", k=100, metrics=["ndcg@10", "recall@100"], output=tmp_path / "out", cache=tmp_path / "cache")
     assert first.metrics["ndcg@10"] >= 0.665
-    indexes = list((tmp_path / "cache" / "indexes").glob("*/bm25/manifest.json"))
-    assert len(indexes) == 1
+    indexes = list((tmp_path / "cache" / "indexes").glob("*/*/manifest.json"))
+    assert indexes == [index_cache_dir(dataset, Bm25Encoder().spec, tmp_path / "cache") / "manifest.json"]
     built = indexes[0].stat().st_mtime_ns
     second = run_model(dataset, "bm25", k=100, metrics=["ndcg@10", "recall@100"], cache=tmp_path / "cache")
     assert indexes[0].stat().st_mtime_ns == built  # reused, not rebuilt
@@ -49,6 +52,96 @@ def test_lsr_eval_cli_on_scifact(tmp_path, data_dir):
     assert [r["system"] for r in results] == ["bm25"]
     assert f"{results[0]['metrics']['ndcg@10']:.4f}" in result.stdout
     assert Path(results[0]["run_file"]).is_file()
+
+
+def tiny_beir(folder: Path) -> Path:
+    """A three-document BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv."""
+    (folder / "qrels").mkdir(parents=True)
+    docs = [("d1", "Tea", "Green tea is brewed at eighty degrees."), ("d2", "Coffee", "Espresso is coffee brewed under pressure."),
+            ("d3", "Cocoa", "Hot cocoa with milk and sugar.")]  # fmt: skip
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in docs))
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "green tea"}\n{"_id": "q2", "text": "espresso coffee"}\n')
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    return folder
+
+
+def lsr_eval(tmp_path: Path, *args, **env: str) -> subprocess.CompletedProcess:
+    """`lsr eval` offline with an empty Hugging Face cache and no $LSR_MODEL unless given."""
+    full_env = {k: v for k, v in os.environ.items() if k != "LSR_MODEL"}
+    full_env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), LSR_CACHE=str(tmp_path / "cache"), **env)
+    return subprocess.run([LSR, "eval", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def warning_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "warning" in line.lower()]
+
+
+def test_lsr_eval_without_model_falls_back_to_bm25_offline_with_one_warning(tmp_path):
+    beir = tiny_beir(tmp_path / "tiny")
+    result = lsr_eval(tmp_path, beir, "--metrics", "ndcg@10", "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    warnings = warning_lines(result.stderr)
+    assert len(warnings) == 1, result.stderr
+    assert DEFAULT_MODEL in warnings[0] and "falling back to BM25" in warnings[0] and "--model PATH" in warnings[0]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["system"] for r in results] == ["bm25"]  # what actually ran, not the hub model's name
+    assert results[0]["metrics"]["ndcg@10"] == 1.0
+    assert Path(results[0]["run_file"]).name == "run.tiny.bm25.txt"
+    assert "bm25" in result.stdout and DEFAULT_MODEL not in result.stdout
+    # cached under BM25's spec, never under the hub model's name
+    cached = [p.name for p in (tmp_path / "cache" / "indexes").glob("*/*")]
+    assert cached == [f"bm25-{spec_key(Bm25Encoder().spec)}"]
+
+
+def test_lsr_eval_honours_lsr_model(tmp_path):
+    beir = tiny_beir(tmp_path / "tiny")
+    result = lsr_eval(tmp_path, beir, "--metrics", "ndcg@10", "-o", tmp_path / "out", LSR_MODEL="bm25")
+    assert result.returncode == 0, result.stderr
+    assert warning_lines(result.stderr) == []  # the default hub model was never tried
+    assert [r["system"] for r in json.loads((tmp_path / "out" / "results.json").read_text())] == ["bm25"]
+
+
+def test_resolve_system_precedence_and_names(monkeypatch, caplog):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LSR_MODEL", "no-such-org/no-such-model")
+    with caplog.at_level(logging.WARNING):
+        fallback = resolve_system(None)  # $LSR_MODEL is tried (offline: BM25)
+    assert fallback.name == "bm25" and fallback.encoder.spec["type"] == "bm25"
+    assert len(caplog.records) == 1 and "no-such-org/no-such-model" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        explicit = resolve_system("bm25")  # --model beats $LSR_MODEL: nothing to fall back from
+    assert explicit.name == "bm25" and not caplog.records
+    # --model bm25 and a fallback to BM25 are one encoder: evaluated once
+    assert [s.name for s in resolve_systems(["bm25", None])] == ["bm25"]
+
+
+def test_index_cache_is_keyed_by_the_resolved_encoder(tmp_path, monkeypatch, caplog):
+    dataset = Dataset.open(tiny_beir(tmp_path / "tiny"))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LSR_MODEL", "no-such-org/no-such-model")
+    fallback = run_model(dataset, None, k=10, metrics=["ndcg@10"], cache=cache)
+    assert fallback.system == "bm25"
+    fallback_dir = index_cache_dir(dataset, Bm25Encoder().spec, cache)
+    manifest = fallback_dir / "manifest.json"
+    built = manifest.stat().st_mtime_ns
+    # a second identical run reuses the cache entry (and `--model bm25` shares it: same encoder)
+    with caplog.at_level(logging.INFO, logger="lsr.eval.runner"):
+        again = run_model(dataset, None, k=10, metrics=["ndcg@10"], cache=cache)
+        explicit = run_model(dataset, "bm25", k=10, metrics=["ndcg@10"], cache=cache)
+    assert caplog.text.count("reusing the cached index") == 2
+    assert manifest.stat().st_mtime_ns == built
+    assert again.metrics == explicit.metrics == fallback.metrics
+    # a resolved encoder with another spec gets its own entry
+    other = run_model(dataset, Bm25Encoder(k1=1.2, b=0.75), k=10, metrics=["ndcg@10"], cache=cache)
+    other_dir = index_cache_dir(dataset, Bm25Encoder(k1=1.2, b=0.75).spec, cache)
+    assert other.system == "bm25" and (other_dir / "manifest.json").is_file() and other_dir != fallback_dir
+    assert sorted(p.name for p in fallback_dir.parent.iterdir()) == sorted([fallback_dir.name, other_dir.name])
+    # the real hub model's spec never maps to the fallback's entry; the key is canonical JSON
+    hub_spec = {"type": "inference-free", "model": DEFAULT_MODEL, "document": {"type": "splade", "model": DEFAULT_MODEL}}
+    assert index_cache_dir(dataset, hub_spec, cache) != fallback_dir
+    assert spec_key({"k1": 0.9, "b": 0.4, "type": "bm25"}) == spec_key({"type": "bm25", "b": 0.4, "k1": 0.9})
 
 
 def test_lsr_eval_bad_dataset_is_one_line(tmp_path):

@@ -17,6 +17,7 @@ __all__ = [
     "Encoder",
     "load_encoder",
     "resolve_model",
+    "chosen_model",
     "encoder_from_spec",
     "ModelUnavailable",
     "PostProcessing",
@@ -87,13 +88,18 @@ def load_directory(path: Path, device: str | None = None, name: str | None = Non
     return splade
 
 
+def chosen_model(name: str | None = None) -> str:
+    """The model `resolve_model` tries first: `name` (--model) > $LSR_MODEL > DEFAULT_MODEL."""
+    return name or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+
+
 def resolve_model(name: str | None = None, device: str | None = None) -> Encoder:
     """The encoder for `lsr index` / `lsr eval`: `name` (--model) > $LSR_MODEL > DEFAULT_MODEL.
 
     When the model cannot be obtained (offline and not cached), logs one warning and returns
     BM25. A local folder that exists but is broken is an error, not a fallback.
     """
-    chosen = name or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    chosen = chosen_model(name)
     try:
         return load_encoder(chosen, device)
     except ModelUnavailable as err:
