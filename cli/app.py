@@ -65,12 +65,15 @@ def index(
     centroid_fraction: float = typer.Option(0.1, "--centroid-fraction", help="Seismic: share of a list's documents sampled as block centroids."),
     summary_energy: float = typer.Option(0.4, "--summary-energy", help="Seismic: share of a block summary's L1 mass kept."),
     doc_cut: int = typer.Option(15, "--doc-cut", help="Seismic: a document's top components used to cluster it."),
+    values: str = typer.Option("float16", "--values", help="Seismic: forward-index values, float16 (half the memory) or float32 (exact scores)."),
 ) -> None:
     """Encode and index every document under PATH."""
     import time
 
     from lsr.retriever import Retriever
 
+    if values not in ("float16", "float32"):
+        raise typer.BadParameter("float16 or float32", param_hint="--values")
     index_dir = index_dir or default_index()
     start = time.perf_counter()
     bar = _progress_bar()
@@ -84,7 +87,7 @@ def index(
 
     try:
         seismic = dict(n_postings=n_postings, max_fraction=max_fraction, centroid_fraction=centroid_fraction,
-                       summary_energy=summary_energy, doc_cut=doc_cut)  # fmt: skip
+                       summary_energy=summary_energy, doc_cut=doc_cut, values=values)  # fmt: skip
         retriever = Retriever.build(
             path, model=model, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=progress,
             index=index_type, seismic=seismic,

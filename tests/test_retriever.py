@@ -127,10 +127,13 @@ def test_build_killed_half_way_leaves_previous_index_loadable(tmp_path, data_dir
 
 
 def test_seismic_index_through_the_retriever(tmp_path, data_dir):
-    """index="seismic" builds the approximate index; exact=True answers exactly from its forward index."""
+    """index="seismic" builds the approximate index; exact=True answers exactly from its forward
+    index (float32 values: the same hits and scores as the exact index)."""
     corpus = data_dir / "scifact"
     exact = Retriever.build(corpus, path=tmp_path / "exact", index="exact")
-    approx = Retriever.build(corpus, path=tmp_path / "seismic", index="seismic", seismic={"summary_energy": 1.0})
+    approx = Retriever.build(
+        corpus, path=tmp_path / "seismic", index="seismic", seismic={"summary_energy": 1.0, "values": "float32"}
+    )
     assert approx.manifest["index_kind"] == "seismic" and exact.manifest["index_kind"] == "exact"
     queries = ["vitamin D and bone fractures", "microRNA in cancer", "statins reduce cholesterol"]
     exact_ids, exact_scores = exact.search_batch(queries, k=10)

@@ -1,0 +1,457 @@
+"""Index construction of the Seismic index (Numba): pruning, blocking, summaries.
+
+See `lsr.indexer.seismic` for the algorithm. The kernels work on the forward index as three
+CSR arrays (`fwd_ptr`, `fwd_idx`, `fwd_val` float32); lists are processed in parallel, one
+list per thread at a time, each thread with its own O(dim) scratch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+@njit(cache=True, inline="always")
+def _mix64(x):
+    # splitmix64 finaliser on uint64 (wrapping arithmetic)
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=True, parallel=True)
+def _top_components(fwd_ptr, fwd_idx, fwd_val, doc_cut):
+    """Per document its `doc_cut` largest components (by value), padded with -1."""
+    n = fwd_ptr.shape[0] - 1
+    out = np.full((n, doc_cut), -1, dtype=np.int32)
+    outv = np.zeros((n, doc_cut), dtype=np.float32)
+    for d in prange(n):
+        lo = fwd_ptr[d]
+        hi = fwd_ptr[d + 1]
+        m = hi - lo
+        if m <= doc_cut:
+            for j in range(m):
+                out[d, j] = fwd_idx[lo + j]
+                outv[d, j] = fwd_val[lo + j]
+        else:
+            order = np.argsort(-fwd_val[lo:hi], kind="mergesort")
+            for j in range(doc_cut):
+                out[d, j] = fwd_idx[lo + order[j]]
+                outv[d, j] = fwd_val[lo + order[j]]
+    return out, outv
+
+
+@njit(cache=True)
+def _invert(fwd_ptr, fwd_idx, fwd_val, dim, threshold, n_equal_keep, cap):
+    """Inverted lists of the postings that survive global-threshold pruning and the cap.
+
+    Keeps postings with value > threshold, plus the first `n_equal_keep` (in document order)
+    with value == threshold; then each list keeps its `cap` largest (ties: lower doc id).
+    Returns (list_ptr int64[dim+1], docs int32) with documents ascending within a list.
+    """
+    n = fwd_ptr.shape[0] - 1
+    counts = np.zeros(dim + 1, dtype=np.int64)
+    eq_left = n_equal_keep
+    for d in range(n):
+        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            v = fwd_val[j]
+            if v > threshold:
+                counts[fwd_idx[j] + 1] += 1
+            elif v == threshold and eq_left > 0:
+                eq_left -= 1
+                counts[fwd_idx[j] + 1] += 1
+    ptr = np.cumsum(counts)
+    total = ptr[dim]
+    docs = np.empty(total, dtype=np.int32)
+    vals = np.empty(total, dtype=np.float32)
+    pos = ptr[:dim].copy()
+    eq_left = n_equal_keep
+    for d in range(n):
+        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            v = fwd_val[j]
+            keep = False
+            if v > threshold:
+                keep = True
+            elif v == threshold and eq_left > 0:
+                eq_left -= 1
+                keep = True
+            if keep:
+                t = fwd_idx[j]
+                docs[pos[t]] = d
+                vals[pos[t]] = v
+                pos[t] += 1
+    # cap every list to its `cap` largest postings
+    new_counts = np.zeros(dim + 1, dtype=np.int64)
+    for t in range(dim):
+        new_counts[t + 1] = min(ptr[t + 1] - ptr[t], cap)
+    new_ptr = np.cumsum(new_counts)
+    out = np.empty(new_ptr[dim], dtype=np.int32)
+    for t in range(dim):
+        lo = ptr[t]
+        hi = ptr[t + 1]
+        o = new_ptr[t]
+        if hi - lo <= cap:
+            out[o : o + hi - lo] = docs[lo:hi]
+        else:
+            order = np.argsort(-vals[lo:hi], kind="mergesort")[:cap]
+            kept = np.sort(docs[lo:hi][order])
+            out[o : o + cap] = kept
+    return new_ptr, out
+
+
+@njit(cache=True)
+def _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo, hi, maxv, mark, touched, stamp):
+    """Coordinate-wise max of docs[lo:hi] into maxv; touched[:nt] in first-seen order."""
+    nt = 0
+    for i in range(lo, hi):
+        d = docs[i]
+        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            c = fwd_idx[j]
+            v = fwd_val[j]
+            if mark[c] != stamp:
+                mark[c] = stamp
+                maxv[c] = v
+                touched[nt] = c
+                nt += 1
+            elif v > maxv[c]:
+                maxv[c] = v
+    return nt
+
+
+@njit(cache=True, inline="always")
+def _sift_down_by_value(heap, size, i, maxv, touched):
+    """Restore the max-heap of positions keyed by (maxv[touched[u]] desc, u asc) below i."""
+    while True:
+        l = 2 * i + 1
+        if l >= size:
+            return
+        m = l
+        r = l + 1
+        if r < size:
+            vr = maxv[touched[heap[r]]]
+            vl = maxv[touched[heap[l]]]
+            if vr > vl or (vr == vl and heap[r] < heap[l]):
+                m = r
+        vm = maxv[touched[heap[m]]]
+        vi = maxv[touched[heap[i]]]
+        if vm > vi or (vm == vi and heap[m] < heap[i]):
+            heap[i], heap[m] = heap[m], heap[i]
+            i = m
+        else:
+            return
+
+
+@njit(cache=True)
+def _energy_cut(maxv, touched, nt, energy, heap, kept):
+    """Largest components (value desc, first-seen order on ties) until their running sum
+    reaches `energy` of the total, inclusive. Returns (count, threshold, n_equal) where the
+    kept set is {v > threshold} plus the first n_equal (first-seen order) with v == threshold."""
+    total = np.float32(0.0)
+    for u in range(nt):
+        total += maxv[touched[u]]
+    until = total * np.float32(energy)
+    # max-heap of positions u keyed by (value desc, u asc)
+    for u in range(nt):
+        heap[u] = u
+    for start in range((nt - 2) // 2, -1, -1):
+        _sift_down_by_value(heap, nt, start, maxv, touched)
+    size = nt
+    acc = np.float32(0.0)
+    cnt = 0
+    thr = np.float32(0.0)
+    n_eq = 0
+    while size > 0:
+        top = heap[0]
+        v = maxv[touched[top]]
+        if cnt == 0 or v < thr:
+            thr = v
+            n_eq = 1
+        else:
+            n_eq += 1
+        acc += v
+        kept[cnt] = touched[top]
+        cnt += 1
+        if not (acc < until):
+            break
+        size -= 1
+        heap[0] = heap[size]
+        _sift_down_by_value(heap, size, 0, maxv, touched)
+    return cnt, thr, n_eq
+
+
+@njit(cache=True)
+def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, centroid_fraction,
+                  min_cluster_size, seed, cen_cnt, slot, scores, touched, perm, bounds):
+    """Reorder docs[lo:hi] into blocks; write the block ends (relative to lo) into
+    bounds[0:nb]; return nb."""
+    n = hi - lo
+    nc = int(np.float32(centroid_fraction) * np.float32(n))
+    if nc < 1:
+        nc = 1
+    if nc > n:
+        nc = n
+    # deterministic sample of nc documents (partial Fisher-Yates)
+    for i in range(n):
+        perm[i] = docs[lo + i]
+    base = _mix64(np.uint64(seed) * np.uint64(0x100000001B3) + np.uint64(t))
+    for i in range(nc):
+        r = _mix64(base + np.uint64(i))
+        j = i + int(r % np.uint64(n - i))
+        tmp = perm[i]
+        perm[i] = perm[j]
+        perm[j] = tmp
+    # small inverted index over the centroids' full vectors; slot[c] = -1 when absent
+    ntouch = 0
+    for ci in range(nc):
+        d = perm[ci]
+        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            c = fwd_idx[j]
+            if slot[c] < 0:
+                slot[c] = ntouch
+                cen_cnt[ntouch] = 0
+                touched[ntouch] = c
+                ntouch += 1
+            cen_cnt[slot[c]] += 1
+    slot_ptr = np.empty(ntouch + 1, dtype=np.int64)
+    slot_ptr[0] = 0
+    for u in range(ntouch):
+        slot_ptr[u + 1] = slot_ptr[u] + cen_cnt[u]
+    total = slot_ptr[ntouch]
+    cen_id = np.empty(total, dtype=np.int32)
+    cen_val = np.empty(total, dtype=np.float32)
+    for u in range(ntouch):
+        cen_cnt[u] = slot_ptr[u]
+    for ci in range(nc):
+        d = perm[ci]
+        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            u = slot[fwd_idx[j]]
+            cen_id[cen_cnt[u]] = ci
+            cen_val[cen_cnt[u]] = fwd_val[j]
+            cen_cnt[u] += 1
+    tc = touched[:ntouch].copy()
+    # components held by many centroids get a dense row (vectorised accumulation)
+    dense_of = np.full(ntouch, -1, dtype=np.int64)
+    n_dense = 0
+    for u in range(ntouch):
+        if (slot_ptr[u + 1] - slot_ptr[u]) * 4 > nc and nc >= 16:
+            dense_of[u] = n_dense
+            n_dense += 1
+    dense = np.zeros((n_dense, nc), dtype=np.float32)
+    for u in range(ntouch):
+        r = dense_of[u]
+        if r >= 0:
+            for p in range(slot_ptr[u], slot_ptr[u + 1]):
+                dense[r, cen_id[p]] = cen_val[p]
+    removed = np.zeros(nc, dtype=np.bool_)
+    assign = np.empty(n, dtype=np.int32)
+    _assign_bs(docs, lo, hi, nc, removed, slot, slot_ptr, cen_id, cen_val, dense_of, dense, top_c,
+               top_v, scores, assign, np.ones(n, dtype=np.bool_))
+    sizes = np.zeros(nc, dtype=np.int64)
+    for i in range(n):
+        sizes[assign[i]] += 1
+    n_removed = 0
+    for ci in range(nc):
+        if sizes[ci] <= min_cluster_size:
+            removed[ci] = True
+            n_removed += 1
+    if n_removed == nc:
+        for i in range(n):
+            assign[i] = 0
+    elif n_removed > 0:
+        redo = np.zeros(n, dtype=np.bool_)
+        for i in range(n):
+            if removed[assign[i]]:
+                redo[i] = True
+        _assign_bs(docs, lo, hi, nc, removed, slot, slot_ptr, cen_id, cen_val, dense_of, dense,
+                   top_c, top_v, scores, assign, redo)
+    # counting sort by centroid, ascending doc id inside a block
+    sizes[:] = 0
+    for i in range(n):
+        sizes[assign[i]] += 1
+    start = np.empty(nc + 1, dtype=np.int64)
+    start[0] = 0
+    for ci in range(nc):
+        start[ci + 1] = start[ci] + sizes[ci]
+    pos = start[:nc].copy()
+    for i in range(n):
+        a = assign[i]
+        perm[pos[a]] = docs[lo + i]
+        pos[a] += 1
+    nb = 0
+    for ci in range(nc):
+        if sizes[ci] > 0:
+            blk = np.sort(perm[start[ci] : start[ci + 1]])
+            docs[lo + start[ci] : lo + start[ci + 1]] = blk
+            bounds[nb] = start[ci + 1]
+            nb += 1
+    for u in range(ntouch):
+        slot[tc[u]] = -1
+    return nb
+
+
+@njit(cache=True, fastmath=True)
+def _assign_bs(docs, lo, hi, nc, removed, slot, slot_ptr, cen_id, cen_val, dense_of, dense,
+               top_c, top_v, scores, assign, mask):
+    """Best centroid (dot product of the doc's top components with the centroids' full
+    vectors; ties: lowest centroid index) for docs[lo:hi] where mask is set."""
+    for i in range(lo, hi):
+        if not mask[i - lo]:
+            continue
+        d = docs[i]
+        for ci in range(nc):
+            scores[ci] = 0.0
+        for j in range(top_c.shape[1]):
+            c = top_c[d, j]
+            if c < 0:
+                break
+            u = slot[c]
+            if u < 0:
+                continue
+            v = top_v[d, j]
+            r = dense_of[u]
+            if r >= 0:
+                for ci in range(nc):
+                    scores[ci] += v * dense[r, ci]
+            else:
+                for p in range(slot_ptr[u], slot_ptr[u + 1]):
+                    scores[cen_id[p]] += v * cen_val[p]
+        best = -1
+        best_s = -np.inf
+        for ci in range(nc):
+            if not removed[ci] and scores[ci] > best_s:
+                best_s = scores[ci]
+                best = ci
+        if best < 0:
+            best = 0
+        assign[i - lo] = best
+
+
+GROUP = 256  # blocks per summary group: a block id inside a group fits a byte
+
+
+@njit(cache=True, nogil=True)
+def build_lists(t_lo, t_hi, list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim,
+                centroid_fraction, min_cluster_size, seed, energy):
+    """Blocks and summaries of the lists [t_lo, t_hi), in list order.
+
+    Reorders each list's documents in `docs` into its blocks (lists own disjoint ranges, so
+    concurrent calls on different lists are safe). Returns, concatenated over the lists:
+    blocks per list; per block its end (relative to the list), summary min and scale; per
+    summary group (GROUP blocks) its number of distinct components; per distinct component
+    its id and entry count - 1; per entry `block_in_group | code << 8`.
+    """
+    n_lists = t_hi - t_lo
+    n_post = list_ptr[t_hi] - list_ptr[t_lo]
+    max_len = 1
+    for t in range(t_lo, t_hi):
+        max_len = max(max_len, list_ptr[t + 1] - list_ptr[t])
+    # scratch (O(dim) + O(longest list))
+    cen_cnt = np.zeros(dim + 1, dtype=np.int64)
+    slot = np.full(dim, -1, dtype=np.int64)
+    scores = np.zeros(max_len, dtype=np.float32)
+    touched = np.empty(dim + 1, dtype=np.int32)
+    heap = np.empty(dim + 1, dtype=np.int32)
+    perm = np.empty(max_len, dtype=np.int32)
+    maxv = np.zeros(dim, dtype=np.float32)
+    mark = np.zeros(dim, dtype=np.int64)
+    kept = np.empty(dim + 1, dtype=np.int32)
+    bounds = np.zeros(max_len, dtype=np.int64)
+    # outputs (entries grow by doubling)
+    n_blocks = np.zeros(n_lists, dtype=np.int64)
+    block_end = np.empty(n_post, dtype=np.int64)
+    block_min = np.empty(n_post, dtype=np.float32)
+    block_scale = np.empty(n_post, dtype=np.float32)
+    group_uniq = np.empty(n_post, dtype=np.int64)
+    ucomp = np.empty(max(16, n_post), dtype=np.int32)
+    ucount = np.empty(max(16, n_post), dtype=np.uint8)
+    entry = np.empty(max(16, 4 * n_post), dtype=np.uint16)
+    # per list: its entries before grouping (comp, block, code)
+    l_comp = np.empty(16, dtype=np.int32)
+    l_block = np.empty(16, dtype=np.int32)
+    l_code = np.empty(16, dtype=np.uint8)
+    nbk = 0
+    ngr = 0
+    nu = 0
+    ne = 0
+    stamp = 0
+    for t in range(t_lo, t_hi):
+        lo = list_ptr[t]
+        hi = list_ptr[t + 1]
+        if hi == lo:
+            continue
+        nb = _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v,
+                           centroid_fraction, min_cluster_size, seed, cen_cnt, slot, scores,
+                           touched, perm, bounds)
+        n_blocks[t - t_lo] = nb
+        m = 0
+        b_lo = 0
+        for b in range(nb):
+            b_hi = bounds[b]
+            block_end[nbk + b] = b_hi
+            stamp += 1
+            nt = _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo + b_lo, lo + b_hi, maxv, mark,
+                            touched, stamp)
+            cnt, thr, n_eq = _energy_cut(maxv, touched, nt, energy, heap, kept)
+            mx = thr
+            for u in range(cnt):
+                mx = max(mx, maxv[kept[u]])
+            scale = (mx - thr) / np.float32(255.0)
+            block_min[nbk + b] = thr
+            block_scale[nbk + b] = scale
+            if m + cnt > l_comp.shape[0]:
+                size = max(2 * l_comp.shape[0], m + cnt)
+                l_comp = _grow(l_comp, size, m)
+                l_block = _grow(l_block, size, m)
+                l_code = _grow(l_code, size, m)
+            for u in range(cnt):
+                c = kept[u]
+                l_comp[m] = c
+                l_block[m] = b
+                if scale > 0:
+                    q = np.round((maxv[c] - thr) / scale)
+                    l_code[m] = np.uint8(min(max(q, 0.0), 255.0))
+                else:
+                    l_code[m] = 0
+                m += 1
+            b_lo = b_hi
+        nbk += nb
+        # summary groups: the entries of GROUP consecutive blocks, sorted by component
+        # (stable: blocks ascend within a component)
+        e_lo = 0
+        for g0 in range(0, nb, GROUP):
+            e_hi = e_lo
+            while e_hi < m and l_block[e_hi] < g0 + GROUP:
+                e_hi += 1
+            order = np.argsort(l_comp[e_lo:e_hi], kind="mergesort")
+            if nu + (e_hi - e_lo) > ucomp.shape[0]:
+                size = max(2 * ucomp.shape[0], nu + e_hi - e_lo)
+                ucomp = _grow(ucomp, size, nu)
+                ucount = _grow(ucount, size, nu)
+            if ne + (e_hi - e_lo) > entry.shape[0]:
+                entry = _grow(entry, max(2 * entry.shape[0], ne + e_hi - e_lo), ne)
+            u_start = nu
+            prev = -1
+            for i in range(e_hi - e_lo):
+                e = e_lo + order[i]
+                c = l_comp[e]
+                if c != prev:
+                    ucomp[nu] = c
+                    ucount[nu] = 0
+                    nu += 1
+                    prev = c
+                else:
+                    ucount[nu - 1] += 1
+                entry[ne] = np.uint16((l_block[e] - g0) | (np.int64(l_code[e]) << 8))
+                ne += 1
+            group_uniq[ngr] = nu - u_start
+            ngr += 1
+            e_lo = e_hi
+    return (n_blocks, block_end[:nbk].copy(), block_min[:nbk].copy(), block_scale[:nbk].copy(),
+            group_uniq[:ngr].copy(), ucomp[:nu].copy(), ucount[:nu].copy(), entry[:ne].copy())
+
+
+@njit(cache=True)
+def _grow(a, size, used):
+    out = np.empty(size, dtype=a.dtype)
+    out[:used] = a[:used]
+    return out

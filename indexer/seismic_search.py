@@ -1,0 +1,327 @@
+"""Query processing of the Seismic index (Numba): summaries decide, the forward index scores.
+
+One query (`search_one`): take the `query_cut` largest query terms and visit their lists in
+decreasing query weight. In each list, score every block summary against the *full* query
+(summaries are stored component-major per list, so only the entries of the query's terms
+are touched); skip a block when `summary_score < heap_factor * kth_best` once `k` results
+are held; otherwise score the block's not-yet-seen documents exactly from the forward index.
+The first list's blocks are visited in decreasing summary score.
+
+Forward index words pack a component and its value: `uint32` = component (low 16 bits) |
+float16 value (high 16); `uint64` = component (low 32) | float32 value (high 32). A
+document's dot product with the dense query is one loop over its words (vectorised: fastmath
+lets LLVM reorder the sum). Documents are prefetched a few ahead of the one being scored, so
+the cache misses of the forward index overlap with work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from ._intrinsics import f16_to_f32, prefetch
+
+PREFETCH_AHEAD = 4  # documents prefetched ahead of the one being scored
+
+
+# Array indices below are cast to unsigned where the compiler cannot prove them
+# non-negative: Numba's negative-index wraparound would otherwise cost a few instructions per
+# access and block the vectorisation of the dot products.
+
+
+@njit(cache=True, fastmath=True)
+def _dot16(words, x0, x1, qdense):
+    s = np.float32(0.0)
+    for x in range(np.uint64(x0), np.uint64(x1)):
+        w = words[x]
+        s += qdense[w & np.uint32(0xFFFF)] * f16_to_f32(w >> np.uint32(16))
+    return s
+
+
+@njit(cache=True, fastmath=True)
+def _dot32(words, x0, x1, qdense):
+    s = np.float32(0.0)
+    for x in range(np.uint64(x0), np.uint64(x1)):
+        w = words[x]
+        s += qdense[w & np.uint64(0xFFFFFFFF)] * np.uint32(w >> np.uint64(32)).view(np.float32)
+    return s
+
+
+def doc_dot(words, x0, x1, qdense):  # pragma: no cover - replaced by the overload in compiled code
+    """Dot product of the document words[x0:x1] with the dense query."""
+    raise NotImplementedError
+
+
+@overload(doc_dot, inline="always")
+def _doc_dot(words, x0, x1, qdense):
+    if words.dtype == types.uint32:
+        return lambda words, x0, x1, qdense: _dot16(words, x0, x1, qdense)
+    return lambda words, x0, x1, qdense: _dot32(words, x0, x1, qdense)
+
+
+@njit(cache=True, inline="always")
+def _prefetch_doc(fwd_ptr, words, d, line):
+    x0 = fwd_ptr[d]
+    x1 = fwd_ptr[d + np.uint32(1)]
+    for x in range(x0, x1, line):
+        prefetch(words, x)
+    prefetch(words, x1 - 1)
+
+
+@njit(cache=True, inline="always")
+def heap_push(hs, hid, size, k, s, d):
+    """Min-heap of (score, id) of capacity k, worst (lowest score, then highest id) on top;
+    returns the new size."""
+    if size < k:
+        i = size
+        size += 1
+        while i > 0:
+            p = (i - 1) >> 1
+            if hs[p] > s or (hs[p] == s and hid[p] < d):
+                hs[i] = hs[p]
+                hid[i] = hid[p]
+                i = p
+            else:
+                break
+        hs[i] = s
+        hid[i] = d
+        return size
+    if s < hs[0] or (s == hs[0] and d > hid[0]):
+        return size
+    i = 0
+    while True:
+        l = 2 * i + 1
+        if l >= size:
+            break
+        r = l + 1
+        m = l
+        if r < size and (hs[r] < hs[l] or (hs[r] == hs[l] and hid[r] > hid[l])):
+            m = r
+        if hs[m] < s or (hs[m] == s and hid[m] > d):
+            hs[i] = hs[m]
+            hid[i] = hid[m]
+            i = m
+        else:
+            break
+    hs[i] = s
+    hid[i] = d
+    return size
+
+
+@njit(cache=True)
+def _sorted_output(hs, hid, size, out_ids, out_scores):
+    """Heap contents → score desc, id asc; pad with -1 / -inf."""
+    o = np.argsort(-hs[:size], kind="mergesort")
+    res_s = hs[:size][o]
+    res_i = hid[:size][o]
+    i = 0
+    while i < size:
+        j = i + 1
+        while j < size and res_s[j] == res_s[i]:
+            j += 1
+        if j - i > 1:
+            res_i[i:j] = np.sort(res_i[i:j])
+        i = j
+    for i in range(size):
+        out_ids[i] = res_i[i]
+        out_scores[i] = res_s[i]
+    for i in range(size, out_ids.shape[0]):
+        out_ids[i] = -1
+        out_scores[i] = -np.inf
+
+
+CKPT = 16  # sum_ckpt holds the first entry of every CKPT-th distinct summary component
+
+
+@njit(cache=True)
+def _summary_scores(t, q_idx, qdense, acc, aux, list_block_ptr, block_min, block_scale,
+                    list_group_ptr, group_uniq_ptr, sum_ucomp, sum_ucount, sum_ckpt, sum_entry):
+    """acc[:nb] = dot products of list t's block summaries with the full query; returns nb.
+
+    A list's summaries are stored per group of GROUP blocks, component-major: the group's
+    distinct components (sorted), each with its entry count, and per entry the block inside
+    the group (low byte) and the u8 code (high byte). A code stands for min + code * scale
+    of its block, so a block's score is scale * sum(code * q) + min * sum(q)."""
+    b0 = list_block_ptr[t]
+    nb = list_block_ptr[t + 1] - b0
+    for b in range(nb):
+        acc[b] = 0.0
+        aux[b] = 0.0
+    dim = qdense.shape[0]
+    nq = q_idx.shape[0]
+    for g in range(list_group_ptr[t], list_group_ptr[t + 1]):
+        base = (g - list_group_ptr[t]) * 256
+        pos = group_uniq_ptr[g]
+        u_hi = group_uniq_ptr[g + 1]
+        for j in range(nq):
+            c = q_idx[j]
+            if c >= dim:
+                break
+            # lower bound of c in sum_ucomp[pos:u_hi] (query terms ascend)
+            a = pos
+            z = u_hi
+            while a < z:
+                mid = (a + z) >> 1
+                if sum_ucomp[mid] < c:
+                    a = mid + 1
+                else:
+                    z = mid
+            pos = a
+            if pos >= u_hi:
+                break
+            if sum_ucomp[pos] == c:
+                qv = qdense[c]
+                first = np.uint64(pos) - np.uint64(pos) % np.uint64(CKPT)
+                e0 = np.uint64(sum_ckpt[first // np.uint64(CKPT)])
+                for i in range(first, np.uint64(pos)):
+                    e0 += np.uint64(sum_ucount[i]) + np.uint64(1)
+                e1 = e0 + np.uint64(sum_ucount[pos]) + np.uint64(1)
+                for e in range(e0, e1):
+                    w = sum_entry[e]
+                    bl = base + (w & np.uint16(0xFF))
+                    acc[bl] += np.float32(w >> np.uint16(8)) * qv
+                    aux[bl] += qv
+                pos += 1
+    for b in range(nb):
+        acc[b] = acc[b] * block_scale[b0 + b] + aux[b] * block_min[b0 + b]
+    return nb
+
+
+@njit(cache=True, inline="always")
+def _next_block(scores, blocks, by_score, bi, nb, full, threshold):
+    """Position >= bi of the next block whose summary score passes `threshold` (nb if none)."""
+    if not full:
+        return bi
+    while bi < nb:
+        b = blocks[bi] if by_score else bi
+        if scores[b] >= threshold:
+            return bi
+        bi += 1
+    return nb
+
+
+@njit(cache=True)
+def search_one(q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words, post_docs,
+               list_block_ptr, block_doc_ptr, block_min, block_scale, list_group_ptr, group_uniq_ptr,
+               sum_ucomp, sum_ucount, sum_ckpt, sum_entry, qdense, visited, epoch, acc, cand, hs,
+               hid, out_ids, out_scores, counters):
+    """Top-k of one query (q_idx ascending) into out_ids / out_scores."""
+    dim = qdense.shape[0]
+    nq = q_idx.shape[0]
+    sc = acc[0]  # block summary scores of the current list (acc[1]: scratch)
+    for j in range(nq):
+        c = q_idx[j]
+        if c < dim:
+            qdense[c] += q_val[j]
+    line = 64 // fwd_words.itemsize
+    order = np.argsort(-q_val, kind="mergesort")  # ties: lower term id first
+    n_use = min(query_cut, nq)
+    size = 0
+    blocks = np.empty(0, dtype=np.int64)
+    for r in range(n_use):
+        t = q_idx[order[r]]
+        if t >= dim:
+            continue
+        nb = _summary_scores(t, q_idx, qdense, sc, acc[1], list_block_ptr, block_min,
+                             block_scale, list_group_ptr, group_uniq_ptr, sum_ucomp, sum_ucount,
+                             sum_ckpt, sum_entry)
+        if nb == 0:
+            continue
+        b0 = list_block_ptr[t]
+        if r == 0:
+            blocks = np.argsort(-sc[:nb], kind="mergesort")
+        # blocks whose summary passes the current threshold, in visiting order; the next one
+        # is found ahead of time so that its documents are prefetched while this one is scored
+        # (a block skipped now stays skipped: the threshold only grows)
+        bi = _next_block(sc, blocks, r == 0, 0, nb, size == k, heap_factor * hs[0])
+        primed = False
+        while bi < nb:
+            b = blocks[bi] if r == 0 else bi
+            if size == k and sc[b] < heap_factor * hs[0]:
+                bi = _next_block(sc, blocks, r == 0, bi + 1, nb, True, heap_factor * hs[0])
+                primed = False
+                continue
+            counters[0] += 1
+            n_c = 0
+            for p in range(np.uint64(block_doc_ptr[b0 + b]), np.uint64(block_doc_ptr[b0 + b + 1])):
+                d = np.uint32(post_docs[p])
+                if visited[d] != epoch:
+                    visited[d] = epoch
+                    cand[n_c] = d
+                    n_c += 1
+            counters[1] += n_c
+            nbi = _next_block(sc, blocks, r == 0, bi + 1, nb, size == k, heap_factor * hs[0])
+            if nbi < nb:
+                nb_ = blocks[nbi] if r == 0 else nbi
+                np0 = block_doc_ptr[b0 + nb_]
+                np1 = block_doc_ptr[b0 + nb_ + 1]
+            else:
+                np0 = np1 = 0
+            if not primed:
+                for i in range(min(PREFETCH_AHEAD, n_c)):
+                    _prefetch_doc(fwd_ptr, fwd_words, np.uint32(cand[i]), line)
+            for i in range(n_c):
+                j = i + PREFETCH_AHEAD
+                if j < n_c:
+                    _prefetch_doc(fwd_ptr, fwd_words, np.uint32(cand[j]), line)
+                elif np0 + j - n_c < np1:
+                    _prefetch_doc(fwd_ptr, fwd_words, np.uint32(post_docs[np0 + j - n_c]), line)
+                d = np.uint32(cand[i])
+                s = doc_dot(fwd_words, fwd_ptr[d], fwd_ptr[d + np.uint32(1)], qdense)
+                size = heap_push(hs, hid, size, k, s, d)
+            primed = n_c >= PREFETCH_AHEAD
+            bi = nbi
+    for j in range(nq):
+        c = q_idx[j]
+        if c < dim:
+            qdense[c] = 0.0
+    _sorted_output(hs, hid, size, out_ids, out_scores)
+
+
+@njit(cache=True)
+def _next_epoch(visited, epochs, th):
+    epochs[th] += 1
+    if epochs[th] == 2147483647:
+        visited[th, :] = 0
+        epochs[th] = 1
+    return epochs[th]
+
+
+@njit(cache=True)
+def search_batch(q_ptr, q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words, post_docs,
+                 list_block_ptr, block_doc_ptr, block_min, block_scale, list_group_ptr, group_uniq_ptr,
+                 sum_ucomp, sum_ucount, sum_ckpt, sum_entry, qdense, visited, epochs, acc, cand,
+                 out_ids, out_scores, counters):
+    """Queries one after the other on the calling thread (scratch row 0)."""
+    hs = np.empty(k, dtype=np.float32)
+    hid = np.empty(k, dtype=np.int64)
+    for qi in range(q_ptr.shape[0] - 1):
+        epoch = _next_epoch(visited, epochs, 0)
+        lo = q_ptr[qi]
+        hi = q_ptr[qi + 1]
+        search_one(q_idx[lo:hi], q_val[lo:hi], k, query_cut, heap_factor, fwd_ptr, fwd_words,
+                   post_docs, list_block_ptr, block_doc_ptr, block_min, block_scale, list_group_ptr,
+                   group_uniq_ptr, sum_ucomp, sum_ucount, sum_ckpt, sum_entry, qdense[0], visited[0],
+                   epoch, acc[0], cand[0], hs, hid, out_ids[qi], out_scores[qi], counters[0])
+
+
+@njit(cache=True, parallel=True)
+def search_batch_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words,
+                          post_docs, list_block_ptr, block_doc_ptr, block_min, block_scale,
+                          list_group_ptr, group_uniq_ptr, sum_ucomp, sum_ucount, sum_ckpt, sum_entry,
+                          qdense, visited, epochs, acc, cand, out_ids, out_scores, counters, n_threads):
+    """Queries spread over `n_threads` (query i on thread i % n_threads; results in query order)."""
+    nq = q_ptr.shape[0] - 1
+    for th in prange(n_threads):
+        hs = np.empty(k, dtype=np.float32)
+        hid = np.empty(k, dtype=np.int64)
+        for qi in range(th, nq, n_threads):
+            epoch = _next_epoch(visited, epochs, th)
+            lo = q_ptr[qi]
+            hi = q_ptr[qi + 1]
+            search_one(q_idx[lo:hi], q_val[lo:hi], k, query_cut, heap_factor, fwd_ptr, fwd_words,
+                       post_docs, list_block_ptr, block_doc_ptr, block_min, block_scale,
+                       list_group_ptr, group_uniq_ptr, sum_ucomp, sum_ucount, sum_ckpt, sum_entry,
+                       qdense[th], visited[th], epoch, acc[th], cand[th], hs, hid, out_ids[qi],
+                       out_scores[qi], counters[th])
