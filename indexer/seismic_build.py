@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._intrinsics import prefetch
+
 @njit(cache=True, inline="always")
 def _mix64(x):
     # splitmix64 finaliser on uint64 (wrapping arithmetic)
@@ -100,83 +102,89 @@ def _invert(fwd_ptr, fwd_idx, fwd_val, dim, threshold, n_equal_keep, cap):
 
 
 @njit(cache=True)
-def _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo, hi, maxv, mark, touched, stamp):
-    """Coordinate-wise max of docs[lo:hi] into maxv; touched[:nt] in first-seen order."""
+def _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo, hi, maxv, touched):
+    """Coordinate-wise max of the documents docs[lo:hi] into maxv, which must hold -inf
+    everywhere on entry (reset it with `_reset_max`); touched[:nt] lists the components in
+    first-seen order. Branch-free, with the next documents prefetched."""
     nt = 0
+    for i in range(lo, min(lo + 2, hi)):
+        _prefetch_row(fwd_ptr, fwd_idx, fwd_val, docs[i])
     for i in range(lo, hi):
-        d = docs[i]
-        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
-            c = fwd_idx[j]
-            v = fwd_val[j]
-            if mark[c] != stamp:
-                mark[c] = stamp
-                maxv[c] = v
-                touched[nt] = c
-                nt += 1
-            elif v > maxv[c]:
-                maxv[c] = v
+        if i + 2 < hi:
+            _prefetch_row(fwd_ptr, fwd_idx, fwd_val, docs[i + 2])
+        d = np.uint32(docs[i])
+        for j in range(np.uint64(fwd_ptr[d]), np.uint64(fwd_ptr[d + np.uint32(1)])):
+            c = np.uint32(fwd_idx[j])
+            m = maxv[c]
+            touched[nt] = c
+            nt += m == -np.inf
+            maxv[c] = max(m, fwd_val[j])
     return nt
 
 
 @njit(cache=True, inline="always")
-def _sift_down_by_value(heap, size, i, maxv, touched):
-    """Restore the max-heap of positions keyed by (maxv[touched[u]] desc, u asc) below i."""
-    while True:
-        l = 2 * i + 1
-        if l >= size:
-            return
-        m = l
-        r = l + 1
-        if r < size:
-            vr = maxv[touched[heap[r]]]
-            vl = maxv[touched[heap[l]]]
-            if vr > vl or (vr == vl and heap[r] < heap[l]):
-                m = r
-        vm = maxv[touched[heap[m]]]
-        vi = maxv[touched[heap[i]]]
-        if vm > vi or (vm == vi and heap[m] < heap[i]):
-            heap[i], heap[m] = heap[m], heap[i]
-            i = m
-        else:
-            return
+def _prefetch_row(fwd_ptr, fwd_idx, fwd_val, d):
+    x0 = fwd_ptr[d]
+    x1 = fwd_ptr[d + 1]
+    for x in range(x0, x1, 16):
+        prefetch(fwd_idx, x)
+        prefetch(fwd_val, x)
+    prefetch(fwd_idx, x1 - 1)
+    prefetch(fwd_val, x1 - 1)
 
 
 @njit(cache=True)
-def _energy_cut(maxv, touched, nt, energy, heap, kept):
-    """Largest components (value desc, first-seen order on ties) until their running sum
-    reaches `energy` of the total, inclusive. Returns (count, threshold, n_equal) where the
-    kept set is {v > threshold} plus the first n_equal (first-seen order) with v == threshold."""
+def _reset_max(maxv, touched, nt):
+    for u in range(nt):
+        maxv[touched[u]] = -np.inf
+
+
+@njit(cache=True)
+def _energy_cut(maxv, touched, nt, energy, vals, cand, kept, hist):
+    """The largest components (value desc, first-seen order on ties) until their running sum
+    reaches `energy` of the total, inclusive, into kept[:count]; returns (count, the last
+    value kept). The same as popping a max-heap of all of them, but only the values above a
+    threshold get sorted: a 64-bin histogram of the mass tells which values can be needed."""
     total = np.float32(0.0)
+    vmax = -np.inf
     for u in range(nt):
-        total += maxv[touched[u]]
+        v = maxv[touched[u]]
+        vals[u] = v
+        total += v
+        vmax = max(vmax, v)
     until = total * np.float32(energy)
-    # max-heap of positions u keyed by (value desc, u asc)
-    for u in range(nt):
-        heap[u] = u
-    for start in range((nt - 2) // 2, -1, -1):
-        _sift_down_by_value(heap, nt, start, maxv, touched)
-    size = nt
-    acc = np.float32(0.0)
-    cnt = 0
-    thr = np.float32(0.0)
-    n_eq = 0
-    while size > 0:
-        top = heap[0]
-        v = maxv[touched[top]]
-        if cnt == 0 or v < thr:
-            thr = v
-            n_eq = 1
-        else:
-            n_eq += 1
-        acc += v
-        kept[cnt] = touched[top]
-        cnt += 1
-        if not (acc < until):
-            break
-        size -= 1
-        heap[0] = heap[size]
-        _sift_down_by_value(heap, size, 0, maxv, touched)
-    return cnt, thr, n_eq
+    p = -np.inf
+    if vmax > 0 and nt > 64:
+        scale = 64.0 / vmax
+        hist[:] = 0.0
+        for u in range(nt):
+            v = vals[u]
+            if v > 0:
+                hist[min(63, int(v * scale))] += v
+        mass = 0.0
+        for b in range(63, 0, -1):
+            mass += hist[b]
+            if mass >= until * 1.001:
+                p = (b / scale) * (1.0 - 1e-6)
+                break
+    while True:
+        nc = 0
+        for u in range(nt):
+            cand[nc] = u
+            nc += vals[u] >= p
+        order = np.argsort(-vals[cand[:nc]], kind="mergesort")  # stable: first seen first
+        acc = np.float32(0.0)
+        cnt = 0
+        for i in range(nc):
+            u = cand[order[i]]
+            acc += vals[u]
+            kept[cnt] = touched[u]
+            cnt += 1
+            if not (acc < until):
+                return cnt, vals[u]
+        if nc == nt:  # all taken
+            return cnt, vals[cand[order[nc - 1]]] if nc else np.float32(0.0)
+        p = -np.inf  # rounding kept the candidates short of the target: take them all
 
 
 @njit(cache=True)
@@ -229,11 +237,12 @@ def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, cent
             cen_val[cen_cnt[u]] = fwd_val[j]
             cen_cnt[u] += 1
     tc = touched[:ntouch].copy()
-    # components held by many centroids get a dense row (vectorised accumulation)
+    # components held by over 1/16 of the centroids get a dense row (vectorised accumulation
+    # beats scattered updates from there on)
     dense_of = np.full(ntouch, -1, dtype=np.int64)
     n_dense = 0
     for u in range(ntouch):
-        if (slot_ptr[u + 1] - slot_ptr[u]) * 4 > nc and nc >= 16:
+        if (slot_ptr[u + 1] - slot_ptr[u]) * 16 > nc and nc >= 16:
             dense_of[u] = n_dense
             n_dense += 1
     dense = np.zeros((n_dense, nc), dtype=np.float32)
@@ -242,9 +251,9 @@ def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, cent
         if r >= 0:
             for p in range(slot_ptr[u], slot_ptr[u + 1]):
                 dense[r, cen_id[p]] = cen_val[p]
-    removed = np.zeros(nc, dtype=np.bool_)
+    penalty = np.zeros(nc, dtype=np.float32)
     assign = np.empty(n, dtype=np.int32)
-    _assign_bs(docs, lo, hi, nc, removed, slot, slot_ptr, cen_id, cen_val, dense_of, dense, top_c,
+    _assign_bs(docs, lo, hi, nc, penalty, slot, slot_ptr, cen_id, cen_val, dense_of, dense, top_c,
                top_v, scores, assign, np.ones(n, dtype=np.bool_))
     sizes = np.zeros(nc, dtype=np.int64)
     for i in range(n):
@@ -252,7 +261,7 @@ def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, cent
     n_removed = 0
     for ci in range(nc):
         if sizes[ci] <= min_cluster_size:
-            removed[ci] = True
+            penalty[ci] = _REMOVED
             n_removed += 1
     if n_removed == nc:
         for i in range(n):
@@ -260,9 +269,9 @@ def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, cent
     elif n_removed > 0:
         redo = np.zeros(n, dtype=np.bool_)
         for i in range(n):
-            if removed[assign[i]]:
+            if penalty[assign[i]] != 0:
                 redo[i] = True
-        _assign_bs(docs, lo, hi, nc, removed, slot, slot_ptr, cen_id, cen_val, dense_of, dense,
+        _assign_bs(docs, lo, hi, nc, penalty, slot, slot_ptr, cen_id, cen_val, dense_of, dense,
                    top_c, top_v, scores, assign, redo)
     # counting sort by centroid, ascending doc id inside a block
     sizes[:] = 0
@@ -289,18 +298,38 @@ def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, cent
     return nb
 
 
+_REMOVED = np.float32(-3.0e38)  # added to the score of a dissolved centroid
+
+
+@njit(cache=True)
+def _argmax(scores, n):
+    """Index of the largest of scores[:n], the lowest on ties, in one branch-free pass: each
+    float becomes an integer of the same order, shifted up, with n - i in the low bits."""
+    bits = scores[:n].view(np.int32)
+    m = np.int64(-(2**63) + 1)
+    for i in range(n):
+        b = np.int64(bits[i])
+        m = max(m, ((b ^ ((b >> 31) & np.int64(0x7FFFFFFF))) << 32) | (n - i))
+    return n - (m & np.int64(0xFFFFFFFF))
+
+
 @njit(cache=True, fastmath=True)
-def _assign_bs(docs, lo, hi, nc, removed, slot, slot_ptr, cen_id, cen_val, dense_of, dense,
+def _assign_bs(docs, lo, hi, nc, penalty, slot, slot_ptr, cen_id, cen_val, dense_of, dense,
                top_c, top_v, scores, assign, mask):
     """Best centroid (dot product of the doc's top components with the centroids' full
-    vectors; ties: lowest centroid index) for docs[lo:hi] where mask is set."""
+    vectors; ties: lowest centroid index; dissolved centroids carry `_REMOVED` in `penalty`)
+    for docs[lo:hi] where mask is set."""
+    n_top = top_c.shape[1]
     for i in range(lo, hi):
         if not mask[i - lo]:
             continue
-        d = docs[i]
+        if i + 4 < hi:
+            prefetch(top_c, np.uint32(docs[i + 4]) * n_top)
+            prefetch(top_v, np.uint32(docs[i + 4]) * n_top)
+        d = np.uint32(docs[i])
         for ci in range(nc):
-            scores[ci] = 0.0
-        for j in range(top_c.shape[1]):
+            scores[ci] = penalty[ci]
+        for j in range(n_top):
             c = top_c[d, j]
             if c < 0:
                 break
@@ -310,19 +339,13 @@ def _assign_bs(docs, lo, hi, nc, removed, slot, slot_ptr, cen_id, cen_val, dense
             v = top_v[d, j]
             r = dense_of[u]
             if r >= 0:
+                row = dense[r]
                 for ci in range(nc):
-                    scores[ci] += v * dense[r, ci]
+                    scores[ci] += v * row[ci]
             else:
                 for p in range(slot_ptr[u], slot_ptr[u + 1]):
                     scores[cen_id[p]] += v * cen_val[p]
-        best = -1
-        best_s = -np.inf
-        for ci in range(nc):
-            if not removed[ci] and scores[ci] > best_s:
-                best_s = scores[ci]
-                best = ci
-        if best < 0:
-            best = 0
+        best = _argmax(scores, nc)
         assign[i - lo] = best
 
 
@@ -350,11 +373,12 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, to
     slot = np.full(dim, -1, dtype=np.int64)
     scores = np.zeros(max_len, dtype=np.float32)
     touched = np.empty(dim + 1, dtype=np.int32)
-    heap = np.empty(dim + 1, dtype=np.int32)
     perm = np.empty(max_len, dtype=np.int32)
-    maxv = np.zeros(dim, dtype=np.float32)
-    mark = np.zeros(dim, dtype=np.int64)
+    maxv = np.full(dim, -np.inf, dtype=np.float32)
+    bvals = np.empty(dim + 1, dtype=np.float32)
+    cand = np.empty(dim + 1, dtype=np.int64)
     kept = np.empty(dim + 1, dtype=np.int32)
+    hist = np.empty(64, dtype=np.float64)
     bounds = np.zeros(max_len, dtype=np.int64)
     # outputs (entries grow by doubling)
     n_blocks = np.zeros(n_lists, dtype=np.int64)
@@ -373,7 +397,6 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, to
     ngr = 0
     nu = 0
     ne = 0
-    stamp = 0
     for t in range(t_lo, t_hi):
         lo = list_ptr[t]
         hi = list_ptr[t + 1]
@@ -388,10 +411,8 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, to
         for b in range(nb):
             b_hi = bounds[b]
             block_end[nbk + b] = b_hi
-            stamp += 1
-            nt = _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo + b_lo, lo + b_hi, maxv, mark,
-                            touched, stamp)
-            cnt, thr, n_eq = _energy_cut(maxv, touched, nt, energy, heap, kept)
+            nt = _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo + b_lo, lo + b_hi, maxv, touched)
+            cnt, thr = _energy_cut(maxv, touched, nt, energy, bvals, cand, kept, hist)
             mx = thr
             for u in range(cnt):
                 mx = max(mx, maxv[kept[u]])
@@ -413,6 +434,7 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, to
                 else:
                     l_code[m] = 0
                 m += 1
+            _reset_max(maxv, touched, nt)
             b_lo = b_hi
         nbk += nb
         # summary groups: the entries of GROUP consecutive blocks, sorted by component
