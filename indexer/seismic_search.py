@@ -135,14 +135,16 @@ CKPT = 16  # sum_ckpt holds the first entry of every CKPT-th distinct summary co
 
 
 @njit(cache=True)
-def _summary_scores(t, q_idx, qdense, acc, aux, list_block_ptr, block_min, block_scale,
-                    list_group_ptr, group_uniq_ptr, sum_ucomp, sum_ucount, sum_ckpt, sum_entry):
+def _summary_scores(t, q_idx, qdense, acc, aux, hit_lo, hit_hi, hit_q, list_block_ptr, block_min,
+                    block_scale, list_group_ptr, group_uniq_ptr, sum_ucomp, sum_ucount, sum_ckpt,
+                    sum_entry):
     """acc[:nb] = dot products of list t's block summaries with the full query; returns nb.
 
     A list's summaries are stored per group of GROUP blocks, component-major: the group's
     distinct components (sorted), each with its entry count, and per entry the block inside
     the group (low byte) and the u8 code (high byte). A code stands for min + code * scale
-    of its block, so a block's score is scale * sum(code * q) + min * sum(q)."""
+    of its block, so a block's score is scale * sum(code * q) + min * sum(q). The query's
+    terms are first looked up (their entries prefetched), then the entries are added up."""
     b0 = list_block_ptr[t]
     nb = list_block_ptr[t + 1] - b0
     for b in range(nb):
@@ -154,6 +156,7 @@ def _summary_scores(t, q_idx, qdense, acc, aux, list_block_ptr, block_min, block
         base = (g - list_group_ptr[t]) * 256
         pos = group_uniq_ptr[g]
         u_hi = group_uniq_ptr[g + 1]
+        n_hit = 0
         for j in range(nq):
             c = q_idx[j]
             if c >= dim:
@@ -171,18 +174,23 @@ def _summary_scores(t, q_idx, qdense, acc, aux, list_block_ptr, block_min, block
             if pos >= u_hi:
                 break
             if sum_ucomp[pos] == c:
-                qv = qdense[c]
                 first = np.uint64(pos) - np.uint64(pos) % np.uint64(CKPT)
                 e0 = np.uint64(sum_ckpt[first // np.uint64(CKPT)])
                 for i in range(first, np.uint64(pos)):
                     e0 += np.uint64(sum_ucount[i]) + np.uint64(1)
-                e1 = e0 + np.uint64(sum_ucount[pos]) + np.uint64(1)
-                for e in range(e0, e1):
-                    w = sum_entry[e]
-                    bl = base + (w & np.uint16(0xFF))
-                    acc[bl] += np.float32(w >> np.uint16(8)) * qv
-                    aux[bl] += qv
+                prefetch(sum_entry, e0)
+                hit_lo[n_hit] = e0
+                hit_hi[n_hit] = e0 + np.uint64(sum_ucount[pos]) + np.uint64(1)
+                hit_q[n_hit] = qdense[c]
+                n_hit += 1
                 pos += 1
+        for h in range(n_hit):
+            qv = hit_q[h]
+            for e in range(hit_lo[h], hit_hi[h]):
+                w = sum_entry[e]
+                bl = base + (w & np.uint16(0xFF))
+                acc[bl] += np.float32(w >> np.uint16(8)) * qv
+                aux[bl] += qv
     for b in range(nb):
         acc[b] = acc[b] * block_scale[b0 + b] + aux[b] * block_min[b0 + b]
     return nb
@@ -216,6 +224,9 @@ def search_one(q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words, post
             qdense[c] += q_val[j]
     line = 64 // fwd_words.itemsize
     order = np.argsort(-q_val, kind="mergesort")  # ties: lower term id first
+    hit_lo = np.empty(nq, dtype=np.uint64)  # the query terms' entry ranges in one summary group
+    hit_hi = np.empty(nq, dtype=np.uint64)
+    hit_q = np.empty(nq, dtype=np.float32)
     n_use = min(query_cut, nq)
     size = 0
     blocks = np.empty(0, dtype=np.int64)
@@ -223,9 +234,9 @@ def search_one(q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words, post
         t = q_idx[order[r]]
         if t >= dim:
             continue
-        nb = _summary_scores(t, q_idx, qdense, sc, acc[1], list_block_ptr, block_min,
-                             block_scale, list_group_ptr, group_uniq_ptr, sum_ucomp, sum_ucount,
-                             sum_ckpt, sum_entry)
+        nb = _summary_scores(t, q_idx, qdense, sc, acc[1], hit_lo, hit_hi, hit_q, list_block_ptr,
+                             block_min, block_scale, list_group_ptr, group_uniq_ptr, sum_ucomp,
+                             sum_ucount, sum_ckpt, sum_entry)
         if nb == 0:
             continue
         b0 = list_block_ptr[t]

@@ -301,8 +301,9 @@ def test_summaries_equal_their_definition():
             qd = np.zeros(60, np.float32)
             qd[q.indices] = q.values
             acc = np.zeros((2, idx.max_blocks), np.float32)
+            hits = np.zeros(len(q.indices), np.uint64), np.zeros(len(q.indices), np.uint64), np.zeros(len(q.indices), np.float32)
             nb = ks._summary_scores(
-                t, q.indices, qd, acc[0], acc[1], a["list_block_ptr"], a["block_min"], a["block_scale"],
+                t, q.indices, qd, acc[0], acc[1], *hits, a["list_block_ptr"], a["block_min"], a["block_scale"],
                 a["list_group_ptr"], a["group_uniq_ptr"], a["sum_ucomp"], a["sum_ucount"], a["sum_ckpt"],
                 a["sum_entry"],
             )
