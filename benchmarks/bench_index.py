@@ -20,7 +20,6 @@ import argparse
 import gzip
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -133,7 +132,7 @@ def recall(ids: np.ndarray, gt: np.ndarray) -> float:
 # ---- builds in child processes -------------------------------------------------------------
 
 CHILD = r"""
-import sys, time, json, resource
+import sys, time, json
 which, docs_path, out, params = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 t0 = time.perf_counter()
 if which == "ours":
@@ -155,7 +154,9 @@ else:
     sys.stdout.flush()
     idx.print_space_usage_byte()  # "Total: N Bytes" (Rust's stdout)
     size = None
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, not ru_maxrss: the latter keeps the parent's RSS from before exec
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+rss = int(hwm.split()[1]) * 1024
 print("RESULT", json.dumps(dict(build_s=t2 - t1, read_s=t1 - t0, peak_rss=rss, size=size)))
 """
 

@@ -89,36 +89,49 @@ _ARRAYS = [
 _SEARCH_ARRAYS = _ARRAYS
 
 
-def _as_chunks(vectors) -> list[SparseVectors]:
-    if isinstance(vectors, SparseVectors):
-        return [vectors]
-    chunks = list(vectors)
-    if not chunks:
-        raise ValueError("no vectors to index")
-    for c in chunks:
-        if not isinstance(c, SparseVectors):
-            raise TypeError(f"expected SparseVectors chunks, got {type(c).__name__}")
-    return chunks
+class _SpilledForward:
+    """The forward index of a stream of chunks, appended to files in a scratch directory and
+    memory-mapped once complete: no more than one input chunk is held in memory, and the
+    operating system pages the forward index in and out as the build reads it."""
 
+    def __init__(self, scratch_dir: str | os.PathLike | None) -> None:
+        import tempfile
 
-def _concat_forward(chunks: list[SparseVectors]):
-    dim = max(c.dim for c in chunks)
-    n = sum(len(c) for c in chunks)
-    nnz = sum(c.nnz for c in chunks)
-    ptr = np.empty(n + 1, dtype=np.int64)
-    idx = np.empty(nnz, dtype=np.int32)
-    val = np.empty(nnz, dtype=np.float32)
-    ptr[0] = 0
-    r = 0
-    o = 0
-    for c in chunks:
-        m = len(c)
-        ptr[r + 1 : r + m + 1] = c.indptr[1:] + o
-        idx[o : o + c.nnz] = c.indices
-        val[o : o + c.nnz] = c.values
-        r += m
-        o += c.nnz
-    return ptr, idx, val, dim
+        self.dir = Path(tempfile.mkdtemp(prefix="lsr-seismic-", dir=scratch_dir))
+        self._idx = open(self.dir / "indices.bin", "wb")
+        self._val = open(self.dir / "values.bin", "wb")
+        self._lengths: list[np.ndarray] = []
+        self.dim = 0
+
+    def add(self, chunk: SparseVectors) -> None:
+        if not isinstance(chunk, SparseVectors):
+            raise TypeError(f"expected SparseVectors chunks, got {type(chunk).__name__}")
+        self._idx.write(chunk.indices.tobytes())
+        self._val.write(chunk.values.tobytes())
+        self._lengths.append(np.diff(chunk.indptr))
+        self.dim = max(self.dim, chunk.dim)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        self._idx.close()
+        self._val.close()
+        if not self._lengths:
+            raise ValueError("no vectors to index")
+        ptr = np.zeros(sum(len(x) for x in self._lengths) + 1, dtype=np.int64)
+        np.cumsum(np.concatenate(self._lengths), out=ptr[1:])
+        nnz = int(ptr[-1])
+        if nnz == 0:
+            return ptr, np.zeros(0, np.int32), np.zeros(0, np.float32), self.dim
+        # copy-on-write maps: writable array types for Numba, the files are never modified
+        idx = np.memmap(self.dir / "indices.bin", dtype=np.int32, mode="c", shape=(nnz,))
+        val = np.memmap(self.dir / "values.bin", dtype=np.float32, mode="c", shape=(nnz,))
+        return ptr, idx, val, self.dim
+
+    def remove(self) -> None:
+        import shutil
+
+        for f in (self._idx, self._val):
+            f.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _build_lists_parallel(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim,
@@ -171,13 +184,22 @@ def _assemble(parts: list[tuple], list_ptr: np.ndarray, dim: int) -> dict[str, n
 
 
 def pack_words(indices: np.ndarray, values: np.ndarray, dim: int, value_type: str) -> np.ndarray:
-    """Forward-index words: u16 component | float16 value << 16 (uint32) when `dim` and the
-    values allow it and `value_type` is float16, else u32 component | float32 value << 32."""
-    if value_type == "float16" and dim <= 65536:
-        bits = values.astype(np.float16).view(np.uint16).astype(np.uint32)
-        return indices.astype(np.uint32) | (bits << np.uint32(16))
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    return indices.astype(np.uint64) | (bits << np.uint64(32))
+    """Forward-index words: u16 component | float16 value << 16 (uint32) when `dim` allows it
+    and `value_type` is float16, else u32 component | float32 value << 32 (packed in slices,
+    so the temporaries stay small)."""
+    small = value_type == "float16" and dim <= 65536
+    out = np.empty(len(indices), dtype=np.uint32 if small else np.uint64)
+    step = 1 << 24
+    for lo in range(0, len(indices), step):
+        c = np.asarray(indices[lo : lo + step])
+        v = np.asarray(values[lo : lo + step], dtype=np.float32)
+        if small:
+            bits = v.astype(np.float16).view(np.uint16).astype(np.uint32)
+            out[lo : lo + step] = c.astype(np.uint32) | (bits << np.uint32(16))
+        else:
+            bits = v.view(np.uint32).astype(np.uint64)
+            out[lo : lo + step] = c.astype(np.uint64) | (bits << np.uint64(32))
+    return out
 
 
 def unpack_words(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -201,8 +223,6 @@ class SeismicIndex:
         self.dim = int(dim)
         self.n_docs = int(n_docs)
         self.max_blocks = int(np.max(np.diff(arrays["list_block_ptr"]))) if self.dim else 0
-        bdp = arrays["block_doc_ptr"]
-        self.max_block_docs = int(np.max(np.diff(bdp))) if len(bdp) > 1 else 0
         self._kernel_arrays = tuple(arrays[name] for name in _SEARCH_ARRAYS)
         self._scratch_threads = 0
         self._scratch: tuple = ()
@@ -223,16 +243,32 @@ class SeismicIndex:
         seed: int = 0,
         values: str = "float16",
         threads: int | None = None,
+        scratch_dir: str | os.PathLike | None = None,
     ) -> "SeismicIndex":
-        """Build from a SparseVectors or an iterable of SparseVectors chunks (rows numbered
-        in order). Parameters have pyseismic-lsr's meaning; `values` is the forward index's
-        value type (float16, as pyseismic, or float32); `threads` defaults to all."""
+        """Build from a SparseVectors, or from an iterable of SparseVectors chunks (rows
+        numbered in order) streamed into a memory-mapped scratch file (in `scratch_dir`,
+        default: the system's temporary directory; removed when done). Parameters have
+        pyseismic-lsr's meaning; `values` is the forward index's value type (float16, as
+        pyseismic, or float32); `threads` defaults to all."""
         if values not in VALUE_TYPES:
             raise ValueError(f"values must be one of {VALUE_TYPES}, got {values!r}")
+        if isinstance(vectors, SparseVectors):
+            return cls._build(vectors.indptr, vectors.indices, vectors.values, vectors.dim, n_postings,
+                              max_fraction, centroid_fraction, summary_energy, min_cluster_size,
+                              doc_cut, seed, values, threads)
+        spill = _SpilledForward(scratch_dir)
+        try:
+            for chunk in vectors:
+                spill.add(chunk)
+            return cls._build(*spill.finish(), n_postings, max_fraction, centroid_fraction,
+                              summary_energy, min_cluster_size, doc_cut, seed, values, threads)
+        finally:
+            spill.remove()
+
+    @classmethod
+    def _build(cls, fwd_ptr, fwd_idx, fwd_val, dim, n_postings, max_fraction, centroid_fraction,
+               summary_energy, min_cluster_size, doc_cut, seed, values, threads) -> "SeismicIndex":
         t0 = time.perf_counter()
-        chunks = _as_chunks(vectors)
-        fwd_ptr, fwd_idx, fwd_val, dim = _concat_forward(chunks)
-        del chunks
         if values == "float16" and dim > 65536:
             log.info("dim %d > 65536: forward values stored as float32", dim)
             values = "float32"
@@ -308,15 +344,14 @@ class SeismicIndex:
     # ---- search --------------------------------------------------------------------------
 
     def _ensure_scratch(self, n_threads: int) -> None:
-        """Per-thread scratch: dense query, visited epochs, block scores, candidate docs."""
+        """Per-thread scratch: dense query, visited bitset, documents seen, block scores."""
         if self._scratch_threads >= n_threads:
             return
         self._scratch = (
             np.zeros((n_threads, max(self.dim, 1)), dtype=np.float32),
+            np.zeros((n_threads, (self.n_docs + 63) // 64 + 1), dtype=np.uint64),
             np.zeros((n_threads, max(self.n_docs, 1)), dtype=np.int32),
-            np.zeros(n_threads, dtype=np.int32),
             np.zeros((n_threads, 2, max(self.max_blocks, 1)), dtype=np.float32),
-            np.zeros((n_threads, max(self.max_block_docs, 1)), dtype=np.int32),
         )
         counters = np.zeros((n_threads, 2), dtype=np.int64)
         counters[: len(self._counters)] = self._counters

@@ -212,9 +212,12 @@ def _next_block(scores, blocks, by_score, bi, nb, full, threshold):
 @njit(cache=True)
 def search_one(q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words, post_docs,
                list_block_ptr, block_doc_ptr, block_min, block_scale, list_group_ptr, group_uniq_ptr,
-               sum_ucomp, sum_ucount, sum_ckpt, sum_entry, qdense, visited, epoch, acc, cand, hs,
-               hid, out_ids, out_scores, counters):
-    """Top-k of one query (q_idx ascending) into out_ids / out_scores."""
+               sum_ucomp, sum_ucount, sum_ckpt, sum_entry, qdense, visited, seen, acc, hs, hid,
+               out_ids, out_scores, counters):
+    """Top-k of one query (q_idx ascending) into out_ids / out_scores.
+
+    `visited` is a bitset over the documents (all zero between queries: the words set here
+    are cleared at the end from `seen`, the documents scored, in order)."""
     dim = qdense.shape[0]
     nq = q_idx.shape[0]
     sc = acc[0]  # block summary scores of the current list (acc[1]: scratch)
@@ -229,6 +232,7 @@ def search_one(q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words, post
     hit_q = np.empty(nq, dtype=np.float32)
     n_use = min(query_cut, nq)
     size = 0
+    n_seen = 0
     blocks = np.empty(0, dtype=np.int64)
     for r in range(n_use):
         t = q_idx[order[r]]
@@ -254,31 +258,38 @@ def search_one(q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words, post
                 primed = False
                 continue
             counters[0] += 1
-            n_c = 0
+            # the block's unseen documents, appended to `seen`
+            c0 = n_seen
             for p in range(np.uint64(block_doc_ptr[b0 + b]), np.uint64(block_doc_ptr[b0 + b + 1])):
                 d = np.uint32(post_docs[p])
-                if visited[d] != epoch:
-                    visited[d] = epoch
-                    cand[n_c] = d
-                    n_c += 1
+                w = d >> np.uint32(6)
+                bit = np.uint64(1) << np.uint64(d & np.uint32(63))
+                if not (visited[w] & bit):
+                    visited[w] |= bit
+                    seen[n_seen] = d
+                    n_seen += 1
+                    prefetch(fwd_ptr, d)
+            n_c = n_seen - c0
             counters[1] += n_c
             nbi = _next_block(sc, blocks, r == 0, bi + 1, nb, size == k, heap_factor * hs[0])
             if nbi < nb:
                 nb_ = blocks[nbi] if r == 0 else nbi
                 np0 = block_doc_ptr[b0 + nb_]
                 np1 = block_doc_ptr[b0 + nb_ + 1]
+                for p in range(np0, min(np1, np0 + PREFETCH_AHEAD)):
+                    prefetch(fwd_ptr, post_docs[p])
             else:
                 np0 = np1 = 0
             if not primed:
                 for i in range(min(PREFETCH_AHEAD, n_c)):
-                    _prefetch_doc(fwd_ptr, fwd_words, np.uint32(cand[i]), line)
+                    _prefetch_doc(fwd_ptr, fwd_words, np.uint32(seen[c0 + i]), line)
             for i in range(n_c):
                 j = i + PREFETCH_AHEAD
                 if j < n_c:
-                    _prefetch_doc(fwd_ptr, fwd_words, np.uint32(cand[j]), line)
+                    _prefetch_doc(fwd_ptr, fwd_words, np.uint32(seen[c0 + j]), line)
                 elif np0 + j - n_c < np1:
                     _prefetch_doc(fwd_ptr, fwd_words, np.uint32(post_docs[np0 + j - n_c]), line)
-                d = np.uint32(cand[i])
+                d = np.uint32(seen[c0 + i])
                 s = doc_dot(fwd_words, fwd_ptr[d], fwd_ptr[d + np.uint32(1)], qdense)
                 size = heap_push(hs, hid, size, k, s, d)
             primed = n_c >= PREFETCH_AHEAD
@@ -287,52 +298,43 @@ def search_one(q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words, post
         c = q_idx[j]
         if c < dim:
             qdense[c] = 0.0
+    for i in range(n_seen):
+        visited[np.uint32(seen[i]) >> np.uint32(6)] = 0
     _sorted_output(hs, hid, size, out_ids, out_scores)
-
-
-@njit(cache=True)
-def _next_epoch(visited, epochs, th):
-    epochs[th] += 1
-    if epochs[th] == 2147483647:
-        visited[th, :] = 0
-        epochs[th] = 1
-    return epochs[th]
 
 
 @njit(cache=True)
 def search_batch(q_ptr, q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words, post_docs,
                  list_block_ptr, block_doc_ptr, block_min, block_scale, list_group_ptr, group_uniq_ptr,
-                 sum_ucomp, sum_ucount, sum_ckpt, sum_entry, qdense, visited, epochs, acc, cand,
-                 out_ids, out_scores, counters):
+                 sum_ucomp, sum_ucount, sum_ckpt, sum_entry, qdense, visited, seen, acc, out_ids,
+                 out_scores, counters):
     """Queries one after the other on the calling thread (scratch row 0)."""
     hs = np.empty(k, dtype=np.float32)
     hid = np.empty(k, dtype=np.int64)
     for qi in range(q_ptr.shape[0] - 1):
-        epoch = _next_epoch(visited, epochs, 0)
         lo = q_ptr[qi]
         hi = q_ptr[qi + 1]
         search_one(q_idx[lo:hi], q_val[lo:hi], k, query_cut, heap_factor, fwd_ptr, fwd_words,
                    post_docs, list_block_ptr, block_doc_ptr, block_min, block_scale, list_group_ptr,
                    group_uniq_ptr, sum_ucomp, sum_ucount, sum_ckpt, sum_entry, qdense[0], visited[0],
-                   epoch, acc[0], cand[0], hs, hid, out_ids[qi], out_scores[qi], counters[0])
+                   seen[0], acc[0], hs, hid, out_ids[qi], out_scores[qi], counters[0])
 
 
 @njit(cache=True, parallel=True)
 def search_batch_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words,
                           post_docs, list_block_ptr, block_doc_ptr, block_min, block_scale,
                           list_group_ptr, group_uniq_ptr, sum_ucomp, sum_ucount, sum_ckpt, sum_entry,
-                          qdense, visited, epochs, acc, cand, out_ids, out_scores, counters, n_threads):
+                          qdense, visited, seen, acc, out_ids, out_scores, counters, n_threads):
     """Queries spread over `n_threads` (query i on thread i % n_threads; results in query order)."""
     nq = q_ptr.shape[0] - 1
     for th in prange(n_threads):
         hs = np.empty(k, dtype=np.float32)
         hid = np.empty(k, dtype=np.int64)
         for qi in range(th, nq, n_threads):
-            epoch = _next_epoch(visited, epochs, th)
             lo = q_ptr[qi]
             hi = q_ptr[qi + 1]
             search_one(q_idx[lo:hi], q_val[lo:hi], k, query_cut, heap_factor, fwd_ptr, fwd_words,
                        post_docs, list_block_ptr, block_doc_ptr, block_min, block_scale,
                        list_group_ptr, group_uniq_ptr, sum_ucomp, sum_ucount, sum_ckpt, sum_entry,
-                       qdense[th], visited[th], epoch, acc[th], cand[th], hs, hid, out_ids[qi],
+                       qdense[th], visited[th], seen[th], acc[th], hs, hid, out_ids[qi],
                        out_scores[qi], counters[th])

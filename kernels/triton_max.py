@@ -9,7 +9,8 @@ positions in blocks of ``BLOCK_S`` up to the last unmasked position, computes th
 ``[BLOCK_S, BLOCK_V]`` logits tile with ``tl.dot`` (fp32 accumulation, bias added per
 position), masks padding to -inf, takes the block max with first-index arg-max and folds it
 into a running max that starts at 0 (strict ``>`` keeps the lowest position on ties).
-It writes the pre-activation max ``m`` and its position (int32) and the score ``act(m)``.
+It writes the pre-activation max ``m`` and its position (int32); the activation is applied
+to ``m`` in torch (``torch.log1p``: exact for small ``m``, where ``log(1 + m)`` in fp32 is not).
 Documents are the fastest grid axis so the B programs sharing one W tile run together and
 reuse it from L2.
 
@@ -34,9 +35,7 @@ import os
 
 import torch
 
-from ._common import activation_grad, check_args
-
-_ACT_IDS = {"relu": 0, "log1p_relu": 1}
+from ._common import activation_grad, apply_activation, check_args
 
 
 def _interpreting() -> bool:
@@ -61,6 +60,11 @@ def _kernels():
                 (64, 256, 64, 8, 3),
                 (128, 64, 64, 4, 4),
                 (32, 128, 64, 4, 4),
+                # fp32 ("ieee") dots run on FMA units: short reduction tiles keep the operands
+                # in registers (configs that do not fit are skipped by the autotuner)
+                (64, 64, 32, 4, 2),
+                (32, 128, 32, 4, 2),
+                (64, 128, 16, 8, 2),
             ]
         ]
         dw_configs = [
@@ -77,13 +81,15 @@ def _kernels():
             ]
         ]
 
-    @triton.autotune(configs=fwd_configs, key=["S", "D", "V", "HAS_BIAS"])
+    # S is not a key: the loops stop at each document's last real position, and encoding with
+    # dynamic padding would otherwise re-tune for every new padded length
+    @triton.autotune(configs=fwd_configs, key=["D", "V", "HAS_BIAS", "PRECISION"])
     @triton.jit
     def _fwd(
-        h_ptr, w_ptr, b_ptr, mask_ptr, seqend_ptr, m_ptr, idx_ptr, out_ptr,
+        h_ptr, w_ptr, b_ptr, mask_ptr, seqend_ptr, m_ptr, idx_ptr,
         S, D, V,
         s_hb, s_hs, s_hd, s_wv, s_wd, s_mb, s_ms,
-        HAS_BIAS: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+        HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_S: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
     ):
         pid_b = tl.program_id(0)
@@ -124,15 +130,11 @@ def _kernels():
             upd = blk_max > run_max
             run_max = tl.where(upd, blk_max, run_max)
             run_idx = tl.where(upd, blk_idx.to(tl.int32) + s0, run_idx)
-        score = tl.log(1.0 + run_max)
-        if ACT == 1:
-            score = tl.log(1.0 + score)
         out_off = pid_b.to(tl.int64) * V + offs_v
         tl.store(m_ptr + out_off, run_max, mask=v_ok)
         tl.store(idx_ptr + out_off, run_idx, mask=v_ok)
-        tl.store(out_ptr + out_off, score, mask=v_ok)
 
-    @triton.autotune(configs=dw_configs, key=["B", "D", "V"])
+    @triton.autotune(configs=dw_configs, key=["D", "V"])
     @triton.jit
     def _dw(
         h_ptr, g_ptr, idx_ptr, dw_ptr,
@@ -147,26 +149,33 @@ def _kernels():
         v_ok = offs_v < V
         d_ok = offs_d < D
         acc = tl.zeros([BLOCK_V, BLOCK_D], dtype=tl.float32)
+        # per-document pointers advance by one row each step (64-bit pointer arithmetic: no
+        # b * stride product that could overflow int32 on large batches)
+        g_row = g_ptr + offs_v
+        i_row = idx_ptr + offs_v
+        h_doc = h_ptr
         for b in range(0, B):
-            row = b * V + offs_v
-            g = tl.load(g_ptr + row, mask=v_ok, other=0.0)
-            pos = tl.load(idx_ptr + row, mask=v_ok, other=0)
+            g = tl.load(g_row, mask=v_ok, other=0.0)
+            pos = tl.load(i_row, mask=v_ok, other=0)
             hit = v_ok & (g != 0.0)
             h = tl.load(
-                h_ptr + b * s_hb + pos[:, None].to(tl.int64) * s_hs + offs_d[None, :] * s_hd,
+                h_doc + pos[:, None].to(tl.int64) * s_hs + offs_d[None, :] * s_hd,
                 mask=hit[:, None] & d_ok[None, :], other=0.0,
             ).to(tl.float32)
             acc += g[:, None] * h
+            g_row += V
+            i_row += V
+            h_doc += s_hb
         tl.store(
             dw_ptr + offs_v[:, None].to(tl.int64) * D + offs_d[None, :], acc,
             mask=v_ok[:, None] & d_ok[None, :],
         )
 
-    @triton.autotune(configs=dh_configs, key=["S", "D", "V"])
+    @triton.autotune(configs=dh_configs, key=["S_BUCKET", "D", "V", "PRECISION"])
     @triton.jit
     def _dh(
         w_ptr, g_ptr, idx_ptr, dh_ptr,
-        S, D, V,
+        S, D, V, S_BUCKET,
         s_wv, s_wd,
         PRECISION: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_S: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -218,16 +227,24 @@ def _upcast(dtype: torch.dtype) -> bool:
 
 
 def _prepare(hidden, weight, bias):
-    """Common dtype for the dot operands (fp16/bf16/fp32); contiguous weight."""
+    """Common dtype for the dot operands (fp16/bf16/fp32); the kernels take strides, so
+    nothing is copied when the dtypes already agree."""
     dt = torch.promote_types(hidden.dtype, weight.dtype)
     if dt == torch.float64:
         dt = torch.float32  # tl.dot has no fp64; accumulate in fp32
     if dt not in (torch.float16, torch.bfloat16, torch.float32):
         dt = torch.float32
     h = hidden.to(dt)
-    w = weight.to(dt).contiguous()
+    w = weight.to(dt)
     b = bias.contiguous() if bias is not None else None
     return h, w, b
+
+
+def _device_guard(t: torch.Tensor):
+    """Launch on the tensors' GPU (Triton launches on the current device)."""
+    import contextlib
+
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def _forward(hidden, weight, bias, mask_bool, activation):
@@ -241,21 +258,19 @@ def _forward(hidden, weight, bias, mask_bool, activation):
     seq_end = torch.zeros(B, dtype=torch.int32, device=hidden.device)
     if S > 0:
         seq_end = (mask_bool.to(torch.int32) * pos).amax(dim=1).to(torch.int32).contiguous()
-    m = torch.empty((B, V), dtype=torch.float32, device=hidden.device)
-    idx = torch.empty((B, V), dtype=torch.int32, device=hidden.device)
-    out = torch.empty((B, V), dtype=torch.float32, device=hidden.device)
-    if B == 0 or V == 0:
-        return out, m, idx
-    grid = lambda meta: (B, triton.cdiv(V, meta["BLOCK_V"]))  # noqa: E731
-    fwd[grid](
-        h, w, b if b is not None else w, mask_i, seq_end, m, idx, out,
-        S, D, V,
-        h.stride(0), h.stride(1), h.stride(2), w.stride(0), w.stride(1),
-        mask_i.stride(0), mask_i.stride(1),
-        HAS_BIAS=b is not None, ACT=_ACT_IDS[activation], PRECISION=_precision(h.dtype),
-        UPCAST=_upcast(h.dtype),
-    )
-    return out, m, idx
+    m = torch.zeros((B, V), dtype=torch.float32, device=hidden.device)
+    idx = torch.zeros((B, V), dtype=torch.int32, device=hidden.device)
+    if B and V:
+        grid = lambda meta: (B, triton.cdiv(V, meta["BLOCK_V"]))  # noqa: E731
+        with _device_guard(hidden):
+            fwd[grid](
+                h, w, b if b is not None else w, mask_i, seq_end, m, idx,
+                S, D, V,
+                h.stride(0), h.stride(1), h.stride(2), w.stride(0), w.stride(1),
+                mask_i.stride(0), mask_i.stride(1),
+                HAS_BIAS=b is not None, PRECISION=_precision(h.dtype), UPCAST=_upcast(h.dtype),
+            )
+    return apply_activation(m, activation), m, idx
 
 
 class _TritonMax(torch.autograd.Function):
@@ -269,6 +284,7 @@ class _TritonMax(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         triton, _, dw_k, dh_k = _kernels()
         hidden, weight, m, idx = ctx.saved_tensors
@@ -285,7 +301,8 @@ class _TritonMax(torch.autograd.Function):
                 dw = torch.zeros((V, D), dtype=torch.float32, device=g.device)
                 grid = lambda meta: (triton.cdiv(V, meta["BLOCK_V"]), triton.cdiv(D, meta["BLOCK_D"]))  # noqa: E731
                 if dw.numel() and B:
-                    dw_k[grid](h, g, idx, dw, B, D, V, h.stride(0), h.stride(1), h.stride(2))
+                    with _device_guard(h):
+                        dw_k[grid](h, g, idx, dw, B, D, V, h.stride(0), h.stride(1), h.stride(2))
                 d_weight = dw.to(ctx.dtypes[1])
             if need_h:
                 dh = torch.zeros((B, S, D), dtype=torch.float32, device=g.device)
@@ -293,8 +310,9 @@ class _TritonMax(torch.autograd.Function):
                     triton.cdiv(S, meta["BLOCK_S"]), triton.cdiv(D, meta["BLOCK_D"]), B,
                 )
                 if dh.numel() and V:
-                    dh_k[grid](w, g, idx, dh, S, D, V, w.stride(0), w.stride(1),
-                               PRECISION=_precision(w.dtype), UPCAST=_upcast(w.dtype))
+                    with _device_guard(w):
+                        dh_k[grid](w, g, idx, dh, S, D, V, triton.next_power_of_2(S), w.stride(0),
+                                   w.stride(1), PRECISION=_precision(w.dtype), UPCAST=_upcast(w.dtype))
                 d_hidden = dh.to(ctx.dtypes[0])
         return d_hidden, d_weight, d_bias, None, None
 

@@ -96,6 +96,18 @@ def test_triton_matches_reference_fp32(activation, with_bias):
         _assert_close(a, r, 1e-5, msg=f"d{name}")
 
 
+@pytest.mark.parametrize("activation", ["relu", "log1p_relu"])
+def test_triton_small_scores_keep_relative_precision(activation):
+    """Tiny positive maxima (1e-7..1e-3): log1p must stay accurate element by element, where
+    log(1 + m) in float32 loses most digits."""
+    h, w, b, m = _inputs(2, 5, 16, 40, bias=False, seed=6, scale=1e-4)
+    out_t = splade_max_triton(h, w, b, m, activation=activation)
+    out_r = splade_max_reference(h.double(), w.double(), None, m, activation=activation)
+    live = out_r > 0
+    assert live.sum() > 20 and out_r[live].max() < 1e-3
+    torch.testing.assert_close(out_t[live].double(), out_r[live], rtol=1e-5, atol=0)
+
+
 def test_triton_ties_go_to_lowest_position():
     h, w, b, m = _inputs(2, 20, 24, 40, seed=3)
     m[0] = 1

@@ -145,6 +145,38 @@ def test_build_from_chunks(data, index):
         np.testing.assert_array_equal(arr, chunked._a[name], err_msg=name)
 
 
+def test_build_streams_chunks_through_a_scratch_file(tmp_path, data, index):
+    """An iterable of chunks is consumed one chunk at a time (the forward index goes to a
+    memory-mapped scratch file, removed afterwards, also when the stream fails)."""
+    import weakref
+
+    docs, _ = data
+    alive = []
+
+    def chunks():
+        for lo in range(0, len(docs), 700):
+            c = docs[lo : lo + 700]
+            alive.append(weakref.ref(c))
+            # this chunk, and the previous one still held by the consumer's loop variable
+            assert sum(r() is not None for r in alive) <= 2
+            yield c
+
+    built = SeismicIndex.build(chunks(), n_postings=200, centroid_fraction=0.1, seed=0, scratch_dir=tmp_path)
+    for name, arr in index._a.items():
+        np.testing.assert_array_equal(arr, built._a[name], err_msg=name)
+    assert list(tmp_path.iterdir()) == []
+
+    def failing():
+        yield docs[:100]
+        raise OSError("disk went away")
+
+    with pytest.raises(OSError, match="disk went away"):
+        SeismicIndex.build(failing(), scratch_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="no vectors"):
+        SeismicIndex.build(iter([]), scratch_dir=tmp_path)
+
+
 def test_save_load(tmp_path, data, index):
     _, queries = data
     index.save(tmp_path / "idx")
