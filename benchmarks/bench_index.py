@@ -66,7 +66,8 @@ def synthetic_docs(topics: SparseVectors, n: int, seed: int = 0, chunk: int = 50
     the topic's 40 fixed "expansion" terms (Zipf-drawn); the rest is 75 draws of Zipfian
     background (exponent 1.1 over a random permutation of the vocabulary) with small weights
     (~0.1), for ~115 distinct terms per document. Weights are float32 in roughly SPLADE's
-    document range (0.01-3.5); the mass is concentrated on the topic terms, as in SPLADE.
+    document range (0.01-3.5, no exact ties); the mass is concentrated on the topic terms,
+    as in SPLADE.
     """
     rng = np.random.default_rng(seed)
     dim = topics.dim
@@ -102,7 +103,12 @@ def synthetic_docs(topics: SparseVectors, n: int, seed: int = 0, chunk: int = 50
         cols_l += [rank_to_term[np.minimum(np.searchsorted(zipf_cdf, rng.random(m * nb)), dim - 1)]]
         vals_l += [rng.lognormal(-2.4, 0.5, size=m * nb)]
         r = np.concatenate(rows_l); c = np.concatenate(cols_l); v = np.concatenate(vals_l).astype(np.float32)
-        v = np.clip(v, 0.01, 3.5)
+        # weights into SPLADE's range; the few below 0.01 are spread over [0.01, 0.02) rather
+        # than clipped to one value (millions of exact ties would make the global pruning
+        # threshold depend on how each engine breaks ties)
+        v = np.minimum(v, 3.5)
+        low = v < 0.01
+        v[low] = 0.01 + 0.01 * rng.random(int(low.sum()), dtype=np.float32)
         order = np.lexsort((-v, c, r))
         r, c, v = r[order], c[order], v[order]
         first = np.ones(len(r), dtype=bool)

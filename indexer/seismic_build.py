@@ -260,7 +260,9 @@ def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, cent
         sizes[assign[i]] += 1
     n_removed = 0
     for ci in range(nc):
-        if sizes[ci] <= min_cluster_size:
+        # pyseismic's rule: a cluster that got documents but no more than min_cluster_size is
+        # dissolved; an empty one stays available to the documents re-assigned
+        if 0 < sizes[ci] <= min_cluster_size:
             penalty[ci] = _REMOVED
             n_removed += 1
     if n_removed == nc:
@@ -273,9 +275,13 @@ def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, cent
                 redo[i] = True
         _assign_bs(docs, lo, hi, nc, penalty, slot, slot_ptr, cen_id, cen_val, dense_of, dense,
                    top_c, top_v, scores, assign, redo)
-    # counting sort by centroid, ascending doc id inside a block
+    # blocks in the order of their centroids' document ids (as pyseismic orders them), then
+    # a counting sort by block, ascending doc id inside a block
+    label = np.empty(nc, dtype=np.int32)
+    label[np.argsort(perm[:nc])] = np.arange(nc, dtype=np.int32)
     sizes[:] = 0
     for i in range(n):
+        assign[i] = label[assign[i]]
         sizes[assign[i]] += 1
     start = np.empty(nc + 1, dtype=np.int64)
     start[0] = 0
