@@ -35,8 +35,14 @@ import torch
 
 from ._common import activation_grad, apply_activation, check_args, compute_dtype
 
-# Elements of one [N, T] logits tile; bounds the working memory (~64 MiB at fp32).
-_TILE_ELEMS = 16 * 1024 * 1024
+# Elements of one [N, T] logits tile (~16 MiB at fp32): small enough that the tile is still in
+# the last-level cache when it is reduced (measured on a 2-core AVX2 machine at the MiniLM
+# head: 148 GFLOP/s at 4M elements vs 122 at 16M).
+_TILE_ELEMS = 4 * 1024 * 1024
+# Ragged documents are padded to the longest one with copies of one of their own rows (which
+# leaves every max unchanged) when that adds at most this share of rows: one view-max per
+# tile then replaces the segment reduction, which costs more than the extra rows.
+_PAD_SLACK = 0.25
 
 
 def _tile_size(n_tok: int, V: int, tile: int | None) -> int:
@@ -55,10 +61,23 @@ def _gather(hidden, m, dt):
     return h_tok, m.sum(dim=1).tolist()
 
 
+def _pad_with_duplicates(h_tok, lengths):
+    """[B * L, D] rows, every document padded to the longest length L with copies of its
+    last row (a max over the rows is unchanged by duplicates)."""
+    dev = h_tok.device
+    lens = torch.tensor(lengths, device=dev)
+    starts = torch.cumsum(lens, 0) - lens
+    L = max(lengths)
+    offs = torch.minimum(torch.arange(L, device=dev)[None, :], (lens - 1)[:, None])
+    return h_tok[(starts[:, None] + offs).reshape(-1)], [L] * len(lengths)
+
+
 def _max_forward(hidden, weight, bias, m, activation, dt, need_idx, tile):
     B, S, D = hidden.shape
     V = weight.shape[0]
     h_tok, lengths = _gather(hidden, m, dt)
+    if not need_idx and lengths and min(lengths) > 0 and max(lengths) * B <= (1 + _PAD_SLACK) * h_tok.shape[0]:
+        h_tok, lengths = _pad_with_duplicates(h_tok, lengths)
     n_tok = h_tok.shape[0]
     top = torch.full((B, V), float("-inf"), dtype=dt, device=hidden.device)
     rows = torch.zeros((B, V), dtype=torch.int64, device=hidden.device) if need_idx else None

@@ -185,6 +185,28 @@ def test_chunked_matches_reference_small(pooling, activation, tile):
         _assert_close(a, r, 1e-5)
 
 
+
+def test_chunked_inference_pads_ragged_documents_with_duplicates():
+    """Without gradients, nearly equal lengths (left and right padding alike) are padded with
+    copies of each document's own rows: the maxima are unchanged, bit for bit."""
+    from lsr.kernels import chunked
+
+    g = torch.Generator().manual_seed(11)
+    h = torch.randn(7, 40, 32, generator=g)
+    w = torch.randn(500, 32, generator=g)
+    b = torch.randn(500, generator=g)
+    m = torch.zeros(7, 40, dtype=torch.long)
+    for i, length in enumerate([40, 39, 38, 38, 36, 35, 33]):
+        m[i, 40 - length :] = 1 if i % 2 else 0
+        if i % 2 == 0:
+            m[i, :length] = 1
+    assert max(m.sum(1)) * 7 <= (1 + chunked._PAD_SLACK) * m.sum()  # the padded path is taken
+    with torch.inference_mode():
+        for activation in ("relu", "log1p_relu"):
+            got = splade_max_chunked(h, w, b, m, activation=activation, tile=128)
+            want = splade_max_reference(h, w, b, m, activation=activation)
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+
 @pytest.mark.parametrize("uniform", [True, False])
 def test_chunked_minilm_head_shape(uniform):
     """MiniLM-sized head: V=30,522, D=384, a few documents; forward and backward."""
