@@ -210,7 +210,7 @@ def main() -> None:
     ap.add_argument("--values", default="float16", choices=["float16", "float32"],
                     help="our forward-index values (pyseismic stores f16); default float16")
     ap.add_argument("--query-cuts", default="3,4,5,6,8,10")
-    ap.add_argument("--heap-factors", default="0.7,0.8,0.9,1.0,1.1")
+    ap.add_argument("--heap-factors", default="0.8,0.9,0.95,1.0,1.05,1.1,1.2")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes per grid point (the fastest counts)")
     args = ap.parse_args()
 

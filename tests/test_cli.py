@@ -76,3 +76,20 @@ def test_malformed_line_and_skip_bad(tmp_path):
     result = lsr("index", corpus, "--index", tmp_path / "ix", "--skip-bad")
     assert result.returncode == 0, result.stderr
     assert "indexed 2 documents" in result.stdout and "skipped 1 bad record" in result.stderr
+
+
+def test_seismic_options_through_the_cli(tmp_path, corpus):
+    """`--index-type seismic --values float32` builds a Seismic index with exact forward values;
+    a bad --values is one line on stderr, no traceback, and no index written."""
+    result = lsr("index", corpus, "--model", "bm25", "--index-type", "seismic", "--values", "float32", "--index", tmp_path / "ix")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "ix" / "index" / "manifest.json").read_text())
+    assert manifest["kind"] == "seismic" and manifest["params"]["values"] == "float32"
+    result = lsr("search", "brewed coffee", "--json", "--index", tmp_path / "ix", "--heap-factor", "0")
+    assert result.returncode == 0, result.stderr
+    assert [h["doc_id"] for h in json.loads(result.stdout)][:2] == ["coffee.txt", "notes/tea.md"]
+
+    result = lsr("index", corpus, "--model", "bm25", "--values", "float8", "--index", tmp_path / "bad")
+    assert result.returncode != 0
+    assert "--values" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "bad").exists()
