@@ -131,8 +131,7 @@ class Retriever:
             if len(docs) == 0:
                 raise LsrError(f"{corpus_path}: no documents to index")
             docs.close()
-            vectors = run.finish()
-            built = cls._build_index(vectors, index, seismic or {})
+            built, dim, nnz = cls._build_index(run, len(docs), index, seismic or {}, tmp)
             built.save(tmp / "index")
             (tmp / "encoder").mkdir()
             spec = encoder.save(tmp / "encoder")
@@ -141,8 +140,8 @@ class Retriever:
                 KIND,
                 encoder=spec,
                 n_docs=len(docs),
-                dim=vectors.dim,
-                nnz=vectors.nnz,
+                dim=dim,
+                nnz=nnz,
                 index_kind=index_kind(built),
                 corpus=str(Path(corpus_path).absolute()),
                 skipped=len(reader.skipped),
@@ -160,14 +159,18 @@ class Retriever:
         return retriever
 
     @staticmethod
-    def _build_index(vectors: SparseVectors, index: str, seismic: dict[str, Any]):
+    def _build_index(run, n_docs: int, index: str, seismic: dict[str, Any], scratch: Path):
+        """(index, dim, nnz) from the encoder's document pass: an exact index from all the
+        vectors, or a Seismic index streaming them batch by batch (spilled under `scratch`)."""
         from lsr.indexer import ExactIndex
 
-        if index == "exact" or (index == "auto" and len(vectors) < SEISMIC_THRESHOLD):
-            return ExactIndex.build(vectors)
+        if index == "exact" or (index == "auto" and n_docs < SEISMIC_THRESHOLD):
+            vectors = run.finish()
+            return ExactIndex.build(vectors), vectors.dim, vectors.nnz
         from lsr.indexer.seismic import SeismicIndex
 
-        return SeismicIndex.build(vectors, **seismic)
+        built = SeismicIndex.build(run.chunks(), scratch_dir=scratch, **seismic)
+        return built, built.dim, built.stats()["nnz"]
 
     @classmethod
     def load(cls, path: str | Path = ".lsr", exact: bool = False) -> "Retriever":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from lsr.sparse import SparseVectors
 
@@ -26,6 +26,13 @@ class DocumentPass:
 
     def finish(self) -> SparseVectors:
         return SparseVectors.concatenate(self.parts, dim=self.encoder.dim)
+
+    def chunks(self) -> Iterator[SparseVectors]:
+        """The document vectors in order, batch by batch, each released as it is handed out,
+        for index builds that stream them instead of holding all of them twice."""
+        parts, self.parts = self.parts[::-1], []
+        while parts:
+            yield parts.pop()
 
 
 class Encoder:

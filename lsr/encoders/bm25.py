@@ -121,6 +121,10 @@ class Bm25Pass(DocumentPass):
             self.indptr.append(self.indptr[-1] + len(counts))
             self.lengths.append(len(terms))
 
+    def chunks(self):
+        """BM25 weights need the whole corpus's statistics: one chunk, at the end."""
+        yield self.finish()
+
     def finish(self) -> SparseVectors:
         enc = self.encoder
         empty = [np.zeros(0, np.int32)]
