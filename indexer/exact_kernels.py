@@ -3,29 +3,7 @@
 import numpy as np
 from numba import njit, prange
 
-
-@njit(cache=True, inline="always")
-def _worse(score_a, doc_a, score_b, doc_b):
-    """True when (score_a, doc_a) ranks below (score_b, doc_b): lower score, or equal and higher id."""
-    return score_a < score_b or (score_a == score_b and doc_a > doc_b)
-
-
-@njit(cache=True)
-def _sift_down(heap_s, heap_d, size, i):
-    while True:
-        left = 2 * i + 1
-        if left >= size:
-            return
-        child = left
-        right = left + 1
-        if right < size and _worse(heap_s[right], heap_d[right], heap_s[left], heap_d[left]):
-            child = right
-        if _worse(heap_s[child], heap_d[child], heap_s[i], heap_d[i]):
-            heap_s[i], heap_s[child] = heap_s[child], heap_s[i]
-            heap_d[i], heap_d[child] = heap_d[child], heap_d[i]
-            i = child
-        else:
-            return
+from .topk import heap_push, heap_write_sorted
 
 
 @njit(cache=True)
@@ -36,38 +14,8 @@ def top_k_of(candidates, n_candidates, acc, k, out_ids, out_scores):
     size = 0
     for j in range(n_candidates):
         d = candidates[j]
-        s = acc[d]
-        if size < k:
-            # sift up
-            i = size
-            heap_s[i] = s
-            heap_d[i] = d
-            size += 1
-            while i > 0:
-                parent = (i - 1) // 2
-                if _worse(heap_s[i], heap_d[i], heap_s[parent], heap_d[parent]):
-                    heap_s[i], heap_s[parent] = heap_s[parent], heap_s[i]
-                    heap_d[i], heap_d[parent] = heap_d[parent], heap_d[i]
-                    i = parent
-                else:
-                    break
-        elif _worse(heap_s[0], heap_d[0], s, d):
-            heap_s[0] = s
-            heap_d[0] = d
-            _sift_down(heap_s, heap_d, size, 0)
-    # pop the worst first into the back of the output
-    for pos in range(k - 1, -1, -1):
-        if pos >= size:
-            out_ids[pos] = -1
-            out_scores[pos] = -np.inf
-    n = size
-    while n > 0:
-        out_ids[n - 1] = heap_d[0]
-        out_scores[n - 1] = heap_s[0]
-        n -= 1
-        heap_s[0] = heap_s[n]
-        heap_d[0] = heap_d[n]
-        _sift_down(heap_s, heap_d, n, 0)
+        size = heap_push(heap_s, heap_d, size, k, acc[d], d)
+    heap_write_sorted(heap_s, heap_d, size, out_ids, out_scores)
 
 
 def _search_chunk(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weights, n_docs, k, first, last, out_ids, out_scores):

@@ -21,6 +21,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from ._intrinsics import f16_to_f32, prefetch
+from .topk import heap_push, heap_write_sorted
 
 PREFETCH_AHEAD = 4  # documents prefetched ahead of the one being scored
 
@@ -67,68 +68,6 @@ def _prefetch_doc(fwd_ptr, words, d, line):
     for x in range(x0, x1, line):
         prefetch(words, x)
     prefetch(words, x1 - 1)
-
-
-@njit(cache=True, inline="always")
-def heap_push(hs, hid, size, k, s, d):
-    """Min-heap of (score, id) of capacity k, worst (lowest score, then highest id) on top;
-    returns the new size."""
-    if size < k:
-        i = size
-        size += 1
-        while i > 0:
-            p = (i - 1) >> 1
-            if hs[p] > s or (hs[p] == s and hid[p] < d):
-                hs[i] = hs[p]
-                hid[i] = hid[p]
-                i = p
-            else:
-                break
-        hs[i] = s
-        hid[i] = d
-        return size
-    if s < hs[0] or (s == hs[0] and d > hid[0]):
-        return size
-    i = 0
-    while True:
-        l = 2 * i + 1
-        if l >= size:
-            break
-        r = l + 1
-        m = l
-        if r < size and (hs[r] < hs[l] or (hs[r] == hs[l] and hid[r] > hid[l])):
-            m = r
-        if hs[m] < s or (hs[m] == s and hid[m] > d):
-            hs[i] = hs[m]
-            hid[i] = hid[m]
-            i = m
-        else:
-            break
-    hs[i] = s
-    hid[i] = d
-    return size
-
-
-@njit(cache=True)
-def _sorted_output(hs, hid, size, out_ids, out_scores):
-    """Heap contents → score desc, id asc; pad with -1 / -inf."""
-    o = np.argsort(-hs[:size], kind="mergesort")
-    res_s = hs[:size][o]
-    res_i = hid[:size][o]
-    i = 0
-    while i < size:
-        j = i + 1
-        while j < size and res_s[j] == res_s[i]:
-            j += 1
-        if j - i > 1:
-            res_i[i:j] = np.sort(res_i[i:j])
-        i = j
-    for i in range(size):
-        out_ids[i] = res_i[i]
-        out_scores[i] = res_s[i]
-    for i in range(size, out_ids.shape[0]):
-        out_ids[i] = -1
-        out_scores[i] = -np.inf
 
 
 CKPT = 16  # sum_ckpt holds the first entry of every CKPT-th distinct summary component
@@ -300,7 +239,7 @@ def search_one(q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words, post
             qdense[c] = 0.0
     for i in range(n_seen):
         visited[np.uint32(seen[i]) >> np.uint32(6)] = 0
-    _sorted_output(hs, hid, size, out_ids, out_scores)
+    heap_write_sorted(hs, hid, size, out_ids, out_scores)
 
 
 @njit(cache=True)
