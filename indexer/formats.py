@@ -98,8 +98,12 @@ def read_csr(path: str | os.PathLike) -> SparseVectors:
         indices = np.fromfile(f, dtype="<i4", count=nnz)
         data = np.fromfile(f, dtype="<f4", count=nnz)
     # rows of .csr files need not be sorted; SparseVectors wants sorted columns
-    rows = np.repeat(np.arange(nrow, dtype=np.int64), np.diff(indptr))
-    if nnz and np.any((np.diff(indices.astype(np.int64)) <= 0) & (rows[1:] == rows[:-1])):
+    # (a decrease between neighbours counts unless a row starts there)
+    unsorted = np.diff(indices) <= 0
+    boundaries = indptr[1:-1]
+    unsorted[boundaries[(boundaries > 0) & (boundaries < nnz)] - 1] = False
+    if unsorted.any():
+        rows = np.repeat(np.arange(nrow, dtype=np.int64), np.diff(indptr))
         order = np.lexsort((indices, rows))
         indices = indices[order]
         data = data[order]

@@ -158,10 +158,19 @@ def _build_lists_parallel(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_
 
 
 def _assemble(parts: list[tuple], list_ptr: np.ndarray, dim: int) -> dict[str, np.ndarray]:
-    """The index's block and summary arrays from the per-range results of `build_lists`."""
-    n_blocks, block_end, block_min, block_scale, group_uniq, ucomp, ucount, entry = (
-        np.concatenate(col) for col in zip(*parts)
-    )
+    """The index's block and summary arrays from the per-range results of `build_lists`
+    (emptied as it goes: each column's pieces are released once joined, and no temporary is
+    wider than the summaries' own types, so the peak stays near the index's size)."""
+    columns = [list(col) for col in zip(*parts)]
+    parts.clear()
+
+    def joined(i: int, dtype=None) -> np.ndarray:
+        pieces, columns[i] = columns[i], None
+        return np.concatenate(pieces, dtype=dtype, casting="unsafe")
+
+    n_blocks, block_end, block_min, block_scale, group_uniq = (joined(i) for i in range(5))
+    ucomp = joined(5, np.uint16 if dim <= 65536 else np.int32)
+    ucount, entry = joined(6), joined(7)
     list_block_ptr = np.zeros(dim + 1, dtype=np.int64)
     np.cumsum(n_blocks, out=list_block_ptr[1:])
     block_doc_ptr = np.empty(len(block_end) + 1, dtype=np.int64)
@@ -171,15 +180,20 @@ def _assemble(parts: list[tuple], list_ptr: np.ndarray, dim: int) -> dict[str, n
     np.cumsum((n_blocks + kb.GROUP - 1) // kb.GROUP, out=list_group_ptr[1:])
     group_uniq_ptr = np.zeros(len(group_uniq) + 1, dtype=np.int64)
     np.cumsum(group_uniq, out=group_uniq_ptr[1:])
-    # entry start of every CKPT-th distinct component (the others add up counts from there)
-    starts = np.zeros(len(ucount) + 1, dtype=np.int64)
-    np.cumsum(ucount.astype(np.int64) + 1, out=starts[1:])
+    # entry start of every CKPT-th distinct component (the others add up counts from there):
+    # component i holds ucount[i] + 1 entries
+    n_ckpt = -(-len(ucount) // ks.CKPT)
+    padded = np.zeros(n_ckpt * ks.CKPT, dtype=np.uint8)
+    padded[: len(ucount)] = ucount
+    per_ckpt = padded.reshape(n_ckpt, ks.CKPT).sum(axis=1, dtype=np.int64) + ks.CKPT
+    del padded
+    ckpt = np.zeros(n_ckpt, dtype=np.int64)
+    np.cumsum(per_ckpt[:-1], out=ckpt[1:])
     ckpt_dtype = np.uint32 if len(entry) < 2**32 else np.int64
     return dict(
         list_block_ptr=list_block_ptr, block_doc_ptr=block_doc_ptr, block_min=block_min,
         block_scale=block_scale, list_group_ptr=list_group_ptr, group_uniq_ptr=group_uniq_ptr,
-        sum_ucomp=ucomp.astype(np.uint16 if dim <= 65536 else np.int32), sum_ucount=ucount,
-        sum_ckpt=starts[:-1][:: ks.CKPT].astype(ckpt_dtype), sum_entry=entry,
+        sum_ucomp=ucomp, sum_ucount=ucount, sum_ckpt=ckpt.astype(ckpt_dtype), sum_entry=entry,
     )
 
 
@@ -304,7 +318,6 @@ class SeismicIndex:
         del top_c, top_v
         t2 = time.perf_counter()
         summaries = _assemble(parts, list_ptr, dim)
-        del parts
         t3 = time.perf_counter()
         log.info(
             "seismic build: %d docs, %d postings kept, %d blocks, %d summary entries; "

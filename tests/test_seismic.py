@@ -226,6 +226,15 @@ def test_csr_round_trip(tmp_path):
         np.array([1.0, 2.0, 3.0], dtype="<f4").tofile(f)
     u = read_csr(tmp_path / "u.csr")
     assert u.indices.tolist() == [2, 5, 7] and u.values.tolist() == [2.0, 3.0, 1.0]
+    # several rows (one empty): columns may fall between rows, only the last row is unsorted
+    with open(tmp_path / "m.csr", "wb") as f:
+        np.array([4, 10, 6], dtype="<i8").tofile(f)
+        np.array([0, 2, 4, 4, 6], dtype="<i8").tofile(f)
+        np.array([5, 9, 1, 3, 8, 2], dtype="<i4").tofile(f)
+        np.array([1, 2, 3, 4, 5, 6], dtype="<f4").tofile(f)
+    m = read_csr(tmp_path / "m.csr")
+    assert m.indptr.tolist() == [0, 2, 4, 4, 6]
+    assert m.indices.tolist() == [5, 9, 1, 3, 2, 8] and m.values.tolist() == [1, 2, 3, 4, 6, 5]
     (tmp_path / "bad.csr").write_bytes(b"\x00" * 10)
     with pytest.raises(FormatError):
         read_csr(tmp_path / "bad.csr")
