@@ -31,37 +31,32 @@ PREFETCH_AHEAD = 4  # documents prefetched ahead of the one being scored
 # access and block the vectorisation of the dot products.
 
 
-@njit(cache=True, fastmath=True)
-def _dot16(words, x0, x1, qdense):
-    s = np.float32(0.0)
-    for x in range(np.uint64(x0), np.uint64(x1)):
-        w = words[x]
-        s += qdense[w & np.uint32(0xFFFF)] * f16_to_f32(w >> np.uint32(16))
-    return s
-
-
-@njit(cache=True, fastmath=True)
-def _dot32(words, x0, x1, qdense):
-    s = np.float32(0.0)
-    for x in range(np.uint64(x0), np.uint64(x1)):
-        w = words[x]
-        s += qdense[w & np.uint64(0xFFFFFFFF)] * np.uint32(w >> np.uint64(32)).view(np.float32)
-    return s
-
-
-def doc_dot(words, x0, x1, qdense):  # pragma: no cover - replaced by the overload in compiled code
-    """Dot product of the document words[x0:x1] with the dense query."""
+def _unpack(word):  # pragma: no cover - replaced by the overload in compiled code
+    """(component, float32 value) of a forward-index word."""
     raise NotImplementedError
 
 
-@overload(doc_dot, inline="always")
-def _doc_dot(words, x0, x1, qdense):
-    if words.dtype == types.uint32:
-        return lambda words, x0, x1, qdense: _dot16(words, x0, x1, qdense)
-    return lambda words, x0, x1, qdense: _dot32(words, x0, x1, qdense)
+@overload(_unpack)
+def _unpack_word(word):
+    if word == types.uint32:
+        return lambda word: (word & np.uint32(0xFFFF), f16_to_f32(word >> np.uint32(16)))
+    return lambda word: (word & np.uint64(0xFFFFFFFF), np.uint32(word >> np.uint64(32)).view(np.float32))
 
 
-@njit(cache=True, inline="always")
+# One function for both word types, unpacking through a scalar overload: a wrapper that picked
+# a per-type function would take the arrays as arguments and pay two atomic reference-count
+# updates per array per document (Numba cannot prune them around a call that may raise).
+@njit(cache=True, fastmath=True)
+def doc_dot(words, x0, x1, qdense):
+    """Dot product of the document words[x0:x1] with the dense query."""
+    s = np.float32(0.0)
+    for x in range(np.uint64(x0), np.uint64(x1)):
+        c, v = _unpack(words[x])
+        s += qdense[c] * v
+    return s
+
+
+@njit(cache=True)
 def _prefetch_doc(fwd_ptr, words, d, line):
     x0 = fwd_ptr[d]
     x1 = fwd_ptr[d + np.uint32(1)]
@@ -135,7 +130,7 @@ def _summary_scores(t, q_idx, qdense, acc, aux, hit_lo, hit_hi, hit_q, list_bloc
     return nb
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _next_block(scores, blocks, by_score, bi, nb, full, threshold):
     """Position >= bi of the next block whose summary score passes `threshold` (nb if none)."""
     if not full:

@@ -10,8 +10,9 @@ def _worse(score_a, id_a, score_b, id_b):
     return score_a < score_b or (score_a == score_b and id_a > id_b)
 
 
-# Not inlined: Numba 0.68 miscompiles this inlined inside the inlined heap_push in the
-# Seismic query loop (wrong top-k); it runs only when a better document replaces the root.
+# The array functions here are plain calls (LLVM inlines them where it pays): with Numba's
+# IR inlining (inline="always") nested inside the Seismic query loop, Numba 0.68 gave a wrong
+# top-k, and IR-inlined array arguments cost reference-count updates on every call.
 @njit(cache=True)
 def _sift_down(hs, hid, size, s, d):
     """Place (s, d) at the root of a heap of `size` entries, moving the hole down."""
@@ -31,7 +32,7 @@ def _sift_down(hs, hid, size, s, d):
     hid[i] = d
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def heap_push(hs, hid, size, k, s, d):
     """Offer (s, d) to a min-heap of capacity k (the worst entry at the root); returns the new
     size. `hs[0]` is the k-th best score once the heap is full."""
