@@ -284,7 +284,7 @@ def splade_max_chunked(
     """Chunked-vocabulary SPLADE head (same contract as :func:`lsr.kernels.splade_max`).
 
     ``tile`` overrides the vocabulary tile width (default: sized so one ``[N, tile]`` logits
-    tile holds about 16M elements, at most 4096 wide). Without autograd (``no_grad``/``inference_mode`` or no
+    tile holds about 4M elements, 256 to 4096 wide). Without autograd (``no_grad``/``inference_mode`` or no
     input requiring grad) nothing is saved and no arg-max is tracked.
     """
     _, _, _, _, m = check_args(hidden, weight, bias, mask, activation, pooling)
