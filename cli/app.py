@@ -72,8 +72,10 @@ def index(
 
     from lsr.retriever import Retriever
 
-    if values not in ("float16", "float32"):
-        raise typer.BadParameter("float16 or float32", param_hint="--values")
+    from lsr.indexer.seismic import VALUE_TYPES
+
+    if values not in VALUE_TYPES:
+        raise typer.BadParameter(" or ".join(VALUE_TYPES), param_hint="--values")
     index_dir = index_dir or default_index()
     start = time.perf_counter()
     bar = _progress_bar()

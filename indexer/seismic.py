@@ -27,11 +27,13 @@ Build (`SeismicIndex.build`):
    ``values="float16"`` (the default), else ``uint64`` words (u32 component, float32 value).
 
 Layout (all flat NumPy arrays, saved as ``.npy`` and mmap'd on load): postings as i32
-document ids grouped by block (``list_block_ptr`` -> ``block_doc_ptr`` -> ``post_docs``);
-summaries stored component-major per list: the list's distinct summary components
-(``sum_ucomp``, sorted), the start of each one's entries (``sum_ustart``), and per entry the
-block (``sum_block``) and u8 code (``sum_code``), so a query term finds the blocks that
-contain it with one binary search.
+document ids grouped by block (``list_block_ptr`` -> ``block_doc_ptr`` -> ``post_docs``),
+each block's quantisation ``block_min`` / ``block_scale``; summaries per group of 256
+consecutive blocks of a list (``list_group_ptr`` -> ``group_uniq_ptr``), component-major: the
+group's distinct summary components (``sum_ucomp``, sorted), each one's entry count - 1
+(``sum_ucount``, u8), the entry start of every 16th of them (``sum_ckpt``), and per entry
+``block_in_group | code << 8`` (``sum_entry``, u16), so a query term finds the blocks of a
+group that contain it with one binary search.
 
 Search (`SeismicIndex.search`): take the ``query_cut`` largest query terms; visit their lists
 in decreasing query weight. In each list, score every block summary against the *full*
@@ -70,6 +72,7 @@ LAYOUT = 2  # version of the array layout below; older indexes must be rebuilt
 VALUE_TYPES = ("float16", "float32")
 F16_MAX = 65504.0
 
+# the saved arrays, in the order the search kernels take them
 _ARRAYS = [
     "fwd_ptr",
     "fwd_words",
@@ -85,8 +88,6 @@ _ARRAYS = [
     "sum_ckpt",
     "sum_entry",
 ]
-# the arrays the search kernels take, in their argument order (after fwd_ptr)
-_SEARCH_ARRAYS = _ARRAYS
 
 
 class _SpilledForward:
@@ -237,8 +238,7 @@ class SeismicIndex:
         self.dim = int(dim)
         self.n_docs = int(n_docs)
         self.max_blocks = int(np.max(np.diff(arrays["list_block_ptr"]))) if self.dim else 0
-        self._kernel_arrays = tuple(arrays[name] for name in _SEARCH_ARRAYS)
-        self._scratch_threads = 0
+        self._kernel_arrays = tuple(arrays[name] for name in _ARRAYS)
         self._scratch: tuple = ()
         self._counters = np.zeros((1, 2), dtype=np.int64)
 
@@ -358,7 +358,7 @@ class SeismicIndex:
 
     def _ensure_scratch(self, n_threads: int) -> None:
         """Per-thread scratch: dense query, visited bitset, documents seen, block scores."""
-        if self._scratch_threads >= n_threads:
+        if self._scratch and len(self._scratch[0]) >= n_threads:
             return
         self._scratch = (
             np.zeros((n_threads, max(self.dim, 1)), dtype=np.float32),
@@ -369,7 +369,6 @@ class SeismicIndex:
         counters = np.zeros((n_threads, 2), dtype=np.int64)
         counters[: len(self._counters)] = self._counters
         self._counters = counters
-        self._scratch_threads = n_threads
 
     def search(
         self,

@@ -12,6 +12,7 @@ from numba import njit, prange
 
 from ._intrinsics import prefetch
 
+
 @njit(cache=True, inline="always")
 def _mix64(x):
     # splitmix64 finaliser on uint64 (wrapping arithmetic)

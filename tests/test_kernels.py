@@ -185,7 +185,6 @@ def test_chunked_matches_reference_small(pooling, activation, tile):
         _assert_close(a, r, 1e-5)
 
 
-
 def test_chunked_inference_pads_ragged_documents_with_duplicates():
     """Without gradients, nearly equal lengths (left and right padding alike) are padded with
     copies of each document's own rows: the maxima are unchanged, bit for bit."""
@@ -206,6 +205,7 @@ def test_chunked_inference_pads_ragged_documents_with_duplicates():
             got = splade_max_chunked(h, w, b, m, activation=activation, tile=128)
             want = splade_max_reference(h, w, b, m, activation=activation)
             torch.testing.assert_close(got, want, rtol=0, atol=0)
+
 
 @pytest.mark.parametrize("uniform", [True, False])
 def test_chunked_minilm_head_shape(uniform):
