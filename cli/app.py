@@ -70,6 +70,7 @@ def index(
     """Encode and index every document under PATH."""
     import time
 
+    from lsr.encoders import resolve_model
     from lsr.retriever import Retriever
 
     from lsr.indexer.seismic import VALUE_TYPES
@@ -77,7 +78,10 @@ def index(
     if values not in VALUE_TYPES:
         raise typer.BadParameter(" or ".join(VALUE_TYPES), param_hint="--values")
     index_dir = index_dir or default_index()
-    start = time.perf_counter()
+    if not path.exists():  # before a model is resolved (and perhaps warned about)
+        raise LsrError(f"{path}: no such file or folder")
+    encoder = resolve_model(model)
+    start = time.perf_counter()  # after the model is resolved: docs/s is indexing only
     bar = _progress_bar()
     task = bar.add_task("indexing", total=None, docs=0, rate=0.0)
 
@@ -91,7 +95,7 @@ def index(
         seismic = dict(n_postings=n_postings, max_fraction=max_fraction, centroid_fraction=centroid_fraction,
                        summary_energy=summary_energy, doc_cut=doc_cut, values=values)  # fmt: skip
         retriever = Retriever.build(
-            path, model=model, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=progress,
+            path, model=encoder, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=progress,
             index=index_type, seismic=seismic,
         )  # fmt: skip
     finally:

@@ -1,7 +1,7 @@
 """Evaluation runs: encode and index a dataset (cached), search every query, score, save.
 
 Models are resolved as `lsr index` resolves them (`lsr.encoders.resolve_model`: --model >
-$LSR_MODEL > the default hub model, else BM25 with one warning). Encodings are cached as
+$LSR_MODEL > the default hub model, and only the default falls back to BM25 with one warning). Encodings are cached as
 complete index directories under the cache root, keyed by the resolved encoder's spec and a
 fingerprint of the corpus files, so a second run with the same encoder and corpus only
 searches and scores, and a BM25 fallback never shares an entry with the model it stood in for.
@@ -117,18 +117,18 @@ def index_cache_dir(dataset: Dataset, spec: dict[str, Any], cache: Path | None =
 
 
 def resolve_system(model: str | Encoder | System | None = None) -> System:
-    """`model` resolved as `lsr index` does: `model` > $LSR_MODEL > the default hub model; when
-    that cannot be loaded (offline, not cached), BM25 after one warning. The name is the model
-    asked for, or `bm25` when BM25 runs (asked for, or the fallback)."""
+    """`model` resolved as `lsr index` does: `model` > $LSR_MODEL > the default hub model; only
+    the default falls back (offline, not cached) to BM25 after one warning, a model asked for
+    that cannot be loaded is an error. The name is the model asked for, or `bm25` when BM25
+    runs (asked for, or the fallback)."""
     if isinstance(model, System):
         return model
     if isinstance(model, Encoder):
         return System(str(model.spec.get("type", "encoder")), model)
     from lsr.encoders import chosen_model, resolve_model
 
-    chosen = chosen_model(model)
-    encoder = resolve_model(chosen)
-    return System("bm25" if encoder.spec.get("type") == "bm25" else chosen, encoder)
+    encoder = resolve_model(model)
+    return System("bm25" if encoder.spec.get("type") == "bm25" else chosen_model(model), encoder)
 
 
 def resolve_systems(models: Sequence[str | None]) -> list[System]:

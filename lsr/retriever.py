@@ -108,9 +108,9 @@ class Retriever:
         """
         if index not in INDEX_TYPES:
             raise LsrError(f"unknown index type {index!r} (expected one of {', '.join(INDEX_TYPES)})")
-        start = time.perf_counter()
         reader = CorpusReader(corpus_path, skip_bad=skip_bad)
         encoder = model if isinstance(model, Encoder) else resolve_model(model)
+        start = time.perf_counter()  # after the encoder: a model's loading is not indexing time
         path = Path(path)
         with atomic_directory(path) as tmp:
             docs = DocStoreWriter(tmp / "docs")

@@ -93,3 +93,23 @@ def test_seismic_options_through_the_cli(tmp_path, corpus):
     assert result.returncode != 0
     assert "--values" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_a_mistyped_model_is_an_error_not_a_fallback(tmp_path, corpus, how):
+    """`--model bm52` (or LSR_MODEL=bm52) used to index with BM25 and exit 0."""
+    args, env = (["--model", "bm52"], {}) if how == "option" else ([], {"LSR_MODEL": "bm52"})
+    result = lsr("index", corpus, "--index", tmp_path / "ix", *args, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), **env})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["error: cannot load model 'bm52': not a local folder, and not in the Hugging Face cache (offline, or the Hub cannot be reached)"]
+    assert not (tmp_path / "ix").exists()
+
+
+def test_default_model_offline_warns_in_one_line(tmp_path, corpus):
+    env = {k: v for k, v in os.environ.items() if k != "LSR_MODEL"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    result = subprocess.run([LSR, "index", str(corpus), "--index", str(tmp_path / "ix")], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 1 and "falling back to BM25" in warnings[0] and len(warnings[0]) < 240
+    assert "Error" not in result.stderr  # no Hugging Face exception text

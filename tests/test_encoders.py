@@ -16,6 +16,7 @@ import pytest
 
 from lsr import LsrError, SparseVectors
 from lsr.encoders import (
+    ModelUnavailable,
     PostProcessing,
     encoder_from_spec,
     load_encoder,
@@ -343,7 +344,18 @@ def test_resolve_model_precedence(monkeypatch, tiny_bert, caplog):
     monkeypatch.setenv("LSR_MODEL", str(tiny_bert))
     assert isinstance(resolve_model(None), SpladeEncoder)
     assert resolve_model("bm25").spec["type"] == "bm25"  # --model beats the environment
-    monkeypatch.setenv("LSR_MODEL", "no-such-org/no-such-model")
-    with caplog.at_level(logging.WARNING):
-        assert resolve_model(None).spec["type"] == "bm25"
-    assert "no-such-org/no-such-model" in caplog.text
+
+
+@pytest.mark.parametrize("name, env", [("bm52", None), ("no-such-org/no-such-model", None), (None, "bm52")])
+def test_a_model_asked_for_that_cannot_load_is_an_error(monkeypatch, caplog, name, env):
+    """Only the default model falls back to BM25; a mistyped --model or $LSR_MODEL is one line."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if env:
+        monkeypatch.setenv("LSR_MODEL", env)
+    else:
+        monkeypatch.delenv("LSR_MODEL", raising=False)
+    with caplog.at_level(logging.WARNING), pytest.raises(ModelUnavailable) as raised:
+        resolve_model(name)
+    message = str(raised.value)
+    assert (name or env) in message and "not a local folder" in message and "\n" not in message
+    assert not caplog.records  # no fallback warning either

@@ -16,6 +16,7 @@ from lsr import SparseVectors
 from lsr.eval import evaluate, load_run
 from lsr.encoders import DEFAULT_MODEL
 from lsr.encoders.bm25 import Bm25Encoder
+from lsr.errors import LsrError
 from lsr.eval.runner import Dataset, index_cache_dir, resolve_system, resolve_systems, run_model, spec_key
 from lsr.indexer import ExactIndex
 
@@ -103,15 +104,19 @@ def test_lsr_eval_honours_lsr_model(tmp_path):
 
 def test_resolve_system_precedence_and_names(monkeypatch, caplog):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("LSR_MODEL", "no-such-org/no-such-model")
+    monkeypatch.delenv("LSR_MODEL", raising=False)
     with caplog.at_level(logging.WARNING):
-        fallback = resolve_system(None)  # $LSR_MODEL is tried (offline: BM25)
+        fallback = resolve_system(None)  # the default hub model (offline: BM25)
     assert fallback.name == "bm25" and fallback.encoder.spec["type"] == "bm25"
-    assert len(caplog.records) == 1 and "no-such-org/no-such-model" in caplog.text
+    assert len(caplog.records) == 1 and DEFAULT_MODEL in caplog.text
     caplog.clear()
+    monkeypatch.setenv("LSR_MODEL", "no-such-org/no-such-model")
+    with pytest.raises(LsrError, match="no-such-org/no-such-model"):
+        resolve_system(None)  # $LSR_MODEL is asked for: no fallback
     with caplog.at_level(logging.WARNING):
         explicit = resolve_system("bm25")  # --model beats $LSR_MODEL: nothing to fall back from
     assert explicit.name == "bm25" and not caplog.records
+    monkeypatch.delenv("LSR_MODEL")
     # --model bm25 and a fallback to BM25 are one encoder: evaluated once
     assert [s.name for s in resolve_systems(["bm25", None])] == ["bm25"]
 
@@ -120,7 +125,7 @@ def test_index_cache_is_keyed_by_the_resolved_encoder(tmp_path, monkeypatch, cap
     dataset = Dataset.open(tiny_beir(tmp_path / "tiny"))
     cache = tmp_path / "cache"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("LSR_MODEL", "no-such-org/no-such-model")
+    monkeypatch.delenv("LSR_MODEL", raising=False)  # the default hub model, offline: BM25
     fallback = run_model(dataset, None, k=10, metrics=["ndcg@10"], cache=cache)
     assert fallback.system == "bm25"
     fallback_dir = index_cache_dir(dataset, Bm25Encoder().spec, cache)
@@ -178,3 +183,10 @@ def test_lucene_impact_search_equals_golden_run_and_our_exact_index(tmp_path, da
     for q, qid in enumerate(query_ids):
         ours = {doc_ids[r]: float(s) for r, s in zip(ids[q], scores[q])}
         assert ours == golden[qid]
+
+
+def test_lsr_eval_with_a_mistyped_model_is_one_line(tmp_path):
+    result = lsr_eval(tmp_path, tiny_beir(tmp_path / "tiny"), "--model", "bm52", "-o", tmp_path / "out")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "cannot load model 'bm52'" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -63,7 +63,18 @@ def _hub_snapshot(repo_id: str) -> Path:
 
         return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
     except Exception as err:  # offline, not cached, no such repository, no network...
-        raise ModelUnavailable(f"cannot load model {repo_id!r} ({type(err).__name__}: {err})") from None
+        raise ModelUnavailable(f"cannot load model {repo_id!r}: not a local folder, and {_hub_reason(err)}") from None
+
+
+def _hub_reason(err: Exception) -> str:
+    """Why the Hub gave no snapshot, in a few words on one line (hub errors run to paragraphs)."""
+    kind = type(err).__name__
+    if kind in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
+        return "not in the Hugging Face cache (offline, or the Hub cannot be reached)"
+    if kind in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
+        return "no such model on the Hugging Face Hub (or it is private)"
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    return f"the Hugging Face Hub gave none ({kind}: {first[:160]})"
 
 
 def load_directory(path: Path, device: str | None = None, name: str | None = None) -> Encoder:
@@ -96,17 +107,21 @@ def chosen_model(name: str | None = None) -> str:
 def resolve_model(name: str | None = None, device: str | None = None) -> Encoder:
     """The encoder for `lsr index` / `lsr eval`: `name` (--model) > $LSR_MODEL > DEFAULT_MODEL.
 
-    When the model cannot be obtained (offline and not cached), logs one warning and returns
-    BM25. A local folder that exists but is broken is an error, not a fallback.
+    Only the default model falls back: when neither `name` nor $LSR_MODEL is given and
+    DEFAULT_MODEL cannot be obtained (offline and not cached), logs one warning line and
+    returns BM25. A model asked for by name (a typo included) that cannot be loaded is an
+    error (`ModelUnavailable`), as is a local folder that exists but is broken.
     """
     chosen = chosen_model(name)
     try:
         return load_encoder(chosen, device)
-    except ModelUnavailable as err:
+    except ModelUnavailable:
+        if chosen != DEFAULT_MODEL:  # asked for by --model or $LSR_MODEL
+            raise
         logger.warning(
-            "%s; falling back to BM25. To use a learned model offline, pass a local folder with "
-            "--model PATH or set %s=PATH.",
-            " ".join(str(err).split()),  # one line: hub errors carry newlines
+            "the default model %s is not available (offline, not cached); falling back to BM25 "
+            "(for a learned model offline: --model PATH or %s=PATH)",
+            DEFAULT_MODEL,
             MODEL_ENV,
         )
         from lsr.encoders.bm25 import Bm25Encoder
