@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from lsr.corpus import CorpusReader
 from lsr.encoders import Encoder
 from lsr.errors import LsrError
 from lsr.eval.loaders import load_beir, load_qrels, load_queries
@@ -58,6 +59,7 @@ class Dataset:
             raise LsrError(f"{path}: no such dataset")
         if queries is None and qrels is None:
             beir_queries, beir_qrels = load_beir(path, split)
+            CorpusReader(path)  # its corpus.jsonl is there (an error now, not after the model loads)
             flag = True if remove_query_id is None else remove_query_id
             return cls(path.name, path, beir_queries, beir_qrels, flag)
         if queries is None or qrels is None:
@@ -231,7 +233,6 @@ def run_baseline(
     """A reference system in the same table: `pyserini-bm25` (Anserini BM25, k1=0.9 b=0.4)."""
     if baseline not in BASELINES:
         raise LsrError(f"unknown baseline {baseline!r} (known: {', '.join(BASELINES)})")
-    from lsr.corpus import CorpusReader
     from lsr.eval.lucene import bm25_run
 
     cache = cache or cache_root()

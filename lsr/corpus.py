@@ -2,7 +2,8 @@
 
 Formats: a folder tree of `.txt`/`.md` files (id = relative path), JSON lines
 (`.jsonl`/`.jsonl.gz`: `_id`/`id`/`docid`, optional `title`, `text`/`contents`), a BEIR
-folder (its `corpus.jsonl`), `id<TAB>text` TSV (MS MARCO `collection.tsv`), and TREC
+folder (its `corpus.jsonl`; a folder with `qrels/` or `queries.jsonl` but no corpus is an
+error), `id<TAB>text` TSV (MS MARCO `collection.tsv`), and TREC
 `<DOC><DOCNO>` files. A bad record stops reading with one line naming file and line,
 unless `skip_bad=True`, which records it in `skipped` and goes on.
 """
@@ -27,6 +28,7 @@ TREC_SUFFIXES = {".trec", ".sgml", ".sgm"}
 ID_KEYS = ("_id", "id", "docid")
 TEXT_KEYS = ("text", "contents")
 TSV_HEADERS = {"id", "_id", "docid", "pid", "doc_id"}
+BEIR_MARKS = ("qrels", "queries.jsonl", "queries.jsonl.gz")  # what makes a folder a BEIR dataset
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class CorpusReader:
         if beir.is_file() or (self.path / "corpus.jsonl.gz").is_file():
             beir = beir if beir.is_file() else self.path / "corpus.jsonl.gz"
             return [(beir, _read_jsonl)]
+        marks = [name for name in BEIR_MARKS if (self.path / name).exists()]
+        if marks:  # never index a BEIR dataset's queries or judgments as its documents
+            raise LsrError(f"{self.path}: a BEIR dataset folder (it has {' and '.join(marks)}) without its corpus.jsonl")
         files = []
         for root, dirs, names in os.walk(self.path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))

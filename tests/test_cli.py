@@ -113,3 +113,13 @@ def test_default_model_offline_warns_in_one_line(tmp_path, corpus):
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning")]
     assert len(warnings) == 1 and "falling back to BM25" in warnings[0] and len(warnings[0]) < 240
     assert "Error" not in result.stderr  # no Hugging Face exception text
+
+
+def test_index_of_a_beir_folder_without_corpus_is_one_line(tmp_path):
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "query"}\n')
+    result = lsr("index", beir, "--model", "bm25", "--index", tmp_path / "ix")
+    assert result.returncode == 1 and not (tmp_path / "ix").exists()
+    assert result.stderr.strip().splitlines() == [f"error: {beir}: a BEIR dataset folder (it has qrels and queries.jsonl) without its corpus.jsonl"]

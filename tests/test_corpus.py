@@ -48,6 +48,19 @@ def test_beir_folder_reads_only_the_corpus(tmp_path):
     assert docs == [("d1", "", "doc")]
 
 
+@pytest.mark.parametrize("marks", [("qrels",), ("queries.jsonl",), ("qrels", "queries.jsonl")])
+def test_beir_folder_without_its_corpus_is_an_error(tmp_path, marks):
+    """Its judgments (qrels/test.tsv) or queries were indexed as documents."""
+    if "qrels" in marks:
+        (tmp_path / "qrels").mkdir()
+        (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    if "queries.jsonl" in marks:
+        (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "query"}\n')
+    with pytest.raises(LsrError) as raised:
+        CorpusReader(tmp_path)
+    assert str(raised.value) == f"{tmp_path}: a BEIR dataset folder (it has {' and '.join(marks)}) without its corpus.jsonl"
+
+
 def test_real_scifact_is_read_whole(data_dir):
     reader, docs = read(data_dir / "scifact")
     assert len(docs) == 5183 and len({d[0] for d in docs}) == 5183

@@ -190,3 +190,11 @@ def test_lsr_eval_with_a_mistyped_model_is_one_line(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "cannot load model 'bm52'" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_lsr_eval_on_a_beir_folder_without_corpus_is_one_line(tmp_path):
+    beir = tiny_beir(tmp_path / "tiny")
+    (beir / "corpus.jsonl").unlink()
+    result = lsr_eval(tmp_path, beir, "--model", "bm25", "-o", tmp_path / "out")
+    assert result.returncode == 1 and not (tmp_path / "out").exists()
+    assert result.stderr.strip().splitlines() == [f"error: {beir}: a BEIR dataset folder (it has qrels and queries.jsonl) without its corpus.jsonl"]
