@@ -161,6 +161,10 @@ def evaluate_command(
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels for a non-BEIR corpus."),
     output: Path = typer.Option(Path("lsr-eval"), "--output", "-o", help="Folder for results.json and TREC run files."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
+    remove_query_id: Optional[bool] = typer.Option(
+        None, "--remove-query-id/--keep-query-id",
+        help="Drop hits whose doc id equals the query id, from scores and run files alike. Default: on for BEIR's ArguAna and Quora (by folder name), off elsewhere.",
+    ),  # fmt: skip
 ) -> None:
     """Encode, index, search and score datasets; print one table, write JSON and run files."""
     import time
@@ -172,7 +176,7 @@ def evaluate_command(
 
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     lucene = [b for b in baselines if b != "bm25"]
-    opened = [Dataset.open(path, split=split, queries=queries, qrels=qrels) for path in datasets]
+    opened = [Dataset.open(path, split=split, queries=queries, qrels=qrels, remove_query_id=remove_query_id) for path in datasets]
     systems = resolve_systems((models or [None]) + [b for b in baselines if b == "bm25"])
     results = []
     for dataset in opened:

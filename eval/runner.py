@@ -13,10 +13,13 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from lsr.corpus import CorpusReader
 from lsr.encoders import Encoder
@@ -35,6 +38,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lsr"
 
 
+# BEIR datasets whose queries are documents of the corpus: BEIR (ignore_identical_ids) and
+# Anserini (-removeQuery) drop a hit whose id equals the query id on these, and only these.
+REMOVE_QUERY_ID_DATASETS = ("arguana", "quora")
+
+
+def removes_query_id(name: str) -> bool:
+    """Whether a dataset named `name` (a folder name such as `arguana` or `beir-quora`) needs
+    hits equal to the query id removed by default."""
+    return any(part in REMOVE_QUERY_ID_DATASETS for part in re.split(r"[^a-z0-9]+", name.lower()))
+
+
 @dataclass
 class Dataset:
     """A corpus with queries and judgments: a BEIR folder, or explicit files."""
@@ -43,7 +57,7 @@ class Dataset:
     corpus: Path
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
-    remove_query_id: bool  # BEIR's convention (Anserini's -removeQuery)
+    remove_query_id: bool  # drop a hit whose doc id equals its query id (BEIR's ArguAna/Quora convention)
 
     @classmethod
     def open(
@@ -54,13 +68,21 @@ class Dataset:
         qrels: str | Path | None = None,
         remove_query_id: bool | None = None,
     ) -> "Dataset":
+        """A BEIR folder (`queries`, `qrels` None) or a corpus with its queries and qrels files.
+
+        `remove_query_id`: drop hits whose doc id equals the query id, from the scores and
+        from the run files alike; None (default) does so only for the BEIR datasets that need
+        it (`REMOVE_QUERY_ID_DATASETS`, by folder name), where query and document ids name the
+        same texts. Elsewhere ids may share one numeric space and a judged-relevant document
+        can carry its query's id, so it must stay.
+        """
         path = Path(path)
         if not path.exists():
             raise LsrError(f"{path}: no such dataset")
         if queries is None and qrels is None:
             beir_queries, beir_qrels = load_beir(path, split)
             CorpusReader(path)  # its corpus.jsonl is there (an error now, not after the model loads)
-            flag = True if remove_query_id is None else remove_query_id
+            flag = removes_query_id(path.name) if remove_query_id is None else remove_query_id
             return cls(path.name, path, beir_queries, beir_qrels, flag)
         if queries is None or qrels is None:
             raise LsrError("give both --queries and --qrels (or a BEIR folder with neither)")
@@ -157,12 +179,15 @@ def _build_encoder(encoder: Encoder) -> Encoder:
 
 
 def write_trec_run(path: Path, run: dict[str, list[tuple[str, float]]], tag: str) -> None:
-    """TREC run format, hits in rank order; written to a temporary file and renamed."""
+    """TREC run format, hits in rank order; written to a temporary file and renamed.
+
+    Scores get 9 significant digits, enough to give back every float32 score exactly: scored
+    again (trec_eval reads float32), the file ranks and ties as the in-memory run did."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for qid, hits in run.items():
             for rank, (doc, score) in enumerate(hits, 1):
-                f.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
+                f.write(f"{qid} Q0 {doc} {rank} {score:.9g} {tag}\n")
     os.replace(tmp, path)
 
 
@@ -208,17 +233,19 @@ def run_model(
     start = time.perf_counter()
     ids, scores = retriever.search_batch([dataset.queries[q] for q in qids], k=k)
     seconds["search"] = time.perf_counter() - start
-    hit_scores = [s[: len(i)] for i, s in zip(ids, scores)]  # drop the -inf padding
+    run = {q: list(zip(i, s[: len(i)].tolist())) for q, i, s in zip(qids, ids, scores)}  # no -inf padding
+    if dataset.remove_query_id:
+        run = {q: [(d, v) for d, v in hits if d != q] for q, hits in run.items()}
     per_query = evaluate_arrays(
-        dataset.qrels, qids, ids, hit_scores,
-        metrics=list(metrics), per_query=True, remove_query_id=dataset.remove_query_id,
+        dataset.qrels, qids, [[d for d, _ in run[q]] for q in qids],
+        [np.array([v for _, v in run[q]], dtype=np.float64) for q in qids],
+        metrics=list(metrics), per_query=True,
     )  # fmt: skip
     result = EvalResult(dataset.name, system.name, _means(per_query), per_query, seconds)
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         result.run_file = output / f"run.{_safe(dataset.name)}.{_safe(system.name)}.txt"
-        run = {q: list(zip(i, s.tolist())) for q, i, s in zip(qids, ids, hit_scores)}
-        write_trec_run(result.run_file, run, f"lsr-{_safe(system.name)}")
+        write_trec_run(result.run_file, run, f"lsr-{_safe(system.name)}")  # exactly what was scored
     return result
 
 
@@ -241,7 +268,9 @@ def run_baseline(
     docs = ((d.doc_id, d.title, d.text) for d in CorpusReader(dataset.corpus))
     run = bm25_run(docs, dataset.queries, lucene_dir, k=k)
     seconds = {"total": time.perf_counter() - start}
-    per_query = evaluate(dataset.qrels, run, metrics=list(metrics), per_query=True, remove_query_id=dataset.remove_query_id)
+    if dataset.remove_query_id:
+        run = {q: {d: v for d, v in hits.items() if d != q} for q, hits in run.items()}
+    per_query = evaluate(dataset.qrels, run, metrics=list(metrics), per_query=True)
     result = EvalResult(dataset.name, baseline, _means(per_query), per_query, seconds)
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ needs_pyserini = pytest.mark.skipif(not HAS_PYSERINI, reason="the pyserini extra
 
 def test_run_model_caches_the_index(tmp_path, data_dir):
     dataset = Dataset.open(data_dir / "scifact")
-    assert dataset.remove_query_id and len(dataset.queries) == 300
+    assert not dataset.remove_query_id and len(dataset.queries) == 300  # only ArguAna and Quora need it
     first = run_model(dataset, "bm25", k=100, metrics=["ndcg@10", "recall@100"], output=tmp_path / "out", cache=tmp_path / "cache")
     assert first.metrics["ndcg@10"] >= 0.665
     indexes = list((tmp_path / "cache" / "indexes").glob("*/*/manifest.json"))
@@ -38,7 +38,7 @@ def test_run_model_caches_the_index(tmp_path, data_dir):
     assert second.metrics == first.metrics
     # the TREC run file scores the same through the dict path
     run = load_run(first.run_file)
-    assert evaluate(dataset.qrels, run, ["ndcg@10", "recall@100"], remove_query_id=True) == pytest.approx(first.metrics, abs=1e-12)
+    assert evaluate(dataset.qrels, run, ["ndcg@10", "recall@100"], per_query=True) == first.per_query
 
 
 def test_lsr_eval_cli_on_scifact(tmp_path, data_dir):
@@ -198,3 +198,59 @@ def test_lsr_eval_on_a_beir_folder_without_corpus_is_one_line(tmp_path):
     result = lsr_eval(tmp_path, beir, "--model", "bm25", "-o", tmp_path / "out")
     assert result.returncode == 1 and not (tmp_path / "out").exists()
     assert result.stderr.strip().splitlines() == [f"error: {beir}: a BEIR dataset folder (it has qrels and queries.jsonl) without its corpus.jsonl"]
+
+
+def numeric_beir(folder: Path) -> Path:
+    """A BEIR folder whose query and document ids share one numeric space (as classic
+    collections converted to BEIR): query 1's relevant document is document 1."""
+    (folder / "qrels").mkdir(parents=True)
+    docs = {"1": "green tea brewing temperature", "2": "green tea and black tea", "3": "espresso coffee pressure",
+            "4": "coffee beans roasting", "5": "tea leaves"}  # fmt: skip
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in docs.items()))
+    (folder / "queries.jsonl").write_text('{"_id": "1", "text": "green tea temperature"}\n{"_id": "3", "text": "coffee"}\n')
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\t1\t1\n1\t5\t1\n3\t4\t1\n3\t3\t2\n")
+    return folder
+
+
+def table_and_files(tmp_path: Path, beir: Path, *args: str) -> tuple[dict, dict, str]:
+    """`lsr eval` on `beir`: (its results.json row, its run file scored by our evaluator, stdout)."""
+    metrics = "ndcg@10,map,recall@100,p@10"
+    out = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
+    result = lsr_eval(tmp_path, beir, "--model", "bm25", "--metrics", metrics, "-o", out, *args)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads((out / "results.json").read_text())
+    qrels = Dataset.open(beir).qrels
+    scored = evaluate(qrels, load_run(row["run_file"]), metrics.split(","), per_query=True)
+    return row, scored, result.stdout
+
+
+@pytest.mark.parametrize("flag", [None, "--keep-query-id", "--remove-query-id"])
+def test_run_files_equal_what_was_scored_and_relevant_query_ids_stay(tmp_path, flag):
+    """`lsr eval` dropped hits equal to the query id on every BEIR folder, judged-relevant ones
+    included, and wrote a run file with them (scoring it gave other numbers than the table)."""
+    import pytrec_eval
+
+    beir = numeric_beir(tmp_path / "classic")
+    row, scored, stdout = table_and_files(tmp_path, beir, *([flag] if flag else []))
+    run = load_run(row["run_file"])
+    removed = flag == "--remove-query-id"
+    assert ("1" in run["1"]) is not removed and ("3" in run["3"]) is not removed
+    # query 1's relevant documents are 1 and 5: removing query ids loses half of them
+    assert row["per_query"]["recall@100"]["1"] == (0.5 if removed else 1.0)
+    # the run file, scored again by lsr and by trec_eval, gives exactly the table's numbers
+    assert scored == row["per_query"]
+    qrels = Dataset.open(beir).qrels
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10", "map", "recall_100", "P_10"}).evaluate(run)
+    names = {"ndcg@10": "ndcg_cut_10", "map": "map", "recall@100": "recall_100", "p@10": "P_10"}
+    for ours, theirs in names.items():
+        assert {q: v[theirs] for q, v in trec.items()} == pytest.approx(row["per_query"][ours], abs=1e-12)
+        assert f"{row['metrics'][ours]:.4f}" in stdout
+
+
+def test_arguana_and_quora_remove_query_ids_by_default(tmp_path):
+    for name, removed in [("arguana", True), ("beir-quora", True), ("scifact", False), ("cisi", False)]:
+        beir = numeric_beir(tmp_path / name)
+        assert Dataset.open(beir).remove_query_id is removed
+        assert Dataset.open(beir, remove_query_id=not removed).remove_query_id is not removed
+    ranked = run_model(Dataset.open(tmp_path / "arguana"), "bm25", k=10, metrics=["map"], output=tmp_path / "out", cache=tmp_path / "c")
+    assert all(qid not in hits for qid, hits in load_run(ranked.run_file).items())
