@@ -13,6 +13,7 @@ from typing import Iterator, Mapping
 
 from lsr.errors import LsrError
 from lsr.io import open_text
+from lsr.smart import normalize_id, read_smart
 
 __all__ = [
     "load_qrels",
@@ -20,6 +21,7 @@ __all__ = [
     "load_queries",
     "load_queries_tsv",
     "load_queries_jsonl",
+    "load_queries_smart",
     "load_topics",
     "load_query_vectors",
     "load_beir",
@@ -40,38 +42,65 @@ def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
             raise LsrError(f"{path}: cannot read ({err})") from None
 
 
-def _int(value: str, path, line_no: int, what: str) -> int:
+def _label(value: str, path, line_no: int) -> int:
+    """A relevance label: an integer, or a float with nothing after the point (`1.000000`)."""
     try:
         return int(value)
     except ValueError:
-        raise LsrError(f"{path}:{line_no}: {what} must be an integer, got {value!r}") from None
+        pass
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number.is_integer():
+        raise LsrError(f"{path}:{line_no}: the relevance label must be a whole number, got {value!r}")
+    return int(number)
+
+
+def _is_smart_rel(rows: list[tuple[int, list[str]]]) -> bool:
+    """SMART relevance files (CISI.REL, ADI.REL, CACM's qrels.text) write `qid docid 0 0.000000`:
+    the document second and a zero label on every line, where TREC has `qid 0 docid label`."""
+    four = [fields for _, fields in rows if len(fields) == 4]
+    try:
+        return bool(four) and all(f[2] == "0" and float(f[3]) == 0 for f in four)
+    except ValueError:
+        return False
 
 
 def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     """Read relevance judgments as `{qid: {docid: label}}`.
 
-    Accepts TREC qrels (`qid iteration docid label`, whitespace-separated) and BEIR's
-    three-column TSV (`query-id corpus-id score`, with or without its header line).
+    Accepts TREC qrels (`qid iteration docid label`, whitespace-separated), BEIR's
+    three-column TSV (`query-id corpus-id score`, with or without its header line), and the
+    classic collections' forms: SMART `.REL` (`qid docid 0 0.000000`, each line a relevant
+    document: label 1, numeric ids without leading zeros, as `lsr.smart` reads the documents)
+    and `qid docid` pairs (label 1). Labels may be written as floats (`1.000000`) when whole.
     A repeated (query, document) pair keeps its last label, as trec_eval does.
     """
-    qrels: dict[str, dict[str, int]] = {}
-    first = True
+    rows: list[tuple[int, list[str]]] = []
     for line_no, line in _lines(path):
         fields = line.split()
-        if first:
-            first = False
-            if len(fields) == 3 and fields[0].lower() in ("query-id", "query_id", "qid"):
-                continue  # BEIR header
-        if len(fields) == 4:
-            qid, _, docid, label = fields
-        elif len(fields) == 3:
-            qid, docid, label = fields
-        else:
+        if not rows and len(fields) == 3 and fields[0].lower() in ("query-id", "query_id", "qid"):
+            continue  # BEIR header
+        if len(fields) not in (2, 3, 4):
             raise LsrError(
                 f"{path}:{line_no}: expected a qrels line 'qid 0 docid label' "
-                f"(or BEIR 'query-id corpus-id score'), got {len(fields)} fields"
+                f"(or BEIR 'query-id corpus-id score', SMART 'qid docid 0 0.0', 'qid docid'), got {len(fields)} fields"
             )
-        qrels.setdefault(qid, {})[docid] = _int(label, path, line_no, "the relevance label")
+        rows.append((line_no, fields))
+    smart = _is_smart_rel(rows)
+    qrels: dict[str, dict[str, int]] = {}
+    for line_no, fields in rows:
+        if len(fields) == 2:
+            qid, docid, label = fields[0], fields[1], 1
+        elif len(fields) == 3:
+            qid, docid, label = fields[0], fields[1], _label(fields[2], path, line_no)
+        elif smart:
+            qid, docid, label = normalize_id(fields[0]), normalize_id(fields[1]), 1
+        else:
+            qid, _, docid, value = fields
+            label = _label(value, path, line_no)
+        qrels.setdefault(qid, {})[docid] = label
     return qrels
 
 
@@ -145,6 +174,31 @@ def load_queries_jsonl(path: str | Path) -> dict[str, str]:
         else:
             raise LsrError(f"{path}:{line_no}: the record has no 'text' field")
     return queries
+
+
+def load_queries_smart(path: str | Path) -> dict[str, str]:
+    """Read SMART queries (CISI.QRY, MED.QRY, CACM's query.text: `.I ID` records) as `{qid: text}`:
+    the `.T` title and `.W` text, whitespace collapsed; numeric ids without leading zeros."""
+
+    def bad(message: str) -> None:
+        raise LsrError(message)
+
+    queries: dict[str, str] = {}
+    for record in read_smart(_numbered(path), path, bad):
+        text = " ".join(part for part in (record.title, record.text) if part)
+        if not text:
+            raise LsrError(f"{path}:{record.line}: query {record.id!r} has no .W (or .T) text")
+        queries[record.id] = text
+    return queries
+
+
+def _numbered(path) -> Iterator[tuple[int, str]]:
+    """Every line (blank ones too: SMART fields may contain them) with its number."""
+    with open_text(path) as f:
+        try:
+            yield from enumerate(f, 1)
+        except UnicodeDecodeError as err:
+            raise LsrError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 _TAG = re.compile(r"<\s*(/?)\s*([A-Za-z]+)\s*>")
@@ -222,14 +276,18 @@ def _sniff(path) -> str:
             return "jsonl"
         if s.startswith("<"):
             return "trec"
+        if s.startswith(".I ") or s.rstrip() == ".I":
+            return "smart"
         return "tsv"
     return "tsv"
 
 
 def load_queries(path: str | Path) -> dict[str, str]:
     """Read queries as `{qid: text}`, detecting the format from the first non-blank line:
-    JSONL (`{...}`), TREC SGML topics (`<top>`/`<DOC>`), else `qid<TAB>text`."""
+    JSONL (`{...}`), TREC SGML topics (`<top>`/`<DOC>`), SMART (`.I ID`), else `qid<TAB>text`."""
     kind = _sniff(path)
+    if kind == "smart":
+        return load_queries_smart(path)
     if kind == "jsonl":
         return load_queries_jsonl(path)
     if kind == "trec":

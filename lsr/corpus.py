@@ -3,9 +3,10 @@
 Formats: a folder tree of `.txt`/`.md` files (id = relative path), JSON lines
 (`.jsonl`/`.jsonl.gz`: `_id`/`id`/`docid`, optional `title`, `text`/`contents`), a BEIR
 folder (its `corpus.jsonl`; a folder with `qrels/` or `queries.jsonl` but no corpus is an
-error), `id<TAB>text` TSV (MS MARCO `collection.tsv`), and TREC
-`<DOC><DOCNO>` files. A bad record stops reading with one line naming file and line,
-unless `skip_bad=True`, which records it in `skipped` and goes on.
+error), `id<TAB>text` TSV (`.tsv`, `.docs`; MS MARCO `collection.tsv`), TREC `<DOC><DOCNO>`
+files, and SMART files (`.ALL`, or any file starting `.I ID`: see `lsr.smart`). A bad record
+stops reading with one line naming file and line, unless `skip_bad=True`, which records it in
+`skipped` and goes on.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from lsr.errors import LsrError
+from lsr.smart import looks_like_smart, read_smart
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
-TSV_SUFFIXES = {".tsv"}
+TSV_SUFFIXES = {".tsv", ".docs"}
+SMART_SUFFIXES = {".all"}  # CISI.ALL, MED.ALL, cacm.all, cran.all.1400
 TREC_SUFFIXES = {".trec", ".sgml", ".sgm"}
 ID_KEYS = ("_id", "id", "docid")
 TEXT_KEYS = ("text", "contents")
@@ -69,7 +72,7 @@ class CorpusReader:
         if self.path.is_file():
             kind = _kind(self.path, single=True)
             if kind is None:
-                raise LsrError(f"{self.path}: unknown corpus format (expected .jsonl, .tsv, .txt, .md or TREC <DOC>)")
+                raise LsrError(f"{self.path}: unknown corpus format (expected .jsonl, .tsv, .docs, .txt, .md, TREC <DOC> or SMART .I)")
             return [(self.path, kind)]
         beir = self.path / "corpus.jsonl"
         if beir.is_file() or (self.path / "corpus.jsonl.gz").is_file():
@@ -92,7 +95,7 @@ class CorpusReader:
                     files.append((file, kind))
         files.sort(key=lambda item: item[0].relative_to(self.path).as_posix())
         if not files:
-            raise LsrError(f"{self.path}: no documents found (.txt, .md, .jsonl, .tsv or TREC files)")
+            raise LsrError(f"{self.path}: no documents found (.txt, .md, .jsonl, .tsv, .docs, TREC or SMART .ALL files)")
         return files
 
     def __iter__(self) -> Iterator[Document]:
@@ -157,21 +160,26 @@ def _kind(file: Path, single: bool) -> Callable | None:
         return _read_tsv
     if last in TREC_SUFFIXES:
         return _read_trec
-    if last in TEXT_SUFFIXES or last == "" or last == ".html":
-        if _looks_like_trec(file):
+    if SMART_SUFFIXES & set(suffixes):
+        return _read_smart
+    if single or last in TEXT_SUFFIXES or last == "" or last == ".html":
+        head = _head(file)
+        if head.lstrip().upper().startswith("<DOC>"):
             return _read_trec
+        if looks_like_smart(head):
+            return _read_smart
         if last in TEXT_SUFFIXES:
             return _read_text_file
     return None
 
 
-def _looks_like_trec(file: Path) -> bool:
+def _head(file: Path) -> str:
+    """The first KiB of a file as text ('' when unreadable): enough to sniff its format."""
     try:
         with open(file, "rb") as f:
-            head = f.read(1024)
+            return f.read(1024).decode("utf-8", errors="replace")
     except OSError:
-        return False
-    return head.lstrip().upper().startswith(b"<DOC>")
+        return ""
 
 
 def _undecodable(file: Path, number: int) -> str:
@@ -275,6 +283,11 @@ def _trec_document(body: str, file: Path, start: int, reader: CorpusReader) -> D
         rest = rest[: title_match.start()] + rest[title_match.end() :]
     text = _SPACE.sub(" ", _TAG.sub(" ", rest)).strip()
     return Document(docno.group(1), title, text, f"{file}:{start}")
+
+
+def _read_smart(file: Path, raw: _ProgressFile, reader: CorpusReader) -> Iterator[Document]:
+    for record in read_smart(raw.lines(), file, reader._bad):
+        yield Document(record.id, record.title, record.text, f"{file}:{record.line}")
 
 
 def _read_text_file(file: Path, raw: _ProgressFile, reader: CorpusReader) -> Iterator[Document]:

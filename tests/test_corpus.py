@@ -76,6 +76,54 @@ def test_tsv_with_and_without_header(tmp_path):
     assert docs == [("7", "", "seven")]
 
 
+# a SMART file as CISI.ALL / CACM's cacm.all write them: .I opens a record, .T/.A/.W/.X fields
+SMART_DOCS = """.I 1
+.T
+18 Editions of the Dewey Decimal Classifications
+.A
+Comaromi, J.P.
+.W
+   The present study is a history of the DEWEY Decimal
+Classification.
+.X
+1	5	1
+.I 002
+.T
+Use Made of Technical Libraries
+.W
+.NET readers and libraries.
+"""
+
+
+@pytest.mark.parametrize("name", ["CISI.ALL", "cran.all.1400", "collection"])
+def test_smart_documents(tmp_path, name):
+    """Titles from .T, texts from .W, other fields (.A, .X) left out; ids without leading zeros."""
+    (tmp_path / name).write_text(SMART_DOCS)
+    _, docs = read(tmp_path / name)
+    assert docs == [
+        ("1", "18 Editions of the Dewey Decimal Classifications", "The present study is a history of the DEWEY Decimal Classification."),
+        ("2", "Use Made of Technical Libraries", ".NET readers and libraries."),
+    ]
+    reader = CorpusReader(tmp_path / name)
+    assert reader.files[0][0].name == name and reader.bytes_total > 0
+
+
+def test_smart_folder_indexes_only_the_documents(tmp_path):
+    """A CISI folder: CISI.ALL is the corpus; its queries (.QRY) and judgments (.REL) are not."""
+    (tmp_path / "CISI.ALL").write_text(SMART_DOCS)
+    (tmp_path / "CISI.QRY").write_text(".I 1\n.W\nWhat problems arise?\n")
+    (tmp_path / "CISI.REL").write_text("     1     2 0 0.000000\n")
+    reader, docs = read(tmp_path)
+    assert [d[0] for d in docs] == ["1", "2"]
+    assert sorted(p.name for p in reader.ignored_files) == ["CISI.QRY", "CISI.REL"]
+
+
+def test_docs_tsv_files(tmp_path):
+    (tmp_path / "collection.docs").write_text("d1\tfirst passage\nd2\tA title\tsecond\n")
+    _, docs = read(tmp_path)
+    assert docs == [("d1", "", "first passage"), ("d2", "A title", "second")]
+
+
 def test_trec_documents(tmp_path):
     path = tmp_path / "docs.trec"
     path.write_text(
@@ -101,6 +149,9 @@ def test_trec_documents(tmp_path):
         ("c.tsv", "1\tok\nno tab here\n", r"c.tsv:2: expected 'id<TAB>text'"),
         ("d.trec", "<DOC>\n<TEXT>x</TEXT>\n</DOC>\n", r"d.trec:1: <DOC> without <DOCNO>"),
         ("d.trec", "<DOC>\n<DOCNO>1</DOCNO>\n", r"d.trec:1: <DOC> not closed"),
+        ("C.ALL", ".I 1\n.W\nok\n.I\n.W\nno id\n", r"C.ALL:4: expected '.I ID'"),
+        ("C.ALL", ".I 1\n.W\nok\n.I 2\nno field marker\n", r"C.ALL:5: text before the first field marker"),
+        ("C.ALL", "stray text\n.I 1\n.W\nok\n", r"C.ALL:1: expected '.I ID' to open a SMART record"),
     ],
 )
 def test_malformed_input_names_file_and_line(tmp_path, name, content, message):

@@ -15,6 +15,7 @@ from lsr.eval import (
     load_beir,
     load_qrels,
     load_queries,
+    load_queries_smart,
     load_query_vectors,
     load_run,
     load_topics,
@@ -144,10 +145,64 @@ def test_qrels_formats_and_errors(tmp_path):
     with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:2: expected a qrels line"):
         load_qrels(bad)
     bad = write(tmp_path / "bad2.txt", "1 0 d1 1\n\n1 0 d2 high\n")
-    with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:3: the relevance label must be an integer, got 'high'"):
+    with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:3: the relevance label must be a whole number, got 'high'"):
         load_qrels(bad)
     with pytest.raises(LsrError, match="cannot open"):
         load_qrels(tmp_path / "missing.txt")
+
+
+def test_classic_qrels_forms(tmp_path):
+    """Float labels, SMART .REL files (`qid docid 0 0.000000`: each line a relevant document)
+    and `qid docid` pairs."""
+    assert load_qrels(write(tmp_path / "f.txt", "1 0 d1 1.000000\n1 0 d2 0.000000\n2 0 d1 2.0\n")) == {
+        "1": {"d1": 1, "d2": 0},
+        "2": {"d1": 2},
+    }
+    assert load_qrels(write(tmp_path / "f.tsv", "query-id\tcorpus-id\tscore\nq\td\t1.0\n")) == {"q": {"d": 1}}
+    # CISI.REL / ADI.REL, and CACM's qrels.text with its leading zeros
+    cisi = write(tmp_path / "CISI.REL", "     1     28\t0\t0.000000\n     1     35\t0\t0.000000\n    02     29 0 0\n")
+    assert load_qrels(cisi) == {"1": {"28": 1, "35": 1}, "2": {"29": 1}}
+    # MED.REL is TREC-ordered (qid 0 docid 1): read as TREC, not as SMART
+    assert load_qrels(write(tmp_path / "MED.REL", "1 0 13 1\n1 0 14 1\n")) == {"1": {"13": 1, "14": 1}}
+    assert load_qrels(write(tmp_path / "pairs.txt", "1 184\n1 29\n2 12\n")) == {"1": {"184": 1, "29": 1}, "2": {"12": 1}}
+    bad = write(tmp_path / "half.txt", "1 0 d1 1\n1 0 d2 0.5\n")
+    with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:2: the relevance label must be a whole number, got '0.5'"):
+        load_qrels(bad)
+
+
+SMART_QUERIES = """.I 001
+.W
+What problems and concerns are there in making up descriptive titles?
+What difficulties are involved in automatically retrieving articles from
+approximate titles?
+.I 2
+.T
+Cataloguing
+.A
+Someone
+.W
+How can actually pertinent data be retrieved?
+
+.B
+1984
+"""
+
+
+def test_smart_queries(tmp_path):
+    path = write(tmp_path / "CISI.QRY", SMART_QUERIES)
+    expected = {
+        "1": "What problems and concerns are there in making up descriptive titles? What difficulties "
+        "are involved in automatically retrieving articles from approximate titles?",
+        "2": "Cataloguing How can actually pertinent data be retrieved?",
+    }
+    assert load_queries_smart(path) == expected
+    assert load_queries(path) == expected  # sniffed from its first line
+    bad = write(tmp_path / "bad.QRY", ".I 1\n.W\nok\n.I 2\n.A\nonly an author\n")
+    with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:4: query '2' has no .W \(or .T\) text"):
+        load_queries(bad)
+    bad = write(tmp_path / "bad2.QRY", ".I 1\n.W\nok\n.I 1 2\n.W\nx\n")
+    with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:4: expected '.I ID' \(one record id\)"):
+        load_queries(bad)
 
 
 def test_run_errors(tmp_path):

@@ -254,3 +254,27 @@ def test_arguana_and_quora_remove_query_ids_by_default(tmp_path):
         assert Dataset.open(beir, remove_query_id=not removed).remove_query_id is not removed
     ranked = run_model(Dataset.open(tmp_path / "arguana"), "bm25", k=10, metrics=["map"], output=tmp_path / "out", cache=tmp_path / "c")
     assert all(qid not in hits for qid, hits in load_run(ranked.run_file).items())
+
+
+def test_lsr_eval_on_a_smart_collection(tmp_path):
+    """A classic collection as distributed: SMART documents, queries and .REL judgments."""
+    folder = tmp_path / "cisi"
+    folder.mkdir()
+    (folder / "CISI.ALL").write_text(
+        ".I 1\n.T\nDewey decimal classification\n.A\nComaromi\n.W\nA history of the Dewey classification.\n"
+        ".I 2\n.T\nTechnical libraries\n.W\nHow engineers use technical libraries.\n.X\n1 5 1\n"
+        ".I 3\n.T\nCitation indexing\n.W\nCitation indexes for science.\n"
+    )
+    (folder / "CISI.QRY").write_text(".I 1\n.W\nDewey classification history\n.I 02\n.W\ncitation indexes\n")
+    (folder / "CISI.REL").write_text("     1     1 0 0.000000\n     2     3 0 0.000000\n")
+    result = lsr_eval(tmp_path, folder / "CISI.ALL", "--queries", folder / "CISI.QRY", "--qrels", folder / "CISI.REL",
+                      "--model", "bm25", "--metrics", "ndcg@10,map", "-o", tmp_path / "out")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert row["per_query"]["map"] == {"1": 1.0, "2": 1.0}  # query 1 keeps its relevant document 1
+    bad = folder / "BAD.REL"
+    bad.write_text("1 1 0 0.000000\n1 2 0\n1 2 0 0 0\n")
+    result = lsr_eval(tmp_path, folder / "CISI.ALL", "--queries", folder / "CISI.QRY", "--qrels", bad, "--model", "bm25")
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        f"error: {bad}:3: expected a qrels line 'qid 0 docid label' (or BEIR 'query-id corpus-id score', SMART 'qid docid 0 0.0', 'qid docid'), got 5 fields"
+    ]
