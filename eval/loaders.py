@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from lsr.errors import LsrError
-from lsr.io import open_text
+from lsr.io import json_error, open_text
 from lsr.smart import normalize_id, read_smart
 
 __all__ = [
@@ -149,7 +149,7 @@ def _json_records(path) -> Iterator[tuple[int, dict]]:
         try:
             record = json.loads(line)
         except ValueError as err:
-            raise LsrError(f"{path}:{line_no}: not valid JSON ({err})") from None
+            raise LsrError(f"{path}:{line_no}: not valid JSON ({json_error(err)})") from None
         if not isinstance(record, dict):
             raise LsrError(f"{path}:{line_no}: expected a JSON object")
         yield line_no, record

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from lsr.errors import LsrError
+from lsr.io import json_error
 from lsr.smart import looks_like_smart, read_smart
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
@@ -196,7 +197,7 @@ def _read_jsonl(file: Path, raw: _ProgressFile, reader: CorpusReader) -> Iterato
         try:
             record = json.loads(line)
         except ValueError as err:
-            reader._bad(f"{file}:{number}: invalid JSON ({err.msg})")
+            reader._bad(f"{file}:{number}: invalid JSON ({json_error(err)})")
             continue
         if not isinstance(record, dict):
             reader._bad(f"{file}:{number}: expected a JSON object")

@@ -19,3 +19,13 @@ def open_text(path: str | Path) -> IO[str]:
         return open(path, encoding="utf-8")
     except OSError as err:
         raise LsrError(f"{path}: cannot open ({err.strerror or err})") from None
+
+
+def json_error(err: ValueError) -> str:
+    """A JSON decoding error as a whole phrase with its column, for a one-line `FILE:LINE:` message
+    (`JSONDecodeError.msg` alone can end mid-sentence: "Invalid control character at")."""
+    msg = getattr(err, "msg", None)
+    if msg is None or getattr(err, "colno", None) is None:
+        return str(err)
+    msg = msg[: -len(" at")] if msg.endswith(" at") else msg
+    return f"{msg} at column {err.colno}"

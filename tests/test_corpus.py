@@ -144,6 +144,7 @@ def test_trec_documents(tmp_path):
     [
         ("c.jsonl", '{"_id": "1", "text": "ok"}\n{"_id": "2", "text": oops}\n', r"c.jsonl:2: invalid JSON"),
         ("c.jsonl", '{"_id": "1", "text": "ok"}\n{"text": "no id"}\n', r"c.jsonl:2: no document id"),
+        ("c.jsonl", '{"_id": "1", "text": "a\x01b"}\n', r"c.jsonl:1: invalid JSON \(Invalid control character at column 24\)$"),
         ("c.jsonl", '{"_id": "1"}\n', r"c.jsonl:1: no text"),
         ("c.jsonl", "[1, 2]\n", r"c.jsonl:1: expected a JSON object"),
         ("c.tsv", "1\tok\nno tab here\n", r"c.tsv:2: expected 'id<TAB>text'"),

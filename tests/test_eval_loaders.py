@@ -224,7 +224,7 @@ def test_queries_errors(tmp_path):
     with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:2: expected 'qid<TAB>query text'"):
         load_queries(bad)
     bad = write(tmp_path / "q.jsonl", '{"_id": "1", "text": "a"}\n{"_id": "2", "text": \n')
-    with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:2: not valid JSON"):
+    with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:2: not valid JSON \(Expecting value at column 22\)$"):
         load_queries(bad)
     bad = write(tmp_path / "q2.jsonl", '{"_id": "1", "title": 3}\n')
     with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:1: the record has no 'text' field"):
