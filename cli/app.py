@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperOption
 
 from lsr.errors import LsrError
 
@@ -19,6 +20,32 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_type(self: TyperOption, ctx) -> str | None:
+    """A flag takes no value: no `<bool>` beside it in --help (typer shows one)."""
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_type
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"lsr {version('lsr')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print lsr's version and exit."),
+) -> None:
+    """Learned sparse retrieval: index a corpus, search it, evaluate it."""
+
+
 out = Console(highlight=False, soft_wrap=True)  # soft wrap: never break a line in pipes/files
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -29,7 +56,8 @@ def default_index() -> Path:
     return Path(os.environ.get("LSR_INDEX", DEFAULT_INDEX))
 
 
-IndexOption = typer.Option(None, "--index", "-i", help="Index directory [default: $LSR_INDEX or ./.lsr].")
+# Help texts are rich markup: a literal "[" is written "\\[" (else "[default: ...]" vanishes).
+IndexOption = typer.Option(None, "--index", "-i", help="Index directory \\[default: $LSR_INDEX or ./.lsr].")
 
 
 def _progress_bar():
@@ -54,7 +82,7 @@ def index(
     path: Path = typer.Argument(..., help="Corpus: a folder of documents, a .jsonl/.tsv/TREC file, or a BEIR folder."),
     model: Optional[str] = typer.Option(
         None, "--model", "-m",
-        help="Encoder: 'bm25', a Hugging Face id or a model folder [default: $LSR_MODEL, else an inference-free hub model, else bm25 when offline].",
+        help="Encoder: 'bm25', a Hugging Face id or a model folder \\[default: $LSR_MODEL, else an inference-free hub model, else bm25 when offline].",
     ),  # fmt: skip
     index_dir: Optional[Path] = IndexOption,
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Documents encoded per batch."),
@@ -115,8 +143,11 @@ def index(
 
 
 def _snippet(text: str, width: int = 200) -> str:
+    """`text` with its whitespace collapsed, cut at a word to at most `width` characters (… included)."""
     text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + "…"
+    if len(text) <= width:
+        return text
+    return text[: width - 1].rsplit(" ", 1)[0] + "…" if width > 1 else "…"[:width]
 
 
 @app.command()
@@ -128,6 +159,7 @@ def search(
     exact: bool = typer.Option(False, "--exact", help="Exact top-k even on an approximate (Seismic) index."),
     query_cut: int = typer.Option(10, "--query-cut", help="Seismic: the query's largest terms whose lists are visited."),
     heap_factor: float = typer.Option(0.7, "--heap-factor", help="Seismic: skip a block whose summary score < heap_factor × k-th best."),
+    snippet: Optional[int] = typer.Option(None, "--snippet", min=0, help="Characters of text per hit, cut at a word \\[default: 200 in the table, the whole text with --json]."),
 ) -> None:
     """Search the index and print ranked hits."""
     from lsr.retriever import Retriever
@@ -135,7 +167,8 @@ def search(
     retriever = Retriever.load(index_dir or default_index(), exact=exact)
     hits = retriever.search(query, k=k, query_cut=query_cut, heap_factor=heap_factor)
     if as_json:
-        rows = [{"rank": i, "doc_id": h.doc_id, "score": h.score, "title": h.title, "text": h.text} for i, h in enumerate(hits, 1)]
+        texts = [h.text if snippet is None else _snippet(h.text, snippet) for h in hits]
+        rows = [{"rank": i, "doc_id": h.doc_id, "score": h.score, "title": h.title, "text": t} for i, (h, t) in enumerate(zip(hits, texts), 1)]
         sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
         return
     if not hits:
@@ -143,7 +176,8 @@ def search(
         return
     for i, h in enumerate(hits, 1):
         out.print(f"[bold]{i:>3}.[/bold] [cyan]{h.score:8.3f}[/cyan]  [bold]{h.doc_id}[/bold]  {h.title}".rstrip(), markup=True)
-        out.print(f"      {_snippet(h.text)}", markup=False)
+        if snippet != 0:
+            out.print(f"      {_snippet(h.text, 200 if snippet is None else snippet)}", markup=False)
 
 
 @app.command("eval")
@@ -156,7 +190,7 @@ def evaluate_command(
     split: str = typer.Option("test", "--split", help="BEIR qrels split."),
     k: int = typer.Option(1000, "--k", "-k", min=1, help="Hits retrieved per query."),
     metrics: str = typer.Option("ndcg@10,mrr@10,recall@100,recall@1000,map,p@10", "--metrics", help="Comma-separated metrics."),
-    baselines: list[str] = typer.Option([], "--baseline", help="Reference rows: bm25 (ours) or pyserini-bm25 (Anserini, needs lsr[pyserini])."),
+    baselines: list[str] = typer.Option([], "--baseline", help="Reference rows: bm25 (ours) or pyserini-bm25 (Anserini, needs lsr\\[pyserini])."),
     queries: Optional[Path] = typer.Option(None, "--queries", help="Queries file (jsonl, tsv or TREC topics) for a non-BEIR corpus."),
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels for a non-BEIR corpus."),
     output: Path = typer.Option(Path("lsr-eval"), "--output", "-o", help="Folder for results.json and TREC run files."),

@@ -123,3 +123,31 @@ def test_index_of_a_beir_folder_without_corpus_is_one_line(tmp_path):
     result = lsr("index", beir, "--model", "bm25", "--index", tmp_path / "ix")
     assert result.returncode == 1 and not (tmp_path / "ix").exists()
     assert result.stderr.strip().splitlines() == [f"error: {beir}: a BEIR dataset folder (it has qrels and queries.jsonl) without its corpus.jsonl"]
+
+
+def test_help_shows_bracketed_defaults_and_no_bool_type_and_version():
+    result = lsr("index", "--help", env={"COLUMNS": "300"})
+    assert result.returncode == 0
+    assert "Index directory [default: $LSR_INDEX or ./.lsr]." in result.stdout  # rich swallowed "[default: ...]"
+    assert "[default: $LSR_MODEL, else an inference-free hub model, else bm25 when offline]" in result.stdout
+    assert "<bool>" not in result.stdout and "--skip-bad" in result.stdout
+    result = lsr("eval", "--help", env={"COLUMNS": "300"})
+    assert "needs lsr[pyserini]" in result.stdout and "--remove-query-id" in result.stdout and "<bool>" not in result.stdout
+    from importlib.metadata import version
+
+    result = lsr("--version")
+    assert result.returncode == 0 and result.stdout == f"lsr {version('lsr')}\n"
+
+
+def test_search_snippet_shortens_texts_in_the_table_and_json(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    long_text = "alpha beta gamma " + " ".join(f"word{i}" for i in range(100))
+    corpus.write_text(json.dumps({"_id": "a", "title": "T", "text": long_text}) + "\n")
+    assert lsr("index", corpus, "--model", "bm25", "--index", tmp_path / "ix").returncode == 0
+    full = json.loads(lsr("search", "gamma", "--json", "--index", tmp_path / "ix").stdout)
+    assert full[0]["text"] == long_text  # --json gives the whole text by default
+    short = json.loads(lsr("search", "gamma", "--json", "--snippet", "20", "--index", tmp_path / "ix").stdout)
+    assert short[0]["text"] == "alpha beta gamma…" and short[0]["title"] == "T"
+    table = lsr("search", "gamma", "--snippet", "12", "--index", tmp_path / "ix").stdout.splitlines()
+    assert table[1].strip() == "alpha beta…"
+    assert len(lsr("search", "gamma", "--snippet", "0", "--index", tmp_path / "ix").stdout.splitlines()) == 1
