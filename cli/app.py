@@ -236,14 +236,31 @@ def evaluate_command(
     output.mkdir(parents=True, exist_ok=True)
     save_results(results, output / "results.json")
     table = Table(title=f"split: {split}, k={k} (trec_eval -c)")
-    table.add_column("dataset")
-    table.add_column("system")
+    table.add_column("dataset", overflow="fold")
+    table.add_column("system", overflow="fold")
     for m in metric_names:
-        table.add_column(m, justify="right")
+        table.add_column(m, justify="right", no_wrap=True, min_width=max(len(m), 6))  # headers never cut
+    names = _short_names([r.system for r in results])
     for r in results:
-        table.add_row(r.dataset, r.system, *(f"{r.metrics[m]:.4f}" for m in metric_names))
-    out.print(table, width=None if out.is_terminal else 160)
+        table.add_row(r.dataset, names[r.system], *(f"{r.metrics[m]:.4f}" for m in metric_names))
+    if out.is_terminal:
+        out.print(table)
+    else:  # a pipe or a file gets the table at its full width, never squeezed into 80 columns
+        width = table.__rich_measure__(out, out.options.update(width=10_000)).maximum
+        Console(highlight=False, width=max(width, 80), file=sys.stdout).print(table)
     out.print(f"results: {output / 'results.json'}", markup=False)
+
+
+def _short_names(systems: list[str]) -> dict[str, str]:
+    """Display names for the table: a model path or hub id shortened to its last parts, as few
+    as keep the names distinct (`/tmp/ckpt/run-a/model` -> `model`, or `run-a/model` when
+    another system also ends in `model`). results.json keeps the full names."""
+    parts = {s: s.rstrip("/").split("/") for s in systems}
+    for keep in range(1, max((len(p) for p in parts.values()), default=1) + 1):
+        names = {s: "/".join(p[-keep:]) for s, p in parts.items()}
+        if len(set(names.values())) == len(names):
+            return names
+    return {s: s for s in systems}
 
 
 @app.command()

@@ -278,3 +278,29 @@ def test_lsr_eval_on_a_smart_collection(tmp_path):
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [
         f"error: {bad}:3: expected a qrels line 'qid 0 docid label' (or BEIR 'query-id corpus-id score', SMART 'qid docid 0 0.0', 'qid docid'), got 5 fields"
     ]
+
+
+def test_piped_eval_table_keeps_every_header_and_system_whole(tmp_path, data_dir):
+    """Piped, the table was cut to 80 columns: `recall@…` headers, `/tmp/ce…` system names."""
+    model = tmp_path / "experiments-with-a-long-folder-name" / "run-2026-11-27" / "checkpoint-final"
+    model.parent.mkdir(parents=True)
+    model.symlink_to(data_dir.parent / "models" / "splade-tiny")
+    metrics = "ndcg@10,mrr@10,recall@100,recall@1000,map,p@10,ndcg@1000"
+    result = lsr_eval(tmp_path, tiny_beir(tmp_path / "tiny"), "--model", "bm25", "--model", model, "--metrics", metrics, "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    header = next(line for line in result.stdout.splitlines() if "dataset" in line)
+    assert [c.strip() for c in header.strip("┃ ").split("┃")] == ["dataset", "system", *metrics.split(",")]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert [r.split("│")[2].strip() for r in rows] == ["bm25", "checkpoint-final"]  # one line each
+    assert "…" not in result.stdout
+    systems = [r["system"] for r in json.loads((tmp_path / "out" / "results.json").read_text())]
+    assert systems == ["bm25", str(model)]  # results.json keeps the full name
+
+
+def test_short_system_names_stay_distinct():
+    from lsr.cli.app import _short_names
+
+    names = ["bm25", "/tmp/a/run-1/model", "/tmp/b/run-2/model", "naver/splade-v3"]
+    assert _short_names(names) == {"bm25": "bm25", "/tmp/a/run-1/model": "run-1/model", "/tmp/b/run-2/model": "run-2/model",
+                                   "naver/splade-v3": "naver/splade-v3"}  # fmt: skip
+    assert _short_names(["bm25", "/tmp/x/model"]) == {"bm25": "bm25", "/tmp/x/model": "model"}
