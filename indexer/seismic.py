@@ -40,7 +40,9 @@ in decreasing query weight. In each list, score every block summary against the 
 query; a block is skipped when ``summary_score < heap_factor * kth_best`` once ``k`` results
 are in the heap; the documents of the other blocks are scored exactly with the forward
 index (each document at most once per query). The blocks of the first list are visited in
-decreasing summary score (pyseismic's ``sorted=True``).
+decreasing summary score (pyseismic's ``sorted=True``). A query whose heap never filled (its
+``query_cut`` lists hold fewer than ``k`` documents, as on a tiny collection) is searched again
+with all its terms, so it gets every document its lists hold.
 
 ``heap_factor`` trades recall for speed: ``heap_factor = 1`` skips a block as soon as its
 summary cannot beat the current k-th best score (summaries are approximate, so this is
@@ -378,7 +380,11 @@ class SeismicIndex:
         heap_factor: float = 0.7,
         threads: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by dot product: (ids int64[n, k], scores float32[n, k]), padded -1 / -inf."""
+        """Top-k by dot product: (ids int64[n, k], scores float32[n, k]), padded -1 / -inf.
+
+        A query that gets fewer than k hits from its `query_cut` largest terms is searched
+        again with all its terms, so it never returns fewer hits than its (statically pruned)
+        lists hold: on a small collection, every matching document."""
         k = int(k)
         if k < 1:
             raise ValueError("k must be >= 1")
@@ -402,6 +408,11 @@ class SeismicIndex:
                 ks.search_batch_parallel(*args, threads)
             finally:
                 numba.set_num_threads(prev)
+        lengths = np.diff(queries.indptr)
+        short = np.flatnonzero((out_ids[:, -1] < 0) & (lengths > query_cut))
+        if len(short):  # the heap never filled: the cut terms' lists hold < k documents
+            more = self.search(queries[short], k, int(lengths[short].max()), heap_factor, threads)
+            out_ids[short], out_scores[short] = more
         return out_ids, out_scores
 
     def forward_vectors(self) -> SparseVectors:
