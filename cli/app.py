@@ -206,13 +206,32 @@ def evaluate_command(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from lsr.eval.runner import Dataset, resolve_systems, run_baseline, run_model, save_results
+    from lsr.eval.metrics import Metric
+    from lsr.eval.runner import BASELINES, Dataset, EvalResult, resolve_systems, run_baseline, run_model, save_results
 
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+    for name in metric_names:
+        Metric.parse(name)  # a misspelt metric is an error now, not after every index is built
     lucene = [b for b in baselines if b != "bm25"]
+    for baseline in lucene:
+        if baseline not in BASELINES:
+            raise LsrError(f"unknown baseline {baseline!r} (known: bm25, {', '.join(BASELINES)})")
     opened = [Dataset.open(path, split=split, queries=queries, qrels=qrels, remove_query_id=remove_query_id) for path in datasets]
     systems = resolve_systems((models or [None]) + [b for b in baselines if b == "bm25"])
-    results = []
+    results: list[EvalResult] = []
+
+    def attempt(dataset: Dataset, system: str, run) -> None:
+        """One row: a failure (a crash in Lucene, a bad corpus line) is reported and kept as a
+        failed row; the other rows go on."""
+        try:
+            results.append(run())
+        except Exception as error:  # noqa: BLE001  (one row's failure must not lose the others)
+            text = " ".join(str(error).split())[:300]
+            message = text if isinstance(error, LsrError) else f"{type(error).__name__}: {text}"
+            err.print(f"[bold red]error:[/bold red] {dataset.name} · {system} failed: ", end="")
+            err.print(message, markup=False)
+            results.append(EvalResult(dataset.name, system, {}, error=message))
+
     for dataset in opened:
         for system in systems:
             bar = _progress_bar()
@@ -225,14 +244,15 @@ def evaluate_command(
                 bar.update(task, completed=done, total=total, docs=docs, rate=docs / max(time.perf_counter() - start, 1e-9))
 
             try:
-                results.append(run_model(dataset, system, k=k, metrics=metric_names, output=output, batch_size=batch_size, progress=progress))
+                attempt(dataset, system.name, lambda: run_model(dataset, system, k=k, metrics=metric_names, output=output,
+                                                                batch_size=batch_size, progress=progress))  # fmt: skip
             finally:
                 if bar.live.is_started:
                     bar.stop()
         for baseline in lucene:
             with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as spin:
                 spin.add_task(f"{dataset.name} · {baseline} (Lucene index + search)")
-                results.append(run_baseline(dataset, baseline, k=k, metrics=metric_names, output=output))
+                attempt(dataset, baseline, lambda: run_baseline(dataset, baseline, k=k, metrics=metric_names, output=output))
     output.mkdir(parents=True, exist_ok=True)
     save_results(results, output / "results.json")
     table = Table(title=f"split: {split}, k={k} (trec_eval -c)")
@@ -242,13 +262,18 @@ def evaluate_command(
         table.add_column(m, justify="right", no_wrap=True, min_width=max(len(m), 6))  # headers never cut
     names = _short_names([r.system for r in results])
     for r in results:
-        table.add_row(r.dataset, names[r.system], *(f"{r.metrics[m]:.4f}" for m in metric_names))
+        cells = ["failed" for _ in metric_names] if r.error else [f"{r.metrics[m]:.4f}" for m in metric_names]
+        table.add_row(r.dataset, names[r.system], *cells)
     if out.is_terminal:
         out.print(table)
     else:  # a pipe or a file gets the table at its full width, never squeezed into 80 columns
         width = table.__rich_measure__(out, out.options.update(width=10_000)).maximum
         Console(highlight=False, width=max(width, 80), file=sys.stdout).print(table)
     out.print(f"results: {output / 'results.json'}", markup=False)
+    failed = [r for r in results if r.error]
+    if failed:
+        err.print(f"[bold red]error:[/bold red] {len(failed)} of {len(results)} runs failed (see above and results.json)")
+        raise typer.Exit(1)
 
 
 def _short_names(systems: list[str]) -> dict[str, str]:

