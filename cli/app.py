@@ -79,7 +79,7 @@ def _progress_bar():
 
 @app.command()
 def index(
-    path: Path = typer.Argument(..., help="Corpus: a folder of documents, a .jsonl/.tsv/TREC file, or a BEIR folder."),
+    path: Path = typer.Argument(..., help="Corpus: a folder of documents, a .jsonl/.tsv/.docs/TREC/SMART file, or a BEIR folder."),
     model: Optional[str] = typer.Option(
         None, "--model", "-m",
         help="Encoder: 'bm25', a Hugging Face id or a model folder \\[default: $LSR_MODEL, else an inference-free hub model, else bm25 when offline].",
@@ -147,7 +147,9 @@ def _snippet(text: str, width: int = 200) -> str:
     text = " ".join(text.split())
     if len(text) <= width:
         return text
-    return text[: width - 1].rsplit(" ", 1)[0] + "…" if width > 1 else "…"[:width]
+    if width < 2:
+        return "…"[:width]
+    return text[: width - 1].rsplit(" ", 1)[0] + "…"
 
 
 @app.command()
@@ -191,8 +193,8 @@ def evaluate_command(
     k: int = typer.Option(1000, "--k", "-k", min=1, help="Hits retrieved per query."),
     metrics: str = typer.Option("ndcg@10,mrr@10,recall@100,recall@1000,map,p@10", "--metrics", help="Comma-separated metrics."),
     baselines: list[str] = typer.Option([], "--baseline", help="Reference rows: bm25 (ours) or pyserini-bm25 (Anserini, needs lsr\\[pyserini])."),
-    queries: Optional[Path] = typer.Option(None, "--queries", help="Queries file (jsonl, tsv or TREC topics) for a non-BEIR corpus."),
-    qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels for a non-BEIR corpus."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="Queries file (jsonl, tsv, TREC topics or SMART .QRY) for a non-BEIR corpus."),
+    qrels: Optional[Path] = typer.Option(None, "--qrels", help="Qrels (TREC, BEIR tsv, SMART .REL or 'qid docid') for a non-BEIR corpus."),
     output: Path = typer.Option(Path("lsr-eval"), "--output", "-o", help="Folder for results.json and TREC run files."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     remove_query_id: Optional[bool] = typer.Option(
