@@ -228,7 +228,7 @@ def evaluate_command(
         try:
             results.append(run())
         except Exception as error:  # noqa: BLE001  (one row's failure must not lose the others)
-            text = " ".join(str(error).split())[:300]
+            text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")  # not a Java stack
             message = text if isinstance(error, LsrError) else f"{type(error).__name__}: {text}"
             err.print(f"[bold red]error:[/bold red] {dataset.name} · {system} failed: ", end="")
             err.print(message, markup=False)
