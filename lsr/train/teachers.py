@@ -34,6 +34,7 @@ __all__ = [
     "EncoderTeacher",
     "DenseTeacher",
     "load_teacher",
+    "parse_teacher",
     "default_dense_model",
     "Candidates",
     "candidates",
@@ -222,23 +223,35 @@ class DenseTeacher:
         return _split(np.einsum("ij,ij->i", q[query_of_pair], d[pairs]), docs)
 
 
-def load_teacher(spec: str, corpus: str | Path | None = None, device: str | None = None, batch_size: int = 32) -> Teacher:
-    """A teacher from its spec: `bm25` (needs `corpus` for its statistics), `dense` (MiniLM),
-    `dense:PATH`, or a model folder that `lsr.load_encoder` loads."""
+def parse_teacher(spec: str) -> tuple[str, Path | None, str]:
+    """`(kind, path, name)` of a teacher spec, checked without loading anything: kind "bm25",
+    "dense" (path None: the packaged MiniLM) or "encoder"; name as in the score files."""
     if spec == "bm25":
-        if corpus is None:
-            raise LsrError("the bm25 teacher needs a corpus for its statistics")
-        return Bm25Teacher.from_corpus(corpus)
+        return "bm25", None, "bm25"
     if spec == "dense":
-        return DenseTeacher(batch_size=batch_size, device=device)
+        return "dense", None, "dense"
     if spec.startswith("dense:"):
         path = Path(spec[len("dense:") :]).expanduser()
         if not path.is_dir():
             raise LsrError(f"teacher {spec!r}: {path} is not a folder")
-        return DenseTeacher(path, batch_size=batch_size, device=device)
-    if Path(spec).expanduser().is_dir():
-        return EncoderTeacher.from_folder(Path(spec).expanduser(), device, batch_size=batch_size)
+        return "dense", path, f"dense-{path.resolve().name}"
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return "encoder", path, path.resolve().name
     raise LsrError(f"unknown teacher {spec!r} (expected {SPEC_HELP})")
+
+
+def load_teacher(spec: str, corpus: str | Path | None = None, device: str | None = None, batch_size: int = 32) -> Teacher:
+    """A teacher from its spec: `bm25` (needs `corpus` for its statistics), `dense` (MiniLM),
+    `dense:PATH`, or a model folder that `lsr.load_encoder` loads."""
+    kind, path, name = parse_teacher(spec)
+    if kind == "bm25":
+        if corpus is None:
+            raise LsrError("the bm25 teacher needs a corpus for its statistics")
+        return Bm25Teacher.from_corpus(corpus)
+    if kind == "dense":
+        return DenseTeacher(path, name=name, batch_size=batch_size, device=device)
+    return EncoderTeacher.from_folder(path, device, batch_size=batch_size)
 
 
 # ---- teacher score files ------------------------------------------------------------------
@@ -316,36 +329,35 @@ def write_teacher_scores(
     name). Each line: `{"qid", "pos": [[docid, score], ...], "neg": [[docid, score], ...]}`.
     Files are written under temporary names and renamed once every teacher is done.
     `progress(stage, done, total)`: stage "index" (bytes of the corpus while the bm25 index
-    is built), "load SPEC" (once per teacher) and NAME (queries scored). Returns name → file.
+    is built), then each teacher's NAME (queries scored; 0 while it loads). Returns name → file.
     """
     if not teachers:
         raise LsrError("give at least one teacher")
     output = Path(output)
+    names = [parse_teacher(spec)[2] for spec in teachers]  # bad specs fail before any work
+    if len(set(names)) < len(names):
+        raise LsrError(f"two teachers are named {next(n for n in names if names.count(n) > 1)!r}: give each once")
+    if len(teachers) > 1 and output.exists() and not output.is_dir():
+        raise LsrError(f"{output}: several teachers write a folder, but this is a file")
     cands = candidates(dataset, split, negatives, max_queries, cache, progress)
-    written: dict[str, Path] = {}
-    temporary: list[Path] = []
+    paths = {n: output if len(teachers) == 1 else output / f"{n}.jsonl" for n in names}
+    temporary = {n: p.with_name(f".{p.name}.tmp-{os.getpid()}") for n, p in paths.items()}
     try:
-        for spec in teachers:
+        for spec, name in zip(teachers, names):
             if progress:
-                progress(f"load {spec}", 0, 1)
+                progress(name, 0, len(cands.rows))
             teacher = load_teacher(spec, corpus=cands.corpus, device=device, batch_size=batch_size)
-            if teacher.name in written:
-                raise LsrError(f"two teachers are named {teacher.name!r}: give each once")
-            path = output if len(teachers) == 1 else output / f"{teacher.name}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            temporary.append(tmp)
-            _score_file(teacher, cands, tmp, batch_size, progress)
-            written[teacher.name] = path
-        for tmp, path in zip(temporary, written.values()):
-            os.replace(tmp, path)
+            temporary[name].parent.mkdir(parents=True, exist_ok=True)
+            _score_file(teacher, name, cands, temporary[name], batch_size, progress)
+        for name, path in paths.items():
+            os.replace(temporary[name], path)
     finally:
-        for tmp in temporary:
+        for tmp in temporary.values():
             tmp.unlink(missing_ok=True)
-    return written
+    return paths
 
 
-def _score_file(teacher: Teacher, cands: Candidates, path: Path, batch_size: int, progress) -> None:
+def _score_file(teacher: Teacher, name: str, cands: Candidates, path: Path, batch_size: int, progress) -> None:
     rows, texts = cands.rows, cands.texts
     with open(path, "w", encoding="utf-8") as f:
         for start in range(0, len(rows), batch_size):
@@ -357,4 +369,4 @@ def _score_file(teacher: Teacher, cands: Candidates, path: Path, batch_size: int
                 pairs = [[d, float(v)] for d, v in zip((*pos, *neg), s.tolist())]
                 f.write(json.dumps({"qid": qid, "pos": pairs[: len(pos)], "neg": pairs[len(pos) :]}) + "\n")
             if progress:
-                progress(teacher.name, min(start + batch_size, len(rows)), len(rows))
+                progress(name, min(start + batch_size, len(rows)), len(rows))
