@@ -10,6 +10,9 @@ or reused first and not counted). Then, per teacher and for the ensemble
 - top-1: the share of queries whose best candidate is a positive,
 - Kendall's tau between each pair of teachers over each query's candidates (mean over queries).
 
+Time: wall seconds and CPU seconds of this process (all its threads; on a shared machine the
+CPU figure is the steadier one), model load and the candidate lookup (~1 s) included.
+
     .venv/bin/python benchmarks/bench_teachers.py                       # all 809 queries, 8 negatives
     .venv/bin/python benchmarks/bench_teachers.py --max-queries 50     # quicker
     .venv/bin/python benchmarks/bench_teachers.py --output DIR          # keep the score files
@@ -79,14 +82,15 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         # the bm25 index for the negatives: built (or reused from the cache) outside the timings
         write_teacher_scores(args.dataset, ["bm25"], folder / "warm.jsonl", negatives=args.negatives, max_queries=1)
-        files, seconds = {}, {}
+        files, seconds, cpu = {}, {}, {}
         for spec in specs:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             written = write_teacher_scores(
                 args.dataset, [spec], folder / "one.jsonl", negatives=args.negatives,
                 max_queries=args.max_queries, batch_size=args.batch_size,
             )  # fmt: skip
             seconds[spec] = time.perf_counter() - start
+            cpu[spec] = time.process_time() - start_cpu
             name = Path(spec).name if Path(spec).is_dir() else spec
             files[name] = written[next(iter(written))].rename(folder / f"{name}.jsonl")
         scores = {name: read_scores(path) for name, path in files.items()}
@@ -95,10 +99,13 @@ def main() -> None:
     qids = list(scores[names[0]])
     n_cands = np.mean([len(scores[names[0]][q][1]) for q in qids])
     print(f"{len(qids)} queries, {n_cands:.2f} candidates per query ({args.negatives} bm25 negatives)")
-    print(f"{'teacher':<14}{'MRR':>8}{'top-1':>8}{'seconds':>10}{'queries/s':>11}")
+    print(f"{'teacher':<14}{'MRR':>8}{'top-1':>8}{'wall s':>10}{'CPU s':>10}{'queries/s':>11}")
     for spec, name in zip(specs, names):
         mrr, top1 = summary(scores[name])
-        print(f"{name:<14}{mrr:>8.4f}{top1:>8.4f}{seconds[spec]:>10.1f}{len(qids) / seconds[spec]:>11.1f}")
+        print(
+            f"{name:<14}{mrr:>8.4f}{top1:>8.4f}{seconds[spec]:>10.1f}{cpu[spec]:>10.1f}"
+            f"{len(qids) / seconds[spec]:>11.2f}"
+        )
     ensemble = {}
     for q in qids:
         n_pos = scores[names[0]][q][0]
