@@ -16,6 +16,7 @@ CPU figure is the steadier one), model load and the candidate lookup (~1 s) incl
     .venv/bin/python benchmarks/bench_teachers.py                       # all 809 queries, 8 negatives
     .venv/bin/python benchmarks/bench_teachers.py --max-queries 50     # quicker
     .venv/bin/python benchmarks/bench_teachers.py --output DIR          # keep the score files
+    .venv/bin/python benchmarks/bench_teachers.py --scores DIR/*.jsonl  # compare files written before
 
 The negatives are bm25's own top hits, so bm25 is the weakest possible judge of them by
 construction: its figure is a floor, not a comparison on equal terms.
@@ -59,9 +60,6 @@ def summary(rows: dict[str, tuple[int, np.ndarray]]) -> tuple[float, float]:
 
 
 def main() -> None:
-    from scipy.stats import kendalltau
-
-    from lsr.train.distill import ensemble_normalize
     from lsr.train.teachers import write_teacher_scores
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,7 +69,11 @@ def main() -> None:
     parser.add_argument("--max-queries", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--output", type=Path, default=None, help="folder for the score files (default: a temporary one)")
+    parser.add_argument("--scores", type=Path, nargs="+", help="only compare score files written before (NAME.jsonl)")
     args = parser.parse_args()
+    if args.scores:
+        agreement({p.stem: read_scores(p) for p in args.scores})
+        return
     specs = args.teacher or ["bm25", str(SPLADE_TINY), "dense"]
 
     import torch
@@ -95,17 +97,30 @@ def main() -> None:
             files[name] = written[next(iter(written))].rename(folder / f"{name}.jsonl")
         scores = {name: read_scores(path) for name, path in files.items()}
 
+    n = len(next(iter(scores.values())))
+    print(f"{'teacher':<14}{'wall s':>10}{'CPU s':>10}{'queries/s':>11}   ({n} queries, {args.negatives} bm25 negatives)")
+    for spec, name in zip(specs, scores):
+        print(f"{name:<14}{seconds[spec]:>10.1f}{cpu[spec]:>10.1f}{n / seconds[spec]:>11.2f}")
+    agreement(scores)
+
+
+def agreement(scores: dict[str, dict[str, tuple[int, np.ndarray]]]) -> None:
+    """MRR and top-1 per teacher and for the ensemble; Kendall's tau between teachers."""
+    import torch
+    from scipy.stats import kendalltau
+
+    from lsr.train.distill import ensemble_normalize
+
     names = list(scores)
     qids = list(scores[names[0]])
+    if any(list(scores[n]) != qids for n in names):
+        raise SystemExit("the score files cover different queries")
     n_cands = np.mean([len(scores[names[0]][q][1]) for q in qids])
-    print(f"{len(qids)} queries, {n_cands:.2f} candidates per query ({args.negatives} bm25 negatives)")
-    print(f"{'teacher':<14}{'MRR':>8}{'top-1':>8}{'wall s':>10}{'CPU s':>10}{'queries/s':>11}")
-    for spec, name in zip(specs, names):
+    print(f"{len(qids)} queries, {n_cands:.2f} candidates per query")
+    print(f"{'teacher':<14}{'MRR':>8}{'top-1':>8}")
+    for name in names:
         mrr, top1 = summary(scores[name])
-        print(
-            f"{name:<14}{mrr:>8.4f}{top1:>8.4f}{seconds[spec]:>10.1f}{cpu[spec]:>10.1f}"
-            f"{len(qids) / seconds[spec]:>11.2f}"
-        )
+        print(f"{name:<14}{mrr:>8.4f}{top1:>8.4f}")
     ensemble = {}
     for q in qids:
         n_pos = scores[names[0]][q][0]
