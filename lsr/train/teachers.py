@@ -17,7 +17,6 @@ scored by each teacher, as JSONL lines `{"qid", "pos": [[docid, score], ...], "n
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ __all__ = [
     "write_teacher_scores",
 ]
 
-log = logging.getLogger(__name__)
 SPEC_HELP = "bm25, dense, dense:PATH or a model folder"
 
 
