@@ -88,6 +88,17 @@ def test_bm25_teacher_scores_equal_the_bm25_index(tmp_path, corpus_texts):
     assert alone[0] > 0 and teacher.score(["zzzunknownword"], [["zzzunknownword"]])[0][0] == 0
 
 
+def test_a_document_is_encoded_once_per_teacher():
+    teacher = Bm25Teacher(["green tea leaves", "black coffee beans", "tea and coffee"])
+    encoded = []
+    real = teacher._documents
+    teacher._documents = lambda texts: (encoded.extend(texts), real(texts))[1]
+    first = teacher.score(["tea", "coffee"], [["green tea leaves", "tea and coffee"], ["tea and coffee", "black coffee beans"]])
+    again = teacher.score(["coffee"], [["black coffee beans", "green tea leaves"]])
+    assert sorted(encoded) == ["black coffee beans", "green tea leaves", "tea and coffee"]
+    assert first[1][1] == again[0][0] > 0 and first[0][0] > 0 == again[0][1]
+
+
 def test_dense_cosines_equal_sentence_transformers(judged_with_random, dense):
     from sentence_transformers import SentenceTransformer
 
