@@ -48,6 +48,11 @@ def read_scores(path: Path) -> dict[str, tuple[int, np.ndarray]]:
     return out
 
 
+def candidate_ids(path: Path) -> list[tuple[str, list[str]]]:
+    with open(path, encoding="utf-8") as f:
+        return [(r["qid"], [d for d, _ in r["pos"] + r["neg"]]) for r in map(json.loads, f)]
+
+
 def rank_of_positive(n_pos: int, scores: np.ndarray) -> int:
     """1-based rank of the best positive; candidates scoring the same rank above it."""
     best = scores[:n_pos].max()
@@ -72,6 +77,8 @@ def main() -> None:
     parser.add_argument("--scores", type=Path, nargs="+", help="only compare score files written before (NAME.jsonl)")
     args = parser.parse_args()
     if args.scores:
+        if any(candidate_ids(p) != candidate_ids(args.scores[0]) for p in args.scores[1:]):
+            raise SystemExit("the score files do not hold the same candidates")
         agreement({p.stem: read_scores(p) for p in args.scores})
         return
     specs = args.teacher or ["bm25", str(SPLADE_TINY), "dense"]
@@ -113,8 +120,6 @@ def agreement(scores: dict[str, dict[str, tuple[int, np.ndarray]]]) -> None:
 
     names = list(scores)
     qids = list(scores[names[0]])
-    if any(list(scores[n]) != qids for n in names):
-        raise SystemExit("the score files cover different queries")
     n_cands = np.mean([len(scores[names[0]][q][1]) for q in qids])
     print(f"{len(qids)} queries, {n_cands:.2f} candidates per query")
     print(f"{'teacher':<14}{'MRR':>8}{'top-1':>8}")
