@@ -229,7 +229,7 @@ def teacher_scores(
     split: str = typer.Option("train", "--split", help="BEIR qrels split."),
     negatives: int = typer.Option(8, "--negatives", "-n", min=0, help="Hard negatives per query: top bm25 hits that are not judged."),
     max_queries: Optional[int] = typer.Option(None, "--max-queries", min=1, help="Only the first N judged queries."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Queries scored per batch."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Queries scored per batch, and texts per model batch."),
 ) -> None:
     """Score each query's positives and bm25 hard negatives with teachers (distillation data)."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
