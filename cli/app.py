@@ -307,6 +307,46 @@ def info(index_dir: Optional[Path] = IndexOption) -> None:
     out.print(f"size       {size / 2**20:,.1f} MiB", markup=False)
 
 
+@app.command("teacher-scores")
+def teacher_scores(
+    dataset: Path = typer.Argument(..., help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)."),
+    teachers: list[str] = typer.Option(..., "--teacher", "-t", help="bm25, dense (all-MiniLM-L6-v2), dense:PATH or an lsr model folder; repeat for several."),
+    output: Path = typer.Option(..., "--output", "-o", help="The JSONL file (one teacher) or a folder of NAME.jsonl (several)."),
+    split: str = typer.Option("train", "--split", help="BEIR qrels split."),
+    negatives: int = typer.Option(8, "--negatives", "-n", min=0, help="Hard negatives per query: top bm25 hits that are not judged."),
+    max_queries: Optional[int] = typer.Option(None, "--max-queries", min=1, help="Only the first N judged queries."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Queries scored per batch, and texts per model batch."),
+) -> None:
+    """Score each query's positives and bm25 hard negatives with teachers (distillation data)."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from lsr.train.teachers import write_teacher_scores
+
+    tasks: dict[str, int] = {}
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False,
+    )  # fmt: skip
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        if stage not in tasks:
+            tasks[stage] = bar.add_task("bm25 index (negatives)" if stage == "index" else stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    try:
+        written = write_teacher_scores(
+            dataset, teachers, output, split=split, negatives=negatives,
+            max_queries=max_queries, batch_size=batch_size, progress=progress,
+        )  # fmt: skip
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+    for name, path in written.items():
+        out.print(f"{name}: {path}", markup=False)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     import logging

@@ -197,6 +197,28 @@ def _means(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
     return {m: sum(v.values()) / len(v) if v else 0.0 for m, v in per_query.items()}
 
 
+def cached_retriever(
+    dataset: Dataset,
+    encoder: Encoder,
+    cache: Path | None = None,
+    batch_size: int = 32,
+    progress: Callable[[int, int, int], None] | None = None,
+):
+    """The `Retriever` over `dataset`'s corpus encoded by `encoder`: loaded from
+    `index_cache_dir(dataset, encoder.spec, cache)`, or built there first."""
+    from lsr.retriever import Retriever
+
+    index_dir = index_cache_dir(dataset, encoder.spec, cache)
+    if (index_dir / "manifest.json").exists():
+        try:
+            retriever = Retriever.load(index_dir)
+            log.info("reusing the cached index %s", index_dir)
+            return retriever
+        except LsrError as err:
+            log.warning("rebuilding the cached index: %s", err)
+    return Retriever.build(dataset.corpus, model=_build_encoder(encoder), path=index_dir, batch_size=batch_size, progress=progress)
+
+
 def run_model(
     dataset: Dataset,
     model: str | Encoder | System | None = None,
@@ -213,22 +235,10 @@ def run_model(
     hub model, else BM25), an encoder, or a `System` already resolved (see `resolve_systems`).
     The index is cached in `index_cache_dir(dataset, encoder.spec, cache)`.
     """
-    from lsr.retriever import Retriever
-
     system = resolve_system(model)
-    index_dir = index_cache_dir(dataset, system.encoder.spec, cache)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    retriever = None
-    if (index_dir / "manifest.json").exists():
-        try:
-            retriever = Retriever.load(index_dir)
-            log.info("reusing the cached index %s", index_dir)
-        except LsrError as err:
-            log.warning("rebuilding the cached index: %s", err)
-    if retriever is None:
-        encoder = _build_encoder(system.encoder)
-        retriever = Retriever.build(dataset.corpus, model=encoder, path=index_dir, batch_size=batch_size, progress=progress)
+    retriever = cached_retriever(dataset, system.encoder, cache, batch_size, progress)
     seconds["index"] = time.perf_counter() - start
     qids = list(dataset.queries)
     start = time.perf_counter()

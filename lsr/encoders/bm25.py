@@ -78,13 +78,20 @@ class Bm25Encoder(Encoder):
     def document_pass(self, batch_size: int = 32, max_length: int = 256) -> "Bm25Pass":
         return Bm25Pass(self)
 
-    def weigh(self, counts: SparseVectors, lengths: np.ndarray) -> SparseVectors:
-        """Turn term counts into BM25 document weights using the statistics of `counts`."""
+    def statistics(self, counts: SparseVectors, lengths: np.ndarray) -> tuple[np.ndarray, float]:
+        """The corpus statistics of term counts `counts`: idf per term and the average length."""
         n_docs = len(counts)
         df = np.bincount(counts.indices, minlength=self.dim).astype(np.float64)
         idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
         with_text = lengths > 0  # Lucene's docCount counts documents that have the field
-        avgdl = lengths.sum() / max(1, with_text.sum())
+        return idf, float(lengths.sum() / max(1, with_text.sum()))
+
+    def weigh(
+        self, counts: SparseVectors, lengths: np.ndarray, statistics: tuple[np.ndarray, float] | None = None
+    ) -> SparseVectors:
+        """Turn term counts into BM25 document weights using `statistics` (idf, average length),
+        by default those of `counts` itself."""
+        idf, avgdl = statistics if statistics is not None else self.statistics(counts, lengths)
         norm = self.k1 * (1 - self.b + self.b * lucene_length_norm(lengths) / max(avgdl, 1e-9))
         norm_per_posting = np.repeat(norm, np.diff(counts.indptr))
         tf = counts.values.astype(np.float64)
@@ -125,13 +132,16 @@ class Bm25Pass(DocumentPass):
         """BM25 weights need the whole corpus's statistics: one chunk, at the end."""
         yield self.finish()
 
-    def finish(self) -> SparseVectors:
-        enc = self.encoder
+    def term_counts(self) -> tuple[SparseVectors, np.ndarray]:
+        """The documents added so far as raw term counts, and their lengths in terms."""
         empty = [np.zeros(0, np.int32)]
         counts = SparseVectors(
             np.array(self.indptr, np.int64),
             np.concatenate(self.indices or empty),
             np.concatenate(self.counts or empty),
-            enc.dim,
+            self.encoder.dim,
         )
-        return enc.weigh(counts, np.array(self.lengths, np.int64))
+        return counts, np.array(self.lengths, np.int64)
+
+    def finish(self) -> SparseVectors:
+        return self.encoder.weigh(*self.term_counts())

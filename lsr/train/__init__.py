@@ -1,0 +1,1 @@
+"""Training: data, losses, regularisers, models, teachers and the trainer behind `lsr train`."""
