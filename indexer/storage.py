@@ -18,13 +18,53 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from lsr.errors import LsrError
+
 FORMAT = "lsr-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-class IndexFormatError(Exception):
+class IndexFormatError(LsrError):
     """The directory is not an lsr index, or was written by an incompatible version."""
+
+
+class UnsafeTargetError(LsrError):
+    """Writing the index there would replace or write into something that is not an index."""
+
+
+def is_index(path: str | Path) -> bool:
+    """True for a directory whose manifest.json names the lsr index format (any version,
+    damaged arrays included: it is ours to replace)."""
+    manifest = Path(path) / MANIFEST
+    try:
+        text = manifest.read_text(errors="replace")
+    except OSError:
+        return False
+    try:
+        return json.loads(text).get("format") == FORMAT
+    except (ValueError, AttributeError):
+        return f'"{FORMAT}"' in text
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def check_target(path: str | Path, protect: tuple[str | Path, ...] = ()) -> None:
+    """Refuse to replace `path` unless it is missing, an empty folder or an lsr index, and
+    refuse any `path` inside a `protect`ed path (the corpus) or containing one."""
+    path = Path(path)
+    if path.is_symlink() or path.exists():
+        if path.is_symlink() or not path.is_dir() or not (is_index(path) or not any(path.iterdir())):
+            raise UnsafeTargetError(f"{path} exists and is not an lsr index; choose another --index or remove it")
+    real = os.path.realpath(path)
+    for item in protect:
+        other = os.path.realpath(item)
+        if _inside(real, other):
+            raise UnsafeTargetError(f"{path} is inside the corpus {item}; choose another --index")
+        if _inside(other, real):
+            raise UnsafeTargetError(f"the corpus {item} is inside {path}; choose another --index")
 
 
 def _sha256(path: Path) -> str:
@@ -36,12 +76,15 @@ def _sha256(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
+def atomic_directory(path: str | Path, protect: tuple[str | Path, ...] = ()) -> Iterator[Path]:
     """Yield a fresh temporary sibling of `path`; on success it replaces `path` whole.
 
-    On any exception (or interruption) the temporary directory is removed and `path` is
-    left exactly as it was.
+    `path` must be missing, an empty folder or an lsr index (anything else raises
+    `UnsafeTargetError` before a byte is written), and not inside nor around a path of
+    `protect`. On any exception (or interruption) the temporary directory is removed and
+    `path` is left exactly as it was.
     """
+    check_target(path, protect)
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(path)
@@ -50,6 +93,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     owner.write_text(str(os.getpid()))
     try:
         yield tmp
+        check_target(path, protect)  # again: something may have appeared there meanwhile
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / path.name)

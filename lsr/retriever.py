@@ -19,7 +19,7 @@ from lsr.corpus import CorpusReader
 from lsr.docstore import DocStore, DocStoreWriter
 from lsr.encoders import Encoder, encoder_from_spec, resolve_model
 from lsr.errors import LsrError
-from lsr.indexer.storage import IndexFormatError, atomic_directory, read_manifest, write_manifest
+from lsr.indexer.storage import IndexFormatError, atomic_directory, check_target, read_manifest, write_manifest
 from lsr.sparse import SparseVectors
 
 log = logging.getLogger(__name__)
@@ -104,15 +104,19 @@ class Retriever:
         `index`: "exact", "seismic", or "auto" (Seismic from `SEISMIC_THRESHOLD` documents
         on); `seismic`: build parameters of `SeismicIndex.build`. `progress(docs_done,
         bytes_read, bytes_total)` is called after each batch. The previous index at `path`,
-        if any, stays intact until the new one is complete.
+        if any, stays intact until the new one is complete; anything at `path` that is not
+        an lsr index or an empty folder, or a `path` inside the corpus (or around it), is
+        refused (`LsrError`) before anything is written.
         """
         if index not in INDEX_TYPES:
             raise LsrError(f"unknown index type {index!r} (expected one of {', '.join(INDEX_TYPES)})")
         start = time.perf_counter()
         reader = CorpusReader(corpus_path, skip_bad=skip_bad)
-        encoder = model if isinstance(model, Encoder) else resolve_model(model)
         path = Path(path)
-        with atomic_directory(path) as tmp:
+        protect = (Path(corpus_path),)
+        check_target(path, protect)  # before loading a model: refuse early
+        encoder = model if isinstance(model, Encoder) else resolve_model(model)
+        with atomic_directory(path, protect) as tmp:
             docs = DocStoreWriter(tmp / "docs")
             run = encoder.document_pass(batch_size=batch_size, max_length=max_length)
             batch: list[str] = []

@@ -1,0 +1,130 @@
+"""Index safety (issue #11): nothing of the user's is lost, failures are one line and leave
+the previous index intact. CLI cases run the installed `lsr` in a subprocess."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lsr import LsrError, SparseVectors
+from lsr.indexer import ExactIndex, UnsafeTargetError
+from lsr.retriever import Retriever
+
+LSR = shutil.which("lsr", path=str(Path(sys.executable).parent)) or shutil.which("lsr")
+
+
+def lsr(*args, cwd=None, env=None, timeout=300):
+    assert LSR, "the lsr console script is not installed"
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([LSR, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
+
+
+def snapshot(path: Path) -> dict[str, str]:
+    """Every file under `path` (or `path` itself) → sha256 of its bytes."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "tea.txt").write_text("Green tea is brewed at eighty degrees.")
+    (folder / "coffee.txt").write_text("Espresso is coffee brewed under pressure.")
+    return folder
+
+
+REFUSED = "exists and is not an lsr index; choose another --index or remove it"
+
+
+def assert_one_line_error(result, message):
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+# ---- data loss: refuse to replace what is not an index -------------------------------------
+
+
+def test_refuses_a_users_folder(tmp_path, corpus):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.tex").write_text("years of work")
+    before = snapshot(user)
+    assert_one_line_error(lsr("index", corpus, "-m", "bm25", "-i", user), f"{user} {REFUSED}")
+    assert snapshot(user) == before and sorted(p.name for p in user.iterdir()) == ["thesis.tex"]
+
+
+def test_refuses_the_current_folder(tmp_path, corpus):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.md").write_text("keep me")
+    before = snapshot(work)
+    assert_one_line_error(lsr("index", corpus, "-m", "bm25", "-i", ".", cwd=work), f". {REFUSED}")
+    assert snapshot(work) == before and sorted(p.name for p in work.iterdir()) == ["notes.md"]
+
+
+def test_refuses_the_corpus_folder_itself(corpus):
+    before = snapshot(corpus)
+    assert_one_line_error(lsr("index", corpus, "-m", "bm25", "-i", corpus), REFUSED)
+    assert snapshot(corpus) == before
+
+
+def test_refuses_the_corpus_file_and_a_file_named_lsr(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "1", "text": "tea"}\n{"_id": "2", "text": "coffee"}\n')
+    before = snapshot(corpus)
+    assert_one_line_error(lsr("index", corpus, "-m", "bm25", "-i", corpus), f"{corpus} {REFUSED}")
+    assert snapshot(corpus) == before
+    (tmp_path / ".lsr").write_text("a file the user made")
+    before = snapshot(tmp_path / ".lsr")
+    assert_one_line_error(lsr("index", corpus, "-m", "bm25", cwd=tmp_path), f".lsr {REFUSED}")  # the default --index
+    assert snapshot(tmp_path / ".lsr") == before
+    assert not list(tmp_path.glob(".lsr.tmp-*"))
+
+
+def test_never_writes_inside_the_corpus_nor_around_it(tmp_path, corpus):
+    before = snapshot(corpus)
+    assert_one_line_error(lsr("index", corpus, "-m", "bm25", "-i", corpus / "ix"), "is inside the corpus")
+    assert snapshot(corpus) == before and not (corpus / "ix").exists()
+    index = tmp_path / "ix"
+    assert lsr("index", corpus, "-m", "bm25", "-i", index).returncode == 0
+    inner = index / "extra" / "c.jsonl"  # a corpus inside an index: replacing the index would delete it
+    inner.parent.mkdir()
+    inner.write_text('{"_id": "1", "text": "tea"}\n')
+    before = snapshot(index)
+    assert_one_line_error(lsr("index", inner, "-m", "bm25", "-i", index), "is inside")
+    assert snapshot(index) == before
+
+
+def test_replaces_an_index_or_an_empty_folder(tmp_path, corpus):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert lsr("index", corpus, "-m", "bm25", "-i", empty).returncode == 0
+    (corpus / "more.txt").write_text("Hot cocoa with milk.")
+    result = lsr("index", corpus, "-m", "bm25", "-i", empty)
+    assert result.returncode == 0 and "indexed 3 documents" in result.stdout
+    assert Retriever.load(empty).search("cocoa")[0].doc_id == "more.txt"
+
+
+def test_python_api_refuses_too(tmp_path, corpus):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "data.csv").write_text("1,2,3")
+    before = snapshot(user)
+    vectors = SparseVectors.from_rows([([0], [1.0]), ([1], [2.0])], dim=2)
+    with pytest.raises(UnsafeTargetError, match=REFUSED):
+        ExactIndex.build(vectors).save(user)
+    from lsr.indexer.seismic import SeismicIndex
+
+    with pytest.raises(LsrError, match=REFUSED):
+        SeismicIndex.build(vectors).save(user / "data.csv")
+    with pytest.raises(LsrError, match=REFUSED):
+        Retriever.build(corpus, model="bm25", path=user)
+    assert snapshot(user) == before and len(list(tmp_path.glob(".*tmp-*"))) == 0
