@@ -6,10 +6,12 @@ summation order, so `lsr search` gives identical results without paying Numba's 
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 import numpy as np
 
+from lsr.errors import LsrError
 from lsr.indexer.storage import atomic_directory, load_arrays, read_manifest, save_arrays, write_manifest
 from lsr.sparse import SparseVectors
 
@@ -23,6 +25,16 @@ def invert(vectors: SparseVectors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     list_ptr = np.zeros(vectors.dim + 1, np.int64)
     np.cumsum(np.bincount(vectors.indices, minlength=vectors.dim), out=list_ptr[1:])
     return list_ptr, rows[order], vectors.values[order]
+
+
+def clamp_k(k: int, n_docs: int) -> int:
+    """`k` checked (an integer >= 0) and capped at the number of documents, before anything
+    of size k is allocated."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+    if k < 0:
+        raise LsrError(f"k must be >= 0, got {k}")
+    return min(int(k), int(n_docs))
 
 
 def resolve_threads(threads: int) -> int:
@@ -54,7 +66,9 @@ class ExactIndex:
         return cls(*invert(vectors), n_docs=len(vectors))
 
     def search(self, queries: SparseVectors, k: int = 10, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k rows and scores per query: `(ids int64[n, k], scores float32[n, k])`, in query order."""
+        """Top-k rows and scores per query: `(ids int64[n, k], scores float32[n, k])`, in query
+        order; `k` is capped at the number of documents."""
+        k = clamp_k(k, self.n_docs)
         n = len(queries)
         ids = np.empty((n, k), np.int64)
         scores = np.empty((n, k), np.float32)

@@ -62,6 +62,7 @@ import numpy as np
 from lsr.sparse import SparseVectors
 
 from . import seismic_build as kb
+from .exact import clamp_k
 from . import seismic_search as ks
 from .storage import IndexFormatError, atomic_directory, load_arrays, read_manifest, save_arrays, write_manifest
 
@@ -378,14 +379,13 @@ class SeismicIndex:
         heap_factor: float = 0.7,
         threads: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by dot product: (ids int64[n, k], scores float32[n, k]), padded -1 / -inf."""
-        k = int(k)
-        if k < 1:
-            raise ValueError("k must be >= 1")
+        """Top-k by dot product: (ids int64[n, k], scores float32[n, k]), padded -1 / -inf;
+        `k` is capped at the number of documents."""
+        k = clamp_k(k, self.n_docs)
         n = len(queries)
         out_ids = np.empty((n, k), dtype=np.int64)
         out_scores = np.empty((n, k), dtype=np.float32)
-        if n == 0:
+        if n == 0 or k == 0:
             return out_ids, out_scores
         threads = max(1, min(int(threads), n, numba.config.NUMBA_NUM_THREADS))
         self._ensure_scratch(threads)

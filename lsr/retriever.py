@@ -215,6 +215,8 @@ class Retriever:
         """The k best documents for one query, best first, with title and text for display.
 
         `options` go to an approximate index's search (`query_cut`, `heap_factor`)."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
         rows, scores = self._search(self.encoder.encode_queries([query]), k, 1, options)
         return [
             Hit(self.docs.doc_id(r), float(s), self.docs.title(r), self.docs.text(r))
@@ -228,9 +230,17 @@ class Retriever:
         """Search many queries (texts, or vectors already encoded) in parallel threads.
 
         Returns `(ids, scores)`: per query the list of the corpus's doc ids (shorter than k
-        when fewer documents match) and a float32 `[n, k]` array (-inf where no hit).
+        when fewer documents match) and a float32 `[n, k]` array (-inf where no hit; k is
+        capped at the number of documents).
         """
-        vectors = queries if isinstance(queries, SparseVectors) else self.encoder.encode_queries(list(queries))
+        if isinstance(queries, (str, bytes)):
+            raise TypeError("search_batch takes a list of query strings, not one string (use search)")
+        if not isinstance(queries, SparseVectors):
+            queries = list(queries)
+            bad = next((q for q in queries if not isinstance(q, str)), "")
+            if not isinstance(bad, str):
+                raise TypeError(f"queries must be strings, got a {type(bad).__name__}")
+        vectors = queries if isinstance(queries, SparseVectors) else self.encoder.encode_queries(queries)
         rows, scores = self._search(vectors, k, threads, options)
         all_ids = self.docs.all_ids()
         ids = [all_ids[r[r >= 0]].tolist() for r in rows]

@@ -128,3 +128,44 @@ def test_python_api_refuses_too(tmp_path, corpus):
     with pytest.raises(LsrError, match=REFUSED):
         Retriever.build(corpus, model="bm25", path=user)
     assert snapshot(user) == before and len(list(tmp_path.glob(".*tmp-*"))) == 0
+
+
+# ---- k limits and API argument checks -------------------------------------------------------
+
+
+@pytest.fixture
+def built(tmp_path, corpus):
+    return Retriever.build(corpus, model="bm25", path=tmp_path / "ix")
+
+
+@pytest.mark.parametrize("index_type", ["exact", "seismic"])
+def test_huge_k_is_capped_at_the_number_of_documents(tmp_path, corpus, index_type):
+    r = Retriever.build(corpus, model="bm25", path=tmp_path / index_type, index=index_type)
+    for k in (10**7, 10**9, 10**20):
+        ids, scores = r.search_batch(["brewed", "tea"], k=k)
+        assert scores.shape == (2, 2) and sorted(ids[0]) == ["coffee.txt", "tea.txt"] and ids[1] == ["tea.txt"]
+        assert len(r.search("brewed", k=k)) == 2
+    assert r.search("brewed", k=0) == [] and r.search_batch(["tea"], k=0)[1].shape == (1, 0)
+
+
+def test_cli_huge_k(tmp_path, built):
+    result = lsr("search", "brewed", "-k", "99999999999999999999", "--json", "-i", built.path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 2
+    result = lsr("search", "brewed", "-k", "-3", "-i", built.path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_api_arguments_are_checked(built):
+    with pytest.raises(LsrError, match="k must be >= 0"):
+        built.search("tea", k=-1)
+    with pytest.raises(LsrError, match="k must be >= 0"):
+        built.search_batch(["tea"], k=-1)
+    with pytest.raises(TypeError, match="k must be an integer"):
+        built.search("tea", k=2.5)
+    with pytest.raises(TypeError, match="query must be a string"):
+        built.search(None)
+    with pytest.raises(TypeError, match="not one string"):
+        built.search_batch("tea")
+    with pytest.raises(TypeError, match="queries must be strings"):
+        built.search_batch(["tea", None])
