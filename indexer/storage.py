@@ -135,12 +135,58 @@ def save_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> None:
         np.save(directory / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
 
 
-def load_arrays(directory: str | Path, names: list[str], mmap: bool = True) -> dict[str, np.ndarray]:
+def damaged(path: str | Path, why: str) -> IndexFormatError:
+    return IndexFormatError(f"{path}: {why} (index is damaged; rebuild it)")
+
+
+def _load_npy(file: Path, mmap: bool) -> np.ndarray:
+    try:
+        array = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except PermissionError:
+        raise IndexFormatError(f"{file}: permission denied (cannot read the index)") from None
+    except FileNotFoundError:
+        raise damaged(file, "missing") from None
+    except (ValueError, OSError, EOFError) as err:  # bad header, object dtype, short data
+        raise damaged(file, f"unreadable array ({str(err).splitlines()[0][:120]})") from None
+    if not isinstance(array, np.ndarray) or array.ndim != 1:
+        raise damaged(file, "not a one-dimensional array")
+    return array
+
+
+def load_arrays(
+    directory: str | Path, names: list[str], mmap: bool = True, dtypes: dict[str, tuple] | None = None
+) -> dict[str, np.ndarray]:
+    """The named `.npy` arrays (memory-mapped), each checked to be 1-D and, where `dtypes`
+    names it, of one of the expected types; never unpickles."""
     directory = Path(directory)
-    return {
-        name: np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-        for name in names
-    }
+    arrays = {}
+    for name in names:
+        array = _load_npy(directory / f"{name}.npy", mmap)
+        allowed = (dtypes or {}).get(name)
+        if allowed and array.dtype not in [np.dtype(t) for t in allowed]:
+            raise damaged(directory / f"{name}.npy", f"dtype {array.dtype}, expected {' or '.join(map(str, allowed))}")
+        arrays[name] = array
+    return arrays
+
+
+def check_length(directory: str | Path, name: str, array: np.ndarray, length: int) -> None:
+    if len(array) != length:
+        raise damaged(Path(directory) / f"{name}.npy", f"{len(array)} entries, expected {length}")
+
+
+def check_pointer(directory: str | Path, name: str, ptr: np.ndarray, length: int, end: int) -> None:
+    """`ptr` is an offset array: `length` entries, from 0 to `end`, never decreasing (O(n))."""
+    check_length(directory, name, ptr, length)
+    if length and (ptr[0] != 0 or ptr[-1] != end):
+        raise damaged(Path(directory) / f"{name}.npy", f"offsets run from {ptr[0]} to {ptr[-1]}, expected 0 to {end}")
+    if length > 1 and not bool(np.all(ptr[1:] >= ptr[:-1])):
+        raise damaged(Path(directory) / f"{name}.npy", "offsets decrease")
+
+
+def check_range(directory: str | Path, name: str, array: np.ndarray, high: int) -> None:
+    """Every value of `array` in [0, high) (a full scan: for --verify and first searches)."""
+    if len(array) and (int(array.min()) < 0 or int(array.max()) >= high):
+        raise damaged(Path(directory) / f"{name}.npy", f"values outside [0, {high})")
 
 
 def write_manifest(
@@ -167,27 +213,44 @@ def write_manifest(
     return manifest
 
 
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def read_manifest(directory: str | Path, verify: bool = False) -> dict[str, Any]:
-    """Read and check manifest.json; `verify=True` also checks every file's checksum."""
+    """Read and check manifest.json (format, version, listed files present with their sizes);
+    `verify=True` also checks every file's sha256."""
     directory = Path(directory)
     path = directory / MANIFEST
     if not path.is_file():
         raise IndexFormatError(f"{directory}: not an lsr index (no {MANIFEST})")
     try:
         manifest = json.loads(path.read_text())
-    except ValueError as err:
-        raise IndexFormatError(f"{path}: unreadable manifest ({err})") from None
-    if manifest.get("format") != FORMAT:
+    except PermissionError:
+        raise IndexFormatError(f"{path}: permission denied (cannot read the index)") from None
+    except (ValueError, OSError) as err:
+        raise damaged(path, f"unreadable manifest ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexFormatError(f"{path}: not an lsr index manifest")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise IndexFormatError(
             f"{path}: index format version {version}, this lsr reads version {FORMAT_VERSION}; rebuild the index"
         )
-    for name, info in manifest.get("files", {}).items():
+    files = manifest.get("files")
+    if not isinstance(manifest.get("kind"), str) or not isinstance(files, dict) or not _int(manifest.get("n_docs", 0)):
+        raise damaged(path, "manifest fields missing or of the wrong type")
+    for name, info in files.items():
         file = directory / name
+        if not isinstance(info, dict) or not _int(info.get("bytes")) or ".." in Path(name).parts:
+            raise damaged(path, f"bad entry for {name!r}")
         if not file.is_file() or file.stat().st_size != info["bytes"]:
-            raise IndexFormatError(f"{file}: missing or truncated (index is damaged; rebuild it)")
-        if verify and _sha256(file) != info["sha256"]:
-            raise IndexFormatError(f"{file}: checksum mismatch (index is damaged; rebuild it)")
+            raise damaged(file, "missing or truncated")
+        if verify:
+            try:
+                digest = _sha256(file)
+            except PermissionError:
+                raise IndexFormatError(f"{file}: permission denied (cannot read the index)") from None
+            if digest != info.get("sha256"):
+                raise damaged(file, "checksum mismatch")
     return manifest

@@ -56,10 +56,20 @@ class DocStoreWriter:
 class DocStore:
     """Read side: `doc_id(row)`, `title(row)`, `text(row)` decode only what is asked for."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, n_docs: int | None = None) -> None:
+        """Open (memory-mapped) and check types and offsets (O(documents)); `n_docs`: the
+        count the index manifest gives."""
+        from lsr.indexer.storage import check_pointer, load_arrays
+
         self.directory = Path(directory)
-        self._blobs = {f: np.load(self.directory / f"{f}.npy", mmap_mode="r") for f in FIELDS}
-        self._offsets = {f: np.load(self.directory / f"{f}.offsets.npy", mmap_mode="r") for f in FIELDS}
+        names = [f for field in FIELDS for f in (field, f"{field}.offsets")]
+        dtypes = {f: ("uint8",) for f in FIELDS} | {f"{f}.offsets": ("int64",) for f in FIELDS}
+        arrays = load_arrays(self.directory, names, dtypes=dtypes)
+        self._blobs = {f: arrays[f] for f in FIELDS}
+        self._offsets = {f: arrays[f"{f}.offsets"] for f in FIELDS}
+        rows = len(self._offsets["ids"]) if n_docs is None else n_docs + 1
+        for f in FIELDS:
+            check_pointer(self.directory, f"{f}.offsets", self._offsets[f], rows, len(self._blobs[f]))
         self._all_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -67,7 +77,7 @@ class DocStore:
 
     def _get(self, field: str, row: int) -> str:
         lo, hi = self._offsets[field][row], self._offsets[field][row + 1]
-        return bytes(self._blobs[field][lo:hi]).decode("utf-8", "surrogatepass")
+        return _decode(bytes(self._blobs[field][lo:hi]), self.directory / f"{field}.npy")
 
     def doc_id(self, row: int) -> str:
         return self._get("ids", row)
@@ -81,7 +91,7 @@ class DocStore:
     def all_ids(self) -> np.ndarray:
         """Every id as an object array (decoded once, cached): fast id lookup for batch search."""
         if self._all_ids is None:
-            blob = bytes(self._blobs["ids"]).decode("utf-8", "surrogatepass")
+            blob = _decode(bytes(self._blobs["ids"]), self.directory / "ids.npy")
             offsets = np.asarray(self._offsets["ids"])
             if blob.isascii():
                 self._all_ids = np.array([blob[a:b] for a, b in zip(offsets[:-1], offsets[1:])], dtype=object)
@@ -90,3 +100,10 @@ class DocStore:
         return self._all_ids
 
 
+
+
+def _decode(data: bytes, where: Path) -> str:
+    try:
+        return data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        raise LsrError(f"{where}: not valid UTF-8 (index is damaged; rebuild it)") from None

@@ -19,7 +19,7 @@ from lsr.corpus import CorpusReader
 from lsr.docstore import DocStore, DocStoreWriter
 from lsr.encoders import Encoder, encoder_from_spec, resolve_model
 from lsr.errors import LsrError
-from lsr.indexer.storage import IndexFormatError, atomic_directory, check_target, read_manifest, write_manifest
+from lsr.indexer.storage import IndexFormatError, atomic_directory, check_target, damaged, read_manifest, write_manifest
 from lsr.sparse import SparseVectors
 
 log = logging.getLogger(__name__)
@@ -186,15 +186,28 @@ class Retriever:
         path = Path(path)
         if not path.exists():
             raise LsrError(f"{path}: no index here (build one with `lsr index CORPUS`)")
+        manifest = read_manifest(path)
+        if manifest["kind"] != KIND:
+            raise IndexFormatError(f"{path}: a bare {manifest['kind']} index, not a retriever index")
+        if not isinstance(manifest.get("encoder"), dict):
+            raise damaged(path / "manifest.json", "no encoder spec")
+        index = _load_index(path / "index", exact=exact)
+        docs = DocStore(path / "docs", manifest["n_docs"])
+        if index.n_docs != manifest["n_docs"]:
+            raise damaged(path / "index" / "manifest.json", f"{index.n_docs} documents, the index has {manifest['n_docs']}")
         try:
-            manifest = read_manifest(path)
-            if manifest["kind"] != KIND:
-                raise IndexFormatError(f"{path}: a bare {manifest['kind']} index, not a retriever index")
-            index = _load_index(path / "index", exact=exact)
-        except IndexFormatError as err:
-            raise LsrError(str(err)) from None
-        encoder = encoder_from_spec(manifest["encoder"], path / "encoder")
-        return cls(path, encoder, index, DocStore(path / "docs"), manifest)
+            encoder = encoder_from_spec(manifest["encoder"], path / "encoder")
+        except (ValueError, KeyError, TypeError) as err:  # damaged spec or encoder files
+            raise damaged(path / "encoder", f"cannot rebuild the query encoder ({err})") from None
+        return cls(path, encoder, index, docs, manifest)
+
+    def verify(self) -> int:
+        """Check every file against its sha256 in the manifests and every array value the
+        searches use as a position (reads the whole index); returns the number of files
+        checked. Raises `LsrError` naming the first damaged file."""
+        files = sum(len(read_manifest(d, verify=True)["files"]) for d in (self.path, self.path / "index"))
+        self.index.check_values(full=True)
+        return files
 
     def warm_up(self) -> None:
         """Compile (and cache on disk) the batch search code now rather than at the first batch."""

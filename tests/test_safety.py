@@ -169,3 +169,91 @@ def test_api_arguments_are_checked(built):
         built.search_batch("tea")
     with pytest.raises(TypeError, match="queries must be strings"):
         built.search_batch(["tea", None])
+
+
+# ---- corruption: checked on load, in full before the first Numba search, sha256 with --verify --
+
+
+WORDS = "tea coffee cocoa milk sugar water brewed roasted green black hot cold cup leaf bean".split()
+
+
+@pytest.fixture(scope="module")
+def indexes(tmp_path_factory):
+    """An exact and a Seismic index of 60 small documents (built once; tests corrupt copies)."""
+    root = tmp_path_factory.mktemp("indexes")
+    rng = np.random.default_rng(0)
+    lines = [json.dumps({"_id": f"d{i}", "text": " ".join(rng.choice(WORDS, 6))}) for i in range(60)]
+    (root / "c.jsonl").write_text("\n".join(lines) + "\n")
+    for kind in ("exact", "seismic"):
+        Retriever.build(root / "c.jsonl", model="bm25", path=root / kind, index=kind, seismic={"n_postings": 8})
+    return root
+
+
+def damaged_copy(indexes, tmp_path, kind, file, change):
+    """A copy of the `kind` index with `change(array)` applied in place to `file` (same size)."""
+    target = tmp_path / kind
+    shutil.copytree(indexes / kind, target)
+    array = np.load(target / file, mmap_mode="r+")
+    change(array)
+    array.flush()
+    return target
+
+
+QUERIES = [" ".join(WORDS[i : i + 3]) for i in range(0, len(WORDS), 2)]
+
+CORRUPTIONS = [
+    ("exact", "index/list_docs.npy", lambda a: a.__setitem__(slice(None, None, 7), 10**8)),
+    ("exact", "index/list_ptr.npy", lambda a: a.__setitem__(len(a) // 2, a[-1] + 9)),
+    ("seismic", "index/post_docs.npy", lambda a: a.__setitem__(slice(None, None, 7), 10**8)),
+    ("seismic", "index/fwd_words.npy", lambda a: a.__setitem__(slice(None), a | np.uint32(0xFFF0))),
+    ("seismic", "index/block_doc_ptr.npy", lambda a: a.__setitem__(1, a[-1] + 9)),
+    ("seismic", "index/sum_ckpt.npy", lambda a: a.__setitem__(slice(None), 10**6)),
+    ("seismic", "index/list_block_ptr.npy", lambda a: a.__setitem__(slice(1, None), 0)),
+    ("exact", "docs/ids.offsets.npy", lambda a: a.__setitem__(2, 10**12)),
+    ("seismic", "docs/texts.offsets.npy", lambda a: a.__setitem__(-1, a[-1] - 1)),
+]
+
+
+@pytest.mark.parametrize("kind, file, change", CORRUPTIONS, ids=[f"{k}-{f}" for k, f, _ in CORRUPTIONS])
+def test_same_size_corruption_is_an_error_not_a_crash(indexes, tmp_path, kind, file, change):
+    path = damaged_copy(indexes, tmp_path, kind, file, change)
+    with pytest.raises(LsrError, match=r"index is damaged; rebuild it"):
+        r = Retriever.load(path)
+        r.search_batch(QUERIES, k=5)  # Numba kernels: out-of-range values would crash here
+        r.search(QUERIES[0])
+
+
+def test_corrupt_header_and_bit_flips(indexes, tmp_path):
+    header = tmp_path / "header"
+    shutil.copytree(indexes / "exact", header)
+    file = header / "index" / "list_docs.npy"
+    data = bytearray(file.read_bytes())
+    text = data[:128].decode("latin1")
+    data[:128] = text.replace("'descr': '<i4',", "'descr': '|O', ").encode("latin1")  # a pickled-object array
+    assert data[:128].decode("latin1") != text
+    file.write_bytes(bytes(data))
+    assert_one_line_error(lsr("search", "tea", "-i", header), "list_docs.npy: unreadable array")
+
+    for kind, name in (("exact", "list_weights.npy"), ("seismic", "fwd_words.npy")):
+        flipped = tmp_path / f"flip-{kind}"
+        shutil.copytree(indexes / kind, flipped)
+        file = flipped / "index" / name
+        data = bytearray(file.read_bytes())
+        data[-1] ^= 0x01  # a bit of the last weight: loads and searches, wrong scores; only sha256 tells
+        file.write_bytes(bytes(data))
+        assert lsr("search", "tea", "-i", flipped).returncode == 0
+        assert_one_line_error(lsr("info", "--verify", "-i", flipped), f"{name}: checksum mismatch")
+        result = lsr("info", "--verify", "--json", "-i", indexes / kind)
+        assert result.returncode == 0, result.stderr
+        info = json.loads(result.stdout)
+        assert info["verified"] is True and info["n_docs"] == 60 and info["index_kind"] == kind
+
+
+def test_verify_finds_summary_entries_out_of_their_group(indexes, tmp_path):
+    """A damaged summary entry cannot make a search write out of bounds (wrong scores at
+    worst); the full value check of --verify names it even without the checksums."""
+    path = damaged_copy(indexes, tmp_path, "seismic", "index/sum_entry.npy", lambda a: a.__setitem__(0, a[0] | 0xFF))
+    r = Retriever.load(path)
+    r.search_batch(QUERIES, k=5)
+    with pytest.raises(LsrError, match="sum_entry.npy: summary entries name blocks outside their group"):
+        r.index.check_values(full=True)
