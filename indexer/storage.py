@@ -7,6 +7,7 @@ so an interrupted or failed build never damages the index already at that path.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -56,7 +57,11 @@ def check_target(path: str | Path, protect: tuple[str | Path, ...] = ()) -> None
     refuse any `path` inside a `protect`ed path (the corpus) or containing one."""
     path = Path(path)
     if path.is_symlink() or path.exists():
-        if path.is_symlink() or not path.is_dir() or not (is_index(path) or not any(path.iterdir())):
+        try:
+            empty = path.is_dir() and not any(path.iterdir())
+        except PermissionError:
+            raise LsrError(f"{path}: permission denied") from None
+        if path.is_symlink() or not path.is_dir() or not (is_index(path) or empty):
             raise UnsafeTargetError(f"{path} exists and is not an lsr index; choose another --index or remove it")
     real = os.path.realpath(path)
     for item in protect:
@@ -75,23 +80,50 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class NoSpaceError(LsrError):
+    """The disk (or quota) filled up while writing an index."""
+
+
+def _no_space(err: BaseException) -> bool:
+    return isinstance(err, NoSpaceError) or (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT))
+
+
+def mount_point(path: str | Path) -> str:
+    """The mount point of the file system holding `path` (for messages)."""
+    path = Path(os.path.realpath(path))
+    while not path.exists():
+        path = path.parent
+    device = path.stat().st_dev
+    while path.parent != path and path.parent.stat().st_dev == device:
+        path = path.parent
+    return str(path)
+
+
+def _bytes_under(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
 @contextlib.contextmanager
-def atomic_directory(path: str | Path, protect: tuple[str | Path, ...] = ()) -> Iterator[Path]:
+def atomic_directory(
+    path: str | Path, protect: tuple[str | Path, ...] = (), expected_bytes: int = 0
+) -> Iterator[Path]:
     """Yield a fresh temporary sibling of `path`; on success it replaces `path` whole.
 
     `path` must be missing, an empty folder or an lsr index (anything else raises
     `UnsafeTargetError` before a byte is written), and not inside nor around a path of
     `protect`. On any exception (or interruption) the temporary directory is removed and
-    `path` is left exactly as it was.
+    `path` is left exactly as it was; a full disk becomes `NoSpaceError` ("no space left
+    on MOUNT (needed ~X MB)", X the larger of `expected_bytes` and what was written).
     """
     check_target(path, protect)
     path = Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    owner = tmp.with_name(tmp.name + ".pid")
-    owner.write_text(str(os.getpid()))
+    tmp = owner = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        owner = tmp.with_name(tmp.name + ".pid")
+        owner.write_text(str(os.getpid()))
         yield tmp
         check_target(path, protect)  # again: something may have appeared there meanwhile
         if path.exists():
@@ -101,11 +133,19 @@ def atomic_directory(path: str | Path, protect: tuple[str | Path, ...] = ()) -> 
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as err:
+        written = _bytes_under(tmp) if tmp else 0
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if _no_space(err):
+            needed = max(written, expected_bytes) / 2**20
+            raise NoSpaceError(f"no space left on {mount_point(path.parent)} (needed ~{needed:,.0f} MB)") from None
+        if isinstance(err, PermissionError):
+            raise LsrError(f"cannot write the index {path}: permission denied ({err.filename or path.parent})") from None
         raise
     finally:
-        owner.unlink(missing_ok=True)
+        if owner:
+            owner.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -130,9 +170,18 @@ def _remove_abandoned(path: Path) -> None:
             owner.unlink(missing_ok=True)
 
 
+def save_array(file: Path, array: np.ndarray) -> None:
+    """`np.save` through plain writes: a full disk raises OSError(ENOSPC) (NumPy's own
+    writer reports a short write without an errno)."""
+    array = np.ascontiguousarray(array)
+    with open(file, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+        f.write(memoryview(array.reshape(-1)).cast("B"))
+
+
 def save_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> None:
     for name, array in arrays.items():
-        np.save(directory / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        save_array(directory / f"{name}.npy", array)
 
 
 def damaged(path: str | Path, why: str) -> IndexFormatError:

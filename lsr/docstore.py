@@ -9,17 +9,21 @@ from pathlib import Path
 import numpy as np
 
 from lsr.errors import LsrError
+from lsr.indexer.storage import save_array
 
 FIELDS = ("ids", "titles", "texts")
 
 
 class DocStoreWriter:
-    """Appends documents to raw blob files; `close()` turns them into `.npy` arrays."""
+    """Appends documents to `.npy` files whose header is written by `close()`: plain writes
+    only (a full disk is an `OSError`, never a SIGBUS through a memory map), no second copy."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.blobs = {f: open(self.directory / f"{f}.raw", "wb") for f in FIELDS}
+        self.blobs = {f: open(self.directory / f"{f}.npy", "wb") for f in FIELDS}
+        for blob in self.blobs.values():
+            blob.write(b"\0" * NPY_HEADER)  # room for the header, written once the size is known
         # 8 bytes per entry (a list of Python ints takes ~36): millions of documents add up
         self.offsets: dict[str, array] = {f: array("q", [0]) for f in FIELDS}
         self.seen: dict[str, str] = {}
@@ -38,19 +42,20 @@ class DocStoreWriter:
 
     def close(self) -> None:
         for field, blob in self.blobs.items():
+            blob.seek(0)
+            blob.write(_npy_header(self.offsets[field][-1]))
             blob.close()
-            raw = self.directory / f"{field}.raw"
-            size = self.offsets[field][-1]
-            out = np.lib.format.open_memmap(self.directory / f"{field}.npy", mode="w+", dtype=np.uint8, shape=(size,))
-            with open(raw, "rb") as src:
-                pos = 0
-                for block in iter(lambda: src.read(1 << 24), b""):
-                    out[pos : pos + len(block)] = np.frombuffer(block, np.uint8)
-                    pos += len(block)
-            out.flush()
-            del out
-            raw.unlink()
-            np.save(self.directory / f"{field}.offsets.npy", np.frombuffer(self.offsets[field], np.int64))
+            save_array(self.directory / f"{field}.offsets.npy", np.frombuffer(self.offsets[field], np.int64))
+
+
+NPY_HEADER = 128  # bytes of a version 1.0 .npy header of a 1-D uint8 array (any length)
+
+
+def _npy_header(size: int) -> bytes:
+    """The .npy (format 1.0) header of a uint8 array of `size` entries, NPY_HEADER bytes long."""
+    text = repr({"descr": "|u1", "fortran_order": False, "shape": (size,)})
+    body = text.ljust(NPY_HEADER - 10 - 1).encode("latin1") + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
 
 
 class DocStore:

@@ -116,7 +116,8 @@ class Retriever:
         protect = (Path(corpus_path),)
         check_target(path, protect)  # before loading a model: refuse early
         encoder = model if isinstance(model, Encoder) else resolve_model(model)
-        with atomic_directory(path, protect) as tmp:
+        # a rough size for "no space left" messages: the texts once, the index about as much
+        with atomic_directory(path, protect, expected_bytes=2 * reader.bytes_total) as tmp:
             docs = DocStoreWriter(tmp / "docs")
             run = encoder.document_pass(batch_size=batch_size, max_length=max_length)
             batch: list[str] = []

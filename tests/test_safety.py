@@ -46,7 +46,8 @@ REFUSED = "exists and is not an lsr index; choose another --index or remove it"
 def assert_one_line_error(result, message):
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("indexing ")]  # progress
+    assert len(lines) == 1, result.stderr
 
 
 # ---- data loss: refuse to replace what is not an index -------------------------------------
@@ -257,3 +258,52 @@ def test_verify_finds_summary_entries_out_of_their_group(indexes, tmp_path):
     r.search_batch(QUERIES, k=5)
     with pytest.raises(LsrError, match="sum_entry.npy: summary entries name blocks outside their group"):
         r.index.check_values(full=True)
+
+
+# ---- disk full ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB tmpfs (needs root: CAP_SYS_ADMIN), or None where it cannot be mounted."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    yield mount if done.returncode == 0 else None
+    if done.returncode == 0:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def big_corpus(path: Path, n: int = 6000) -> Path:
+    rng = np.random.default_rng(1)
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"_id": str(i), "text": " ".join(rng.choice(WORDS, 60))}) + "\n")
+    return path
+
+
+def test_disk_full_is_one_line_and_keeps_the_previous_index(tmp_path, corpus, small_disk, monkeypatch):
+    """On a real 2 MB file system when one can be mounted here (root), else with the write
+    that fills the disk simulated: same message, no temporary folder, old index intact."""
+    big = big_corpus(tmp_path / "big.jsonl")  # ~2.5 MB of text: the document store alone overflows
+    disk = small_disk or tmp_path / "disk"
+    index = disk / "ix"
+    Retriever.build(corpus, model="bm25", path=index)
+    before = [(h.doc_id, h.score) for h in Retriever.load(index).search("brewed")]
+    if small_disk is not None:
+        result = lsr("index", big, "-m", "bm25", "-i", index)
+        assert_one_line_error(result, f"no space left on {disk} (needed ~")
+        assert result.stderr.rstrip().endswith("MB)")
+    else:
+        import errno
+
+        from lsr import docstore
+
+        def full(self, *args):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(docstore.DocStoreWriter, "close", full)
+        with pytest.raises(LsrError, match=r"no space left on .* \(needed ~\d+ MB\)"):
+            Retriever.build(big, model="bm25", path=index)
+    assert sorted(p.name for p in disk.iterdir()) == ["ix"]  # no .ix.tmp-* left behind
+    assert [(h.doc_id, h.score) for h in Retriever.load(index).search("brewed")] == before
