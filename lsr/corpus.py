@@ -74,7 +74,11 @@ class CorpusReader:
             beir = beir if beir.is_file() else self.path / "corpus.jsonl.gz"
             return [(beir, _read_jsonl)]
         files = []
-        for root, dirs, names in os.walk(self.path):
+
+        def unreadable(err: OSError) -> None:  # a folder os.walk cannot list: like an unreadable file
+            self._bad(f"{err.filename}: cannot read folder ({err.strerror or err})")
+
+        for root, dirs, names in os.walk(self.path, onerror=unreadable):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(names):
                 if name.startswith("."):

@@ -307,3 +307,62 @@ def test_disk_full_is_one_line_and_keeps_the_previous_index(tmp_path, corpus, sm
             Retriever.build(big, model="bm25", path=index)
     assert sorted(p.name for p in disk.iterdir()) == ["ix"]  # no .ix.tmp-* left behind
     assert [(h.doc_id, h.score) for h in Retriever.load(index).search("brewed")] == before
+
+
+# ---- permissions: run as an unprivileged user (root ignores permission bits) ---------------------
+
+
+@pytest.fixture
+def as_user(tmp_path):
+    """(folder, run): a folder the unprivileged user can use, and `run(*args)` running `lsr`
+    as that user: `nobody` through setpriv when the tests run as root, else ourselves."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="lsr-perm-"))
+    folder.chmod(0o777)
+    prefix = []
+    if os.geteuid() == 0:
+        assert shutil.which("setpriv"), "running as root: setpriv is needed to drop privileges"
+        prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(folder / ".numba"), "HOME": str(folder)}
+
+    def run(*args):
+        return subprocess.run([*prefix, LSR, *map(str, args)], capture_output=True, text=True, cwd=folder, env=env, timeout=300)
+
+    yield folder, run
+    for p in folder.rglob("*"):
+        p.chmod(0o777 if p.is_dir() else 0o666)
+    shutil.rmtree(folder)
+
+
+def test_unwritable_output_and_unreadable_index_files(as_user, corpus):
+    folder, run = as_user
+    shutil.copytree(corpus, folder / "corpus")
+    for p in [folder / "corpus", *(folder / "corpus").iterdir()]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    (folder / "locked").mkdir(mode=0o555)
+    assert_one_line_error(run("index", "corpus", "-m", "bm25", "-i", "locked/ix"), "permission denied")
+    assert list((folder / "locked").iterdir()) == []
+    Retriever.build(folder / "corpus", model="bm25", path=folder / "ix")
+    for p in [folder / "ix", *(folder / "ix").rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    assert run("search", "tea", "-i", "ix").returncode == 0
+    for name in ("index/list_docs.npy", "docs/texts.npy", "manifest.json", "index/manifest.json"):
+        (folder / "ix" / name).chmod(0o000)
+        assert_one_line_error(run("search", "tea", "-i", "ix"), f"{name}: permission denied")
+        (folder / "ix" / name).chmod(0o644)
+
+
+def test_unreadable_corpus_subfolder_is_reported(as_user, corpus):
+    folder, run = as_user
+    shutil.copytree(corpus, folder / "corpus")
+    (folder / "corpus" / "sub").mkdir()
+    (folder / "corpus" / "sub" / "milk.txt").write_text("Milk tea.")
+    for p in [folder / "corpus", *(folder / "corpus").rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    (folder / "corpus" / "sub").chmod(0o000)
+    assert_one_line_error(run("index", "corpus", "-m", "bm25", "-i", "ix"), "sub: cannot read folder (Permission denied)")
+    assert not (folder / "ix").exists()
+    result = run("index", "corpus", "-m", "bm25", "-i", "ix", "--skip-bad")
+    assert result.returncode == 0, result.stderr
+    assert "indexed 2 documents" in result.stdout and "skipped 1 bad record" in result.stderr and "sub: cannot read folder" in result.stderr
