@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -126,7 +127,9 @@ def atomic_directory(
         owner.write_text(str(os.getpid()))
         yield tmp
         check_target(path, protect)  # again: something may have appeared there meanwhile
-        if path.exists():
+        if path.exists() and _exchange(tmp, path):  # readers see the old or the new, never none
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / path.name)
             os.replace(tmp, path)
@@ -146,6 +149,59 @@ def atomic_directory(
     finally:
         if owner:
             owner.unlink(missing_ok=True)
+
+
+class Generation:
+    """One generation of an index directory, opened once: `root` reads from it even after a
+    rebuild has renamed another generation into place (Linux: through /proc/self/fd;
+    elsewhere `root` is the path itself and `replaced()` tells a reader to start again)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
+        proc = Path(f"/proc/self/fd/{fd}")
+        self.root = proc if proc.is_dir() else path
+        self._id = os.fstat(fd).st_ino
+
+    def replaced(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino != self._id
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def open_generation(path: str | Path) -> Generation:
+    path = Path(path)
+    for attempt in range(50):  # a rebuild without an atomic exchange leaves a short gap
+        try:
+            return Generation(path, os.open(path, os.O_RDONLY | os.O_DIRECTORY))
+        except FileNotFoundError:
+            if not any(path.parent.glob(f".{path.name}.old-*")):
+                break
+            time.sleep(0.01)
+        except NotADirectoryError:
+            raise IndexFormatError(f"{path}: not an lsr index (a file)") from None
+        except PermissionError:
+            raise IndexFormatError(f"{path}: permission denied (cannot read the index)") from None
+    raise LsrError(f"{path}: no index here (build one with `lsr index CORPUS`)")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where the
+    system or file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _alive(pid: int) -> bool:

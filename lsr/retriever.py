@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,7 +20,16 @@ from lsr.corpus import CorpusReader
 from lsr.docstore import DocStore, DocStoreWriter
 from lsr.encoders import Encoder, encoder_from_spec, resolve_model
 from lsr.errors import LsrError
-from lsr.indexer.storage import IndexFormatError, atomic_directory, check_target, damaged, read_manifest, write_manifest
+from lsr.indexer.storage import (
+    Generation,
+    IndexFormatError,
+    atomic_directory,
+    check_target,
+    damaged,
+    open_generation,
+    read_manifest,
+    write_manifest,
+)
 from lsr.sparse import SparseVectors
 
 log = logging.getLogger(__name__)
@@ -80,6 +90,7 @@ class Retriever:
     def __init__(self, path: Path, encoder: Encoder, index: Any, docs: DocStore, manifest: dict[str, Any]) -> None:
         self.path, self.encoder, self.index, self.docs, self.manifest = path, encoder, index, docs, manifest
         self.last_build: BuildReport | None = None
+        self._generation: Generation | None = None
 
     def __len__(self) -> int:
         return len(self.docs)
@@ -182,31 +193,52 @@ class Retriever:
         """Open an index directory written by `build` (arrays are memory-mapped).
 
         `exact=True` answers with exact top-k even when the index is approximate (Seismic):
-        its forward index is inverted in memory at load time.
+        its forward index is inverted in memory at load time. Everything is read from one
+        generation of the directory, even while a rebuild replaces it: the directory is
+        opened once and read through that handle (kept open while the Retriever lives).
         """
         path = Path(path)
-        if not path.exists():
-            raise LsrError(f"{path}: no index here (build one with `lsr index CORPUS`)")
-        manifest = read_manifest(path)
+        for attempt in range(5):
+            handle = open_generation(path)
+            try:
+                retriever = cls._load(path, handle.root, exact)
+            except LsrError as err:
+                handle.close()
+                if attempt < 4 and handle.replaced():  # the old generation was deleted under us
+                    continue
+                raise LsrError(str(err).replace(str(handle.root), str(path))) from None
+            retriever._generation = handle
+            weakref.finalize(retriever, handle.close)
+            return retriever
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _load(cls, path: Path, root: Path, exact: bool) -> "Retriever":
+        manifest = read_manifest(root)
         if manifest["kind"] != KIND:
-            raise IndexFormatError(f"{path}: a bare {manifest['kind']} index, not a retriever index")
+            raise IndexFormatError(f"{root}: a bare {manifest['kind']} index, not a retriever index")
         if not isinstance(manifest.get("encoder"), dict):
-            raise damaged(path / "manifest.json", "no encoder spec")
-        index = _load_index(path / "index", exact=exact)
-        docs = DocStore(path / "docs", manifest["n_docs"])
+            raise damaged(root / "manifest.json", "no encoder spec")
+        index = _load_index(root / "index", exact=exact)
+        docs = DocStore(root / "docs", manifest["n_docs"])
         if index.n_docs != manifest["n_docs"]:
-            raise damaged(path / "index" / "manifest.json", f"{index.n_docs} documents, the index has {manifest['n_docs']}")
+            raise damaged(root / "index" / "manifest.json", f"{index.n_docs} documents, the index has {manifest['n_docs']}")
         try:
-            encoder = encoder_from_spec(manifest["encoder"], path / "encoder")
-        except (ValueError, KeyError, TypeError) as err:  # damaged spec or encoder files
-            raise damaged(path / "encoder", f"cannot rebuild the query encoder ({err})") from None
+            encoder = encoder_from_spec(manifest["encoder"], root / "encoder")
+        except (OSError, ValueError, KeyError, TypeError) as err:  # damaged spec or encoder files
+            raise damaged(root / "encoder", f"cannot rebuild the query encoder ({err})") from None
+        index.path, docs.directory = path / "index", path / "docs"  # for messages
         return cls(path, encoder, index, docs, manifest)
 
     def verify(self) -> int:
         """Check every file against its sha256 in the manifests and every array value the
         searches use as a position (reads the whole index); returns the number of files
         checked. Raises `LsrError` naming the first damaged file."""
-        files = sum(len(read_manifest(d, verify=True)["files"]) for d in (self.path, self.path / "index"))
+        root = self._generation.root if self._generation else self.path
+        try:
+            files = sum(len(read_manifest(d, verify=True)["files"]) for d in (root, root / "index"))
+        except LsrError as err:
+            raise LsrError(str(err).replace(str(root), str(self.path))) from None
         self.index.check_values(full=True)
         return files
 

@@ -366,3 +366,44 @@ def test_unreadable_corpus_subfolder_is_reported(as_user, corpus):
     result = run("index", "corpus", "-m", "bm25", "-i", "ix", "--skip-bad")
     assert result.returncode == 0, result.stderr
     assert "indexed 2 documents" in result.stdout and "skipped 1 bad record" in result.stderr and "sub: cannot read folder" in result.stderr
+
+
+# ---- rebuild race: a reader always sees one whole generation -----------------------------------
+
+
+def test_load_and_search_while_another_process_rebuilds(tmp_path):
+    import time
+
+    for name, n in (("a", 40), ("b", 70)):
+        rows = [json.dumps({"_id": f"{name}{i}", "text": f"{name}{i} tea coffee " + "milk " * (i % 5)}) for i in range(n)]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(rows) + "\n")
+    index = tmp_path / "ix"
+    Retriever.build(tmp_path / "a.jsonl", model="bm25", path=index)
+    seconds = 8.0
+    builder = subprocess.Popen(
+        [sys.executable, "-c", f"""
+import time
+from lsr.retriever import Retriever
+end, n = time.time() + {seconds}, 0
+while time.time() < end:
+    for corpus in ("b", "a"):
+        Retriever.build({str(tmp_path)!r} + "/" + corpus + ".jsonl", model="bm25", path={str(index)!r})
+        n += 1
+print(n)
+"""],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    loops, end = 0, time.time() + seconds
+    try:
+        while time.time() < end:
+            r = Retriever.load(index)
+            hits = r.search("tea milk", k=100)
+            ids, _ = r.search_batch(["tea", "coffee milk"], k=100)
+            generation = {h.doc_id[0] for h in hits} | {i[0] for q in ids for i in q}
+            assert len(generation) == 1 and len(hits) == len(r) == r.manifest["n_docs"] == (40 if generation == {"a"} else 70)
+            assert all(h.text.startswith(h.doc_id + " ") for h in hits)
+            loops += 1
+    finally:
+        rebuilds = int(builder.communicate(timeout=120)[0] or 0)
+    assert builder.returncode == 0 and rebuilds >= 4 and loops >= 20, (rebuilds, loops)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl", "ix"]  # nothing left behind
