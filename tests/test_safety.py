@@ -407,3 +407,89 @@ print(n)
         rebuilds = int(builder.communicate(timeout=120)[0] or 0)
     assert builder.returncode == 0 and rebuilds >= 4 and loops >= 20, (rebuilds, loops)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl", "ix"]  # nothing left behind
+
+
+# ---- property test over the CLI: random corpora, queries, k values and damaged index files -----
+
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ = settings(
+    max_examples=8, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)  # fmt: skip
+KS = st.one_of(st.integers(-3, 100), st.sampled_from([10**7, 10**9, 10**20, 2**63, -(2**63)]))
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
+
+
+def assert_clean(result):
+    assert result.returncode in (0, 1, 2), (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+
+
+def hits_of(path: Path, query: str = "tea cocoa milk") -> list:
+    return [(h.doc_id, h.score) for h in Retriever.load(path).search(query, k=20)]
+
+
+@FUZZ
+@given(
+    kind=st.sampled_from(["exact", "seismic"]), pick=st.integers(0, 10**6), op=st.sampled_from(["flip", "truncate", "header", "zeros"]),
+    where=st.floats(0, 1), k=KS, query=TEXT,
+)  # fmt: skip
+@example(kind="seismic", pick=0, op="header", where=0.0, k=10**20, query="tea milk")  # docs/ids.npy: an object array
+def test_fuzz_damaged_index_files(indexes, tmp_path_factory, kind, pick, op, where, k, query):
+    """Any damage to any file of an index: `lsr search` and `lsr info --verify` exit 0, 1 or
+    2 without a traceback; --verify finds every change to an array or encoder file."""
+    path = tmp_path_factory.mktemp("fuzz") / kind
+    shutil.copytree(indexes / kind, path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    file = files[pick % len(files)]
+    data = bytearray(file.read_bytes())
+    at = min(int(where * len(data)), max(len(data) - 1, 0))
+    if op == "flip" and data:
+        data[at] ^= 0xFF
+    elif op == "truncate":
+        data = data[:at]
+    elif op == "header":
+        data[:16] = b"\x93NUMPY\x01\x00v\x00{'descr'"[: min(16, len(data))]
+        data[16:80] = b"'|O', 'fortran_order': False, 'shape': (3,), }".ljust(64)[: max(0, min(64, len(data) - 16))]
+    elif op == "zeros":
+        data[at : at + 64] = bytes(len(data[at : at + 64]))
+    changed = bytes(data) != file.read_bytes()
+    file.write_bytes(bytes(data))
+    result = lsr("search", query or "tea", "-k", k, "--json", "-i", path)
+    assert_clean(result)
+    if result.returncode == 0:
+        assert len(json.loads(result.stdout)) <= 60
+    result = lsr("info", "--verify", "-i", path)
+    assert_clean(result)
+    if changed and file.name != "manifest.json":  # a manifest change can keep it valid (its date)
+        assert result.returncode == 1, (file, op, result.stdout)
+
+
+LINES = st.one_of(
+    st.builds(lambda i, t: json.dumps({"_id": i, "text": t}), st.text(min_size=1, max_size=5), TEXT),
+    st.sampled_from(['{"_id": 1, "text": broken', "", "{}", '{"_id": "x"}', "\x00\xff", '{"id": "dup", "text": "a"}']),
+)
+
+
+@FUZZ
+@given(lines=st.lists(LINES, max_size=8), query=TEXT, k=KS, skip_bad=st.booleans())
+@example(lines=['{"_id": "a", "text": "tea"}', '{"_id": "a", "text": "again"}'], query="tea", k=-(2**63), skip_bad=True)
+def test_fuzz_corpora_queries_and_k(indexes, tmp_path_factory, lines, query, k, skip_bad):
+    """Random corpora indexed over an existing index, then searched with random queries and
+    k: exit 0, 1 or 2, no traceback; a failed build leaves the old index answering the same."""
+    work = tmp_path_factory.mktemp("fuzz")
+    path = work / "ix"
+    shutil.copytree(indexes / "exact", path)
+    before = hits_of(path)
+    corpus = work / "c.jsonl"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
+    result = lsr("index", corpus, "-m", "bm25", "-i", path, *(["--skip-bad"] if skip_bad else []))
+    assert_clean(result)
+    if result.returncode != 0:
+        assert hits_of(path) == before and sorted(p.name for p in work.iterdir()) == ["c.jsonl", "ix"]
+    result = lsr("search", query or "tea", "-k", k, "--json", "-i", path)
+    assert_clean(result)
+    if result.returncode == 0:
+        assert len(json.loads(result.stdout)) <= max(len(Retriever.load(path)), 0)
