@@ -498,7 +498,11 @@ class SeismicIndex:
         n_u = len(a["sum_ucount"])
         padded = np.zeros(len(a["sum_ckpt"]) * ks.CKPT, dtype=np.uint8)
         padded[:n_u] = a["sum_ucount"]
-        per_ckpt = padded.reshape(-1, ks.CKPT).sum(axis=1, dtype=np.int64) + ks.CKPT
+        grid = padded.reshape(-1, ks.CKPT)
+        counts = np.zeros(len(grid), dtype=np.uint16)  # 16 x 255 fits; column adds: ~20x a row sum
+        for j in range(ks.CKPT):
+            counts += grid[:, j]
+        per_ckpt = counts.astype(np.int64) + ks.CKPT
         per_ckpt[-1:] -= len(padded) - n_u
         ends = np.cumsum(per_ckpt)
         if (len(ends) and ends[-1] != len(a["sum_entry"])) or np.any(np.asarray(a["sum_ckpt"][1:]) != ends[:-1]) or (
