@@ -173,6 +173,9 @@ class Generation:
             os.close(self.fd)
             self.fd = -1
 
+    def __del__(self) -> None:
+        self.close()
+
 
 def open_generation(path: str | Path) -> Generation:
     path = Path(path)

@@ -8,8 +8,8 @@ its own manifest). It is written to a temporary sibling and renamed into place.
 from __future__ import annotations
 
 import logging
+import contextlib
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -195,7 +195,8 @@ class Retriever:
         `exact=True` answers with exact top-k even when the index is approximate (Seismic):
         its forward index is inverted in memory at load time. Everything is read from one
         generation of the directory, even while a rebuild replaces it: the directory is
-        opened once and read through that handle (kept open while the Retriever lives).
+        opened once and read through that handle (kept open while the Retriever or its
+        encoder lives).
         """
         path = Path(path)
         for attempt in range(5):
@@ -207,8 +208,11 @@ class Retriever:
                 if attempt < 4 and handle.replaced():  # the old generation was deleted under us
                     continue
                 raise LsrError(str(err).replace(str(handle.root), str(path))) from None
+            # the handle closes when neither the Retriever nor its encoder (whose files may be
+            # read again, e.g. when saved elsewhere) holds it any more
             retriever._generation = handle
-            weakref.finalize(retriever, handle.close)
+            with contextlib.suppress(AttributeError):
+                retriever.encoder._lsr_generation = handle
             return retriever
         raise AssertionError("unreachable")
 

@@ -419,7 +419,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )  # fmt: skip
 KS = st.one_of(st.integers(-3, 100), st.sampled_from([10**7, 10**9, 10**20, 2**63, -(2**63)]))
-TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30)  # argv: no NUL
 
 
 def assert_clean(result):
