@@ -254,8 +254,9 @@ def _load_npy(file: Path, mmap: bool) -> np.ndarray:
         raise IndexFormatError(f"{file}: permission denied (cannot read the index)") from None
     except FileNotFoundError:
         raise damaged(file, "missing") from None
-    except (ValueError, OSError, EOFError) as err:  # bad header, object dtype, short data
-        raise damaged(file, f"unreadable array ({str(err).splitlines()[0][:120]})") from None
+    except Exception as err:  # bad header (ValueError, SyntaxError, tokenize.TokenError...), object dtype, short data
+        why = (str(err).splitlines() or [type(err).__name__])[0][:120]
+        raise damaged(file, f"unreadable array ({why})") from None
     if not isinstance(array, np.ndarray) or array.ndim != 1:
         raise damaged(file, "not a one-dimensional array")
     return array

@@ -234,6 +234,10 @@ def test_corrupt_header_and_bit_flips(indexes, tmp_path):
     assert data[:128].decode("latin1") != text
     file.write_bytes(bytes(data))
     assert_one_line_error(lsr("search", "tea", "-i", header), "list_docs.npy: unreadable array")
+    data = bytearray((indexes / "exact" / "index" / "list_docs.npy").read_bytes())
+    data[data.index(b"(") + 1] = 0xD6  # found by the fuzz test: NumPy raises tokenize.TokenError here
+    file.write_bytes(bytes(data))
+    assert_one_line_error(lsr("info", "--verify", "-i", header), "list_docs.npy: unreadable array")
 
     for kind, name in (("exact", "list_weights.npy"), ("seismic", "fwd_words.npy")):
         flipped = tmp_path / f"flip-{kind}"
