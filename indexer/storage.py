@@ -144,7 +144,10 @@ def atomic_directory(
             needed = max(written, expected_bytes) / 2**20
             raise NoSpaceError(f"no space left on {mount_point(path.parent)} (needed ~{needed:,.0f} MB)") from None
         if isinstance(err, PermissionError):
-            raise LsrError(f"cannot write the index {path}: permission denied ({err.filename or path.parent})") from None
+            where = err.filename or ""
+            if not where or str(where).startswith(str(path.parent / f".{path.name}.tmp-")):
+                where = path.parent  # our temporary sibling could not be made: the folder is read-only
+            raise LsrError(f"cannot write the index {path}: permission denied ({where})") from None
         raise
     finally:
         if owner:
