@@ -291,13 +291,24 @@ def _short_names(systems: list[str]) -> dict[str, str]:
 
 
 @app.command()
-def info(index_dir: Optional[Path] = IndexOption) -> None:
+def info(
+    index_dir: Optional[Path] = IndexOption,
+    verify: bool = typer.Option(False, "--verify", help="Also check every file's sha256 and every array value (reads the whole index)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the description as JSON."),
+) -> None:
     """Describe an index: documents, postings, encoder, size on disk."""
     from lsr.retriever import Retriever
 
     path = index_dir or default_index()
-    m = Retriever.load(path).manifest
+    retriever = Retriever.load(path)
+    m = retriever.manifest
+    checked = retriever.verify() if verify else None
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    if as_json:
+        keys = ("created", "n_docs", "nnz", "dim", "index_kind", "encoder", "corpus")
+        doc = {"index": str(path), **{key: m.get(key) for key in keys}, "bytes": size, "verified": checked is not None}
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+        return
     out.print(f"index      {path}", markup=False)
     out.print(f"created    {m['created']}", markup=False)
     out.print(f"documents  {m['n_docs']:,}", markup=False)
@@ -305,6 +316,8 @@ def info(index_dir: Optional[Path] = IndexOption) -> None:
     out.print(f"encoder    {json.dumps(m['encoder'])}", markup=False)
     out.print(f"corpus     {m['corpus']}", markup=False)
     out.print(f"size       {size / 2**20:,.1f} MiB", markup=False)
+    if checked is not None:
+        out.print(f"verified   {checked} files match their sha256; array values in range", markup=False)
 
 
 @app.command("teacher-scores")

@@ -5,11 +5,12 @@ never imports Numba.
 """
 
 from lsr.indexer.exact import ExactIndex
-from lsr.indexer.storage import IndexFormatError
+from lsr.indexer.storage import IndexFormatError, UnsafeTargetError
 
 __all__ = [
     "ExactIndex",
     "IndexFormatError",
+    "UnsafeTargetError",
     "SeismicIndex",
     "FormatError",
     "read_csr",

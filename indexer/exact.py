@@ -6,11 +6,23 @@ summation order, so `lsr search` gives identical results without paying Numba's 
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 import numpy as np
 
-from lsr.indexer.storage import atomic_directory, load_arrays, read_manifest, save_arrays, write_manifest
+from lsr.errors import LsrError
+from lsr.indexer.storage import (
+    IndexFormatError,
+    atomic_directory,
+    check_pointer,
+    check_range,
+    damaged,
+    load_arrays,
+    read_manifest,
+    save_arrays,
+    write_manifest,
+)
 from lsr.sparse import SparseVectors
 
 KIND = "exact"
@@ -23,6 +35,16 @@ def invert(vectors: SparseVectors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     list_ptr = np.zeros(vectors.dim + 1, np.int64)
     np.cumsum(np.bincount(vectors.indices, minlength=vectors.dim), out=list_ptr[1:])
     return list_ptr, rows[order], vectors.values[order]
+
+
+def clamp_k(k: int, n_docs: int) -> int:
+    """`k` checked (an integer >= 0) and capped at the number of documents, before anything
+    of size k is allocated."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+    if k < 0:
+        raise LsrError(f"k must be >= 0, got {k}")
+    return min(int(k), int(n_docs))
 
 
 def resolve_threads(threads: int) -> int:
@@ -41,6 +63,8 @@ class ExactIndex:
     def __init__(self, list_ptr: np.ndarray, list_docs: np.ndarray, list_weights: np.ndarray, n_docs: int) -> None:
         self.list_ptr, self.list_docs, self.list_weights = list_ptr, list_docs, list_weights
         self.n_docs = int(n_docs)
+        self.path: Path | None = None  # where it was loaded from (for error messages)
+        self._checked = True  # built here; a loaded index is checked in full before Numba reads it
 
     @property
     def dim(self) -> int:
@@ -54,7 +78,9 @@ class ExactIndex:
         return cls(*invert(vectors), n_docs=len(vectors))
 
     def search(self, queries: SparseVectors, k: int = 10, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k rows and scores per query: `(ids int64[n, k], scores float32[n, k])`, in query order."""
+        """Top-k rows and scores per query: `(ids int64[n, k], scores float32[n, k])`, in query
+        order; `k` is capped at the number of documents."""
+        k = clamp_k(k, self.n_docs)
         n = len(queries)
         ids = np.empty((n, k), np.int64)
         scores = np.empty((n, k), np.float32)
@@ -67,6 +93,7 @@ class ExactIndex:
 
         from lsr.indexer import exact_kernels
 
+        self.check_values()
         args = (queries.indptr, queries.indices, queries.values, self.list_ptr, self.list_docs, self.list_weights, self.n_docs, k)
         threads = min(resolve_threads(threads), n)
         if threads == 1:
@@ -85,6 +112,8 @@ class ExactIndex:
         if not spans:
             return
         docs = np.concatenate([self.list_docs[a:b] for a, b, _ in spans])
+        if len(docs) and (docs.min() < 0 or docs.max() >= self.n_docs):  # only the lists read
+            raise damaged(Path(self.path or "<memory>") / "list_docs.npy", f"document ids outside [0, {self.n_docs})")
         contributions = np.concatenate([np.float32(w) * self.list_weights[a:b] for a, b, w in spans])
         unique, inverse = np.unique(docs, return_inverse=True)
         acc = np.zeros(len(unique), np.float32)
@@ -98,10 +127,27 @@ class ExactIndex:
             save_arrays(tmp, {"list_ptr": self.list_ptr, "list_docs": self.list_docs, "list_weights": self.list_weights})
             write_manifest(tmp, KIND, n_docs=self.n_docs, dim=self.dim, nnz=int(len(self.list_docs)), **manifest_fields)
 
+    def check_values(self, full: bool = False) -> None:
+        """Every document id in range (a full scan of the postings, once per loaded index:
+        the Numba kernels do not check bounds; `full=True`: again)."""
+        if full or not self._checked:
+            check_range(self.path, "list_docs", self.list_docs, self.n_docs)
+            self._checked = True
+
     @classmethod
     def load(cls, path: str | Path) -> "ExactIndex":
+        """Open a saved index (memory-mapped). Types, sizes and the list offsets are checked
+        here (O(dim)); document ids before the first batch search or by `check_values()`."""
+        path = Path(path)
         manifest = read_manifest(path)
         if manifest["kind"] != KIND:
-            raise ValueError(f"{path}: a {manifest['kind']} index, not {KIND}")
-        a = load_arrays(path, ["list_ptr", "list_docs", "list_weights"])
-        return cls(a["list_ptr"], a["list_docs"], a["list_weights"], manifest["n_docs"])
+            raise IndexFormatError(f"{path}: a {manifest['kind']} index, not {KIND}")
+        dtypes = {"list_ptr": ("int64",), "list_docs": ("int32",), "list_weights": ("float32",)}
+        a = load_arrays(path, list(dtypes), dtypes=dtypes)
+        nnz, dim = len(a["list_docs"]), manifest.get("dim", len(a["list_ptr"]) - 1)
+        check_pointer(path, "list_ptr", a["list_ptr"], dim + 1, nnz)
+        if len(a["list_weights"]) != nnz or manifest.get("nnz", nnz) != nnz:
+            raise damaged(path / "list_weights.npy", f"{len(a['list_weights'])} weights for {nnz} postings")
+        index = cls(a["list_ptr"], a["list_docs"], a["list_weights"], manifest["n_docs"])
+        index.path, index._checked = path, False
+        return index

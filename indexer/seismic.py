@@ -64,8 +64,20 @@ import numpy as np
 from lsr.sparse import SparseVectors
 
 from . import seismic_build as kb
+from .exact import clamp_k
 from . import seismic_search as ks
-from .storage import IndexFormatError, atomic_directory, load_arrays, read_manifest, save_arrays, write_manifest
+from .storage import (
+    IndexFormatError,
+    atomic_directory,
+    check_length,
+    check_pointer,
+    check_range,
+    damaged,
+    load_arrays,
+    read_manifest,
+    save_arrays,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +102,13 @@ _ARRAYS = [
     "sum_ckpt",
     "sum_entry",
 ]
+_DTYPES = {
+    "fwd_ptr": ("int64",), "fwd_words": ("uint32", "uint64"), "post_docs": ("int32",),
+    "list_block_ptr": ("int64",), "block_doc_ptr": ("int64",), "block_min": ("float32",),
+    "block_scale": ("float32",), "list_group_ptr": ("int64",), "group_uniq_ptr": ("int64",),
+    "sum_ucomp": ("uint16", "int32"), "sum_ucount": ("uint8",), "sum_ckpt": ("uint32", "int64"),
+    "sum_entry": ("uint16",),
+}  # fmt: skip
 
 
 class _SpilledForward:
@@ -240,9 +259,14 @@ class SeismicIndex:
         self.dim = int(dim)
         self.n_docs = int(n_docs)
         self.max_blocks = int(np.max(np.diff(arrays["list_block_ptr"]))) if self.dim else 0
+        # block score rows cover every slot of a list's groups: a damaged summary entry (block
+        # number in its group) cannot write past them
+        self._block_slots = kb.GROUP * int(np.max(np.diff(arrays["list_group_ptr"]))) if self.dim else 0
         self._kernel_arrays = tuple(arrays[name] for name in _ARRAYS)
         self._scratch: tuple = ()
         self._counters = np.zeros((1, 2), dtype=np.int64)
+        self.path: Path | None = None  # where it was loaded from (for error messages)
+        self._checked = True  # built here; a loaded index is checked in full before Numba reads it
 
     # ---- build ---------------------------------------------------------------------------
 
@@ -366,7 +390,7 @@ class SeismicIndex:
             np.zeros((n_threads, max(self.dim, 1)), dtype=np.float32),
             np.zeros((n_threads, (self.n_docs + 63) // 64 + 1), dtype=np.uint64),
             np.zeros((n_threads, max(self.n_docs, 1)), dtype=np.int32),
-            np.zeros((n_threads, 2, max(self.max_blocks, 1)), dtype=np.float32),
+            np.zeros((n_threads, 2, max(self.max_blocks, self._block_slots, 1)), dtype=np.float32),
         )
         counters = np.zeros((n_threads, 2), dtype=np.int64)
         counters[: len(self._counters)] = self._counters
@@ -380,19 +404,19 @@ class SeismicIndex:
         heap_factor: float = 0.7,
         threads: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by dot product: (ids int64[n, k], scores float32[n, k]), padded -1 / -inf.
+        """Top-k by dot product: (ids int64[n, k], scores float32[n, k]), padded -1 / -inf;
+        `k` is capped at the number of documents.
 
         A query that gets fewer than k hits from its `query_cut` largest terms is searched
         again with all its terms, so it never returns fewer hits than its (statically pruned)
         lists hold: on a small collection, every matching document."""
-        k = int(k)
-        if k < 1:
-            raise ValueError("k must be >= 1")
+        k = clamp_k(k, self.n_docs)
         n = len(queries)
         out_ids = np.empty((n, k), dtype=np.int64)
         out_scores = np.empty((n, k), dtype=np.float32)
-        if n == 0:
+        if n == 0 or k == 0:
             return out_ids, out_scores
+        self.check_values()
         threads = max(1, min(int(threads), n, numba.config.NUMBA_NUM_THREADS))
         self._ensure_scratch(threads)
         args = (
@@ -436,10 +460,74 @@ class SeismicIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True) -> "SeismicIndex":
+        """Open a saved index (memory-mapped). Types, sizes and every offset array are checked
+        here (O(documents + blocks + lists)); the values used as array positions before the
+        first search or by `check_values()`."""
+        path = Path(path)
         manifest = read_manifest(path)
         if manifest.get("kind") != KIND:
             raise IndexFormatError(f"{path}: a {manifest.get('kind')!r} index, not {KIND!r}")
-        if manifest["params"].get("layout") != LAYOUT:
+        if not isinstance(manifest.get("params"), dict) or manifest["params"].get("layout") != LAYOUT:
             raise IndexFormatError(f"{path}: a Seismic index from an older lsr version; rebuild it")
-        arrays = load_arrays(Path(path), _ARRAYS, mmap=mmap)
-        return cls(arrays, manifest["params"], manifest["dim"], manifest["n_docs"])
+        a = load_arrays(path, _ARRAYS, mmap=mmap, dtypes=_DTYPES)
+        dim, n_docs = manifest.get("dim"), manifest["n_docs"]
+        if not isinstance(dim, int) or dim < 0 or (a["fwd_words"].dtype == np.uint32 and dim > 65536):
+            raise damaged(path / "manifest.json", f"dimension {dim!r} does not fit the forward index")
+        n_blocks, n_groups = len(a["block_min"]), len(a["group_uniq_ptr"]) - 1
+        check_pointer(path, "fwd_ptr", a["fwd_ptr"], n_docs + 1, len(a["fwd_words"]))
+        check_pointer(path, "list_block_ptr", a["list_block_ptr"], dim + 1, n_blocks)
+        check_pointer(path, "block_doc_ptr", a["block_doc_ptr"], n_blocks + 1, len(a["post_docs"]))
+        check_length(path, "block_scale", a["block_scale"], n_blocks)
+        check_pointer(path, "list_group_ptr", a["list_group_ptr"], dim + 1, max(n_groups, 0))
+        check_pointer(path, "group_uniq_ptr", a["group_uniq_ptr"], n_groups + 1, len(a["sum_ucomp"]))
+        check_length(path, "sum_ucount", a["sum_ucount"], len(a["sum_ucomp"]))
+        check_length(path, "sum_ckpt", a["sum_ckpt"], -(-len(a["sum_ucomp"]) // ks.CKPT))
+        groups = np.diff(a["list_group_ptr"])  # each list's groups hold its blocks, GROUP at most
+        if not np.array_equal(groups, (np.diff(a["list_block_ptr"]) + kb.GROUP - 1) // kb.GROUP):
+            raise damaged(path / "list_group_ptr.npy", "group counts do not match the block counts")
+        index = cls(a, manifest["params"], dim, n_docs)
+        index.path, index._checked = path, False
+        return index
+
+    def check_values(self, full: bool = False) -> None:
+        """Every value the Numba kernels use as an array position is in range: document ids,
+        forward components, summary components and checkpoints (a full scan, once per loaded
+        index, before its first search: the kernels do not check bounds). `full=True` also
+        checks that every summary entry names a block of its group (`lsr info --verify`;
+        searches cannot go out of bounds without it: the block scores have a row per group
+        slot)."""
+        if self._checked and not full:
+            return
+        a, path = self._a, self.path
+        check_range(path, "post_docs", a["post_docs"], self.n_docs)
+        if self.dim < 65536 or a["fwd_words"].dtype == np.uint64:
+            comps, _ = unpack_words(a["fwd_words"])
+            check_range(path, "fwd_words", comps, self.dim)
+            del comps
+        check_range(path, "sum_ucomp", a["sum_ucomp"], max(self.dim, 1))
+        # entry ranges: checkpoint i must be the number of entries of components < 16 i
+        n_u = len(a["sum_ucount"])
+        padded = np.zeros(len(a["sum_ckpt"]) * ks.CKPT, dtype=np.uint8)
+        padded[:n_u] = a["sum_ucount"]
+        grid = padded.reshape(-1, ks.CKPT)
+        counts = np.zeros(len(grid), dtype=np.uint16)  # 16 x 255 fits; column adds: ~20x a row sum
+        for j in range(ks.CKPT):
+            counts += grid[:, j]
+        per_ckpt = counts.astype(np.int64) + ks.CKPT
+        per_ckpt[-1:] -= len(padded) - n_u
+        ends = np.cumsum(per_ckpt)
+        if (len(ends) and ends[-1] != len(a["sum_entry"])) or np.any(np.asarray(a["sum_ckpt"][1:]) != ends[:-1]) or (
+            len(ends) and a["sum_ckpt"][0] != 0
+        ):
+            raise damaged(path / "sum_ckpt.npy", "summary entry offsets do not match the entry counts")
+        if full:  # the block of an entry (its low byte) exists in the entry's group
+            starts = np.zeros(n_u + 1, dtype=np.int64)
+            np.cumsum(np.asarray(a["sum_ucount"], dtype=np.int64) + 1, out=starts[1:])
+            nb = np.diff(a["list_block_ptr"])
+            group_list = np.repeat(np.arange(self.dim), np.diff(a["list_group_ptr"]))
+            in_list = np.arange(len(group_list)) - np.asarray(a["list_group_ptr"])[group_list]
+            blocks = np.minimum(kb.GROUP, nb[group_list] - kb.GROUP * in_list).astype(np.uint16)
+            per_group = np.diff(starts[np.asarray(a["group_uniq_ptr"])])
+            if np.any((a["sum_entry"] & 0xFF) >= np.repeat(blocks, per_group)):
+                raise damaged(path / "sum_entry.npy", "summary entries name blocks outside their group")
+        self._checked = True

@@ -83,7 +83,11 @@ class CorpusReader:
         if marks:  # never index a BEIR dataset's queries or judgments as its documents
             raise LsrError(f"{self.path}: a BEIR dataset folder (it has {' and '.join(marks)}) without its corpus.jsonl")
         files = []
-        for root, dirs, names in os.walk(self.path):
+
+        def unreadable(err: OSError) -> None:  # a folder os.walk cannot list: like an unreadable file
+            self._bad(f"{err.filename}: cannot read folder ({err.strerror or err})")
+
+        for root, dirs, names in os.walk(self.path, onerror=unreadable):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(names):
                 if name.startswith("."):

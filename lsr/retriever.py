@@ -8,6 +8,7 @@ its own manifest). It is written to a temporary sibling and renamed into place.
 from __future__ import annotations
 
 import logging
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,16 @@ from lsr.corpus import CorpusReader
 from lsr.docstore import DocStore, DocStoreWriter
 from lsr.encoders import Encoder, encoder_from_spec, resolve_model
 from lsr.errors import LsrError
-from lsr.indexer.storage import IndexFormatError, atomic_directory, read_manifest, write_manifest
+from lsr.indexer.storage import (
+    Generation,
+    IndexFormatError,
+    atomic_directory,
+    check_target,
+    damaged,
+    open_generation,
+    read_manifest,
+    write_manifest,
+)
 from lsr.sparse import SparseVectors
 
 log = logging.getLogger(__name__)
@@ -80,6 +90,7 @@ class Retriever:
     def __init__(self, path: Path, encoder: Encoder, index: Any, docs: DocStore, manifest: dict[str, Any]) -> None:
         self.path, self.encoder, self.index, self.docs, self.manifest = path, encoder, index, docs, manifest
         self.last_build: BuildReport | None = None
+        self._generation: Generation | None = None
 
     def __len__(self) -> int:
         return len(self.docs)
@@ -104,15 +115,20 @@ class Retriever:
         `index`: "exact", "seismic", or "auto" (Seismic from `SEISMIC_THRESHOLD` documents
         on); `seismic`: build parameters of `SeismicIndex.build`. `progress(docs_done,
         bytes_read, bytes_total)` is called after each batch. The previous index at `path`,
-        if any, stays intact until the new one is complete.
+        if any, stays intact until the new one is complete; anything at `path` that is not
+        an lsr index or an empty folder, or a `path` inside the corpus (or around it), is
+        refused (`LsrError`) before anything is written.
         """
         if index not in INDEX_TYPES:
             raise LsrError(f"unknown index type {index!r} (expected one of {', '.join(INDEX_TYPES)})")
         reader = CorpusReader(corpus_path, skip_bad=skip_bad)
+        path = Path(path)
+        protect = (Path(corpus_path),)
+        check_target(path, protect)  # before loading a model: refuse early
         encoder = model if isinstance(model, Encoder) else resolve_model(model)
         start = time.perf_counter()  # after the encoder: a model's loading is not indexing time
-        path = Path(path)
-        with atomic_directory(path) as tmp:
+        # a rough size for "no space left" messages: the texts once, the index about as much
+        with atomic_directory(path, protect, expected_bytes=2 * reader.bytes_total) as tmp:
             docs = DocStoreWriter(tmp / "docs")
             run = encoder.document_pass(batch_size=batch_size, max_length=max_length)
             batch: list[str] = []
@@ -177,20 +193,58 @@ class Retriever:
         """Open an index directory written by `build` (arrays are memory-mapped).
 
         `exact=True` answers with exact top-k even when the index is approximate (Seismic):
-        its forward index is inverted in memory at load time.
+        its forward index is inverted in memory at load time. Everything is read from one
+        generation of the directory, even while a rebuild replaces it: the directory is
+        opened once and read through that handle (kept open while the Retriever or its
+        encoder lives).
         """
         path = Path(path)
-        if not path.exists():
-            raise LsrError(f"{path}: no index here (build one with `lsr index CORPUS`)")
+        for attempt in range(5):
+            handle = open_generation(path)
+            try:
+                retriever = cls._load(path, handle.root, exact)
+            except LsrError as err:
+                handle.close()
+                if attempt < 4 and handle.replaced():  # the old generation was deleted under us
+                    continue
+                raise LsrError(str(err).replace(str(handle.root), str(path))) from None
+            # the handle closes when neither the Retriever nor its encoder (whose files may be
+            # read again, e.g. when saved elsewhere) holds it any more
+            retriever._generation = handle
+            with contextlib.suppress(AttributeError):
+                retriever.encoder._lsr_generation = handle
+            return retriever
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _load(cls, path: Path, root: Path, exact: bool) -> "Retriever":
+        manifest = read_manifest(root)
+        if manifest["kind"] != KIND:
+            raise IndexFormatError(f"{root}: a bare {manifest['kind']} index, not a retriever index")
+        if not isinstance(manifest.get("encoder"), dict):
+            raise damaged(root / "manifest.json", "no encoder spec")
+        index = _load_index(root / "index", exact=exact)
+        docs = DocStore(root / "docs", manifest["n_docs"])
+        if index.n_docs != manifest["n_docs"]:
+            raise damaged(root / "index" / "manifest.json", f"{index.n_docs} documents, the index has {manifest['n_docs']}")
         try:
-            manifest = read_manifest(path)
-            if manifest["kind"] != KIND:
-                raise IndexFormatError(f"{path}: a bare {manifest['kind']} index, not a retriever index")
-            index = _load_index(path / "index", exact=exact)
-        except IndexFormatError as err:
-            raise LsrError(str(err)) from None
-        encoder = encoder_from_spec(manifest["encoder"], path / "encoder")
-        return cls(path, encoder, index, DocStore(path / "docs"), manifest)
+            encoder = encoder_from_spec(manifest["encoder"], root / "encoder")
+        except (OSError, ValueError, KeyError, TypeError) as err:  # damaged spec or encoder files
+            raise damaged(root / "encoder", f"cannot rebuild the query encoder ({err})") from None
+        index.path, docs.directory = path / "index", path / "docs"  # for messages
+        return cls(path, encoder, index, docs, manifest)
+
+    def verify(self) -> int:
+        """Check every file against its sha256 in the manifests and every array value the
+        searches use as a position (reads the whole index); returns the number of files
+        checked. Raises `LsrError` naming the first damaged file."""
+        root = self._generation.root if self._generation else self.path
+        try:
+            files = sum(len(read_manifest(d, verify=True)["files"]) for d in (root, root / "index"))
+        except LsrError as err:
+            raise LsrError(str(err).replace(str(root), str(self.path))) from None
+        self.index.check_values(full=True)
+        return files
 
     def warm_up(self) -> None:
         """Compile (and cache on disk) the batch search code now rather than at the first batch."""
@@ -211,6 +265,8 @@ class Retriever:
         """The k best documents for one query, best first, with title and text for display.
 
         `options` go to an approximate index's search (`query_cut`, `heap_factor`)."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
         rows, scores = self._search(self.encoder.encode_queries([query]), k, 1, options)
         return [
             Hit(self.docs.doc_id(r), float(s), self.docs.title(r), self.docs.text(r))
@@ -224,9 +280,17 @@ class Retriever:
         """Search many queries (texts, or vectors already encoded) in parallel threads.
 
         Returns `(ids, scores)`: per query the list of the corpus's doc ids (shorter than k
-        when fewer documents match) and a float32 `[n, k]` array (-inf where no hit).
+        when fewer documents match) and a float32 `[n, k]` array (-inf where no hit; k is
+        capped at the number of documents).
         """
-        vectors = queries if isinstance(queries, SparseVectors) else self.encoder.encode_queries(list(queries))
+        if isinstance(queries, (str, bytes)):
+            raise TypeError("search_batch takes a list of query strings, not one string (use search)")
+        if not isinstance(queries, SparseVectors):
+            queries = list(queries)
+            bad = next((q for q in queries if not isinstance(q, str)), "")
+            if not isinstance(bad, str):
+                raise TypeError(f"queries must be strings, got a {type(bad).__name__}")
+        vectors = queries if isinstance(queries, SparseVectors) else self.encoder.encode_queries(queries)
         rows, scores = self._search(vectors, k, threads, options)
         all_ids = self.docs.all_ids()
         ids = [all_ids[r[r >= 0]].tolist() for r in rows]
