@@ -221,6 +221,35 @@ def info(index_dir: Optional[Path] = IndexOption) -> None:
     out.print(f"size       {size / 2**20:,.1f} MiB", markup=False)
 
 
+@app.command()
+def fuse(
+    runs: list[Path] = typer.Argument(..., help="TREC run files to fuse (the first is weighted alpha under interp)."),
+    method: str = typer.Option("rrf", "--method", help="rrf (reciprocal rank fusion) or interp (score interpolation)."),
+    alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="interp: weight of the first run; the others share 1 - alpha."),
+    norm: str = typer.Option("minmax", "--norm", help="interp: per-query score normalisation, minmax, zscore or none."),
+    rrf_k: int = typer.Option(60, "-k", "--k", min=0, help="rrf: the constant k in 1 / (k + rank)."),
+    depth: int = typer.Option(1000, "--depth", min=1, help="Hits kept per query in the fused run."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the fused run here [default: stdout]."),
+    tag: str = typer.Option("", "--tag", help="Run tag (last column) [default: lsr-fuse-METHOD]."),
+) -> None:
+    """Fuse TREC run files (RRF or score interpolation) into one TREC run."""
+    from lsr.eval.loaders import load_run
+    from lsr.eval.runner import trec_run_lines, write_trec_run
+    from lsr.fusion import METHODS, NORMS, fuse_runs
+
+    if method not in METHODS:
+        raise typer.BadParameter(" or ".join(METHODS), param_hint="--method")
+    if norm not in NORMS:
+        raise typer.BadParameter(", ".join(NORMS), param_hint="--norm")
+    fused = fuse_runs([load_run(r) for r in runs], method=method, alpha=alpha, norm=norm, k=rrf_k, depth=depth)
+    tag = tag or f"lsr-fuse-{method}"
+    if output is None:
+        sys.stdout.writelines(trec_run_lines(fused, tag))
+    else:
+        write_trec_run(output, fused, tag)
+        err.print(f"fused {len(runs)} runs over {len(fused):,} queries into {output}", markup=False)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     import logging

@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from lsr.encoders import Encoder
 from lsr.errors import LsrError
@@ -154,13 +154,18 @@ def _build_encoder(encoder: Encoder) -> Encoder:
     return encoder
 
 
+def trec_run_lines(run: dict[str, list[tuple[str, float]]], tag: str) -> Iterator[str]:
+    """The lines of a TREC run (`qid Q0 doc rank score tag`), hits in rank order."""
+    for qid, hits in run.items():
+        for rank, (doc, score) in enumerate(hits, 1):
+            yield f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n"
+
+
 def write_trec_run(path: Path, run: dict[str, list[tuple[str, float]]], tag: str) -> None:
     """TREC run format, hits in rank order; written to a temporary file and renamed."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for qid, hits in run.items():
-            for rank, (doc, score) in enumerate(hits, 1):
-                f.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
+        f.writelines(trec_run_lines(run, tag))
     os.replace(tmp, path)
 
 
