@@ -66,6 +66,7 @@ def index(
     summary_energy: float = typer.Option(0.4, "--summary-energy", help="Seismic: share of a block summary's L1 mass kept."),
     doc_cut: int = typer.Option(15, "--doc-cut", help="Seismic: a document's top components used to cluster it."),
     values: str = typer.Option("float16", "--values", help="Seismic: forward-index values, float16 (half the memory) or float32 (exact scores)."),
+    dense: Optional[str] = typer.Option(None, "--dense", help="Also store a dense index: a sentence-transformers model, or 'minilm' (the packaged all-MiniLM-L6-v2)."),
 ) -> None:
     """Encode and index every document under PATH."""
     import time
@@ -92,7 +93,7 @@ def index(
                        summary_energy=summary_energy, doc_cut=doc_cut, values=values)  # fmt: skip
         retriever = Retriever.build(
             path, model=model, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=progress,
-            index=index_type, seismic=seismic,
+            index=index_type, seismic=seismic, dense=dense,
         )  # fmt: skip
     finally:
         if bar.live.is_started:
@@ -124,12 +125,23 @@ def search(
     exact: bool = typer.Option(False, "--exact", help="Exact top-k even on an approximate (Seismic) index."),
     query_cut: int = typer.Option(10, "--query-cut", help="Seismic: the query's largest terms whose lists are visited."),
     heap_factor: float = typer.Option(0.7, "--heap-factor", help="Seismic: skip a block whose summary score < heap_factor × k-th best."),
+    mode: str = typer.Option("sparse", "--mode", help="sparse, dense (needs `lsr index --dense`) or fused."),
+    alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="fused: weight of the sparse run (1 - alpha for dense)."),
+    fusion: str = typer.Option("interp", "--fusion", help="fused: interp (score interpolation) or rrf."),
+    prf_docs: int = typer.Option(0, "--prf-docs", min=0, help="Pseudo-relevance feedback: top documents fed back (0: off)."),
+    prf_terms: int = typer.Option(10, "--prf-terms", min=1, help="PRF: feedback terms added to the query."),
+    prf_weight: float = typer.Option(0.5, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
 ) -> None:
     """Search the index and print ranked hits."""
+    from lsr.prf import Prf
     from lsr.retriever import Retriever
 
     retriever = Retriever.load(index_dir or default_index(), exact=exact)
-    hits = retriever.search(query, k=k, query_cut=query_cut, heap_factor=heap_factor)
+    if mode == "sparse" and not prf_docs:
+        hits = retriever.search(query, k=k, query_cut=query_cut, heap_factor=heap_factor)
+    else:
+        prf = Prf(prf_docs, prf_terms, prf_weight)
+        hits = retriever.search(query, k=k, mode=mode, alpha=alpha, fusion=fusion, prf=prf, query_cut=query_cut, heap_factor=heap_factor)
     if as_json:
         rows = [{"rank": i, "doc_id": h.doc_id, "score": h.score, "title": h.title, "text": h.text} for i, h in enumerate(hits, 1)]
         sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
@@ -157,6 +169,13 @@ def evaluate_command(
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels for a non-BEIR corpus."),
     output: Path = typer.Option(Path("lsr-eval"), "--output", "-o", help="Folder for results.json and TREC run files."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
+    fuse: bool = typer.Option(False, "--fuse", help="Also a dense run and its fusion with each model's run, alpha tuned on --tune-split (BEIR folders)."),
+    dense: str = typer.Option("minilm", "--dense", help="--fuse: the dense model ('minilm': the packaged all-MiniLM-L6-v2)."),
+    fusion: str = typer.Option("interp", "--fusion", help="--fuse: interp (alpha tuned) or rrf."),
+    tune_split: str = typer.Option("train", "--tune-split", help="--fuse: the BEIR split alpha is tuned on (grid 0.0..1.0 step 0.1, nDCG@10)."),
+    prf_docs: int = typer.Option(0, "--prf-docs", min=0, help="Pseudo-relevance feedback: top documents fed back (0: off); adds NAME+prf rows."),
+    prf_terms: int = typer.Option(10, "--prf-terms", min=1, help="PRF: feedback terms added to the query."),
+    prf_weight: float = typer.Option(0.5, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
 ) -> None:
     """Encode, index, search and score datasets; print one table, write JSON and run files."""
     import time
@@ -164,7 +183,10 @@ def evaluate_command(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from lsr.eval.runner import Dataset, resolve_systems, run_baseline, run_model, save_results
+    from lsr.eval.runner import Dataset, resolve_systems, run_baseline, run_fusion, run_model, save_results
+    from lsr.prf import Prf
+
+    prf = Prf(prf_docs, prf_terms, prf_weight)
 
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     lucene = [b for b in baselines if b != "bm25"]
@@ -183,7 +205,14 @@ def evaluate_command(
                 bar.update(task, completed=done, total=total, docs=docs, rate=docs / max(time.perf_counter() - start, 1e-9))
 
             try:
-                results.append(run_model(dataset, system, k=k, metrics=metric_names, output=output, batch_size=batch_size, progress=progress))
+                if fuse:
+                    train = Dataset.open(dataset.corpus, split=tune_split)
+                    results += run_fusion(dataset, train, system, dense=dense, k=k, metrics=metric_names, output=output,
+                                          batch_size=batch_size, progress=progress, prf=prf, fusion=fusion)  # fmt: skip
+                else:
+                    results.append(run_model(dataset, system, k=k, metrics=metric_names, output=output, batch_size=batch_size, progress=progress))
+                    if prf.enabled:
+                        results.append(run_model(dataset, system, k=k, metrics=metric_names, output=output, batch_size=batch_size, prf=prf))
             finally:
                 if bar.live.is_started:
                     bar.stop()

