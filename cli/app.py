@@ -279,6 +279,22 @@ def fuse(
         err.print(f"fused {len(runs)} runs over {len(fused):,} queries into {output}", markup=False)
 
 
+@app.command()
+def serve(
+    index_dir: Optional[Path] = IndexOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+    exact: bool = typer.Option(False, "--exact", help="Exact top-k even on an approximate (Seismic) index."),
+    poll: float = typer.Option(1.0, "--poll", min=0.0, help="Seconds between checks for a rebuilt index (hot swap)."),
+) -> None:
+    """Serve the index over HTTP: POST /search, GET /health, GET /info (OpenAPI at /docs)."""
+    from lsr.serve import serve as run_server
+
+    path = index_dir or default_index()
+    err.print(f"serving {path} on http://{host}:{port} (docs at /docs)", markup=False)
+    run_server(path, host=host, port=port, exact=exact, poll_seconds=poll)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     import logging
