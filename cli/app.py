@@ -129,8 +129,8 @@ def search(
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="fused: weight of the sparse run (1 - alpha for dense)."),
     fusion: str = typer.Option("interp", "--fusion", help="fused: interp (score interpolation) or rrf."),
     prf_docs: int = typer.Option(0, "--prf-docs", min=0, help="Pseudo-relevance feedback: top documents fed back (0: off)."),
-    prf_terms: int = typer.Option(10, "--prf-terms", min=1, help="PRF: feedback terms added to the query."),
-    prf_weight: float = typer.Option(0.5, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
+    prf_terms: int = typer.Option(20, "--prf-terms", min=1, help="PRF: feedback terms added to the query."),
+    prf_weight: float = typer.Option(0.1, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
 ) -> None:
     """Search the index and print ranked hits."""
     from lsr.prf import Prf
@@ -174,8 +174,8 @@ def evaluate_command(
     fusion: str = typer.Option("interp", "--fusion", help="--fuse: interp (alpha tuned) or rrf."),
     tune_split: str = typer.Option("train", "--tune-split", help="--fuse: the BEIR split alpha is tuned on (grid 0.0..1.0 step 0.1, nDCG@10)."),
     prf_docs: int = typer.Option(0, "--prf-docs", min=0, help="Pseudo-relevance feedback: top documents fed back (0: off); adds NAME+prf rows."),
-    prf_terms: int = typer.Option(10, "--prf-terms", min=1, help="PRF: feedback terms added to the query."),
-    prf_weight: float = typer.Option(0.5, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
+    prf_terms: int = typer.Option(20, "--prf-terms", min=1, help="PRF: feedback terms added to the query."),
+    prf_weight: float = typer.Option(0.1, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
 ) -> None:
     """Encode, index, search and score datasets; print one table, write JSON and run files."""
     import time

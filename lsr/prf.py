@@ -23,8 +23,8 @@ class Prf:
     """Feedback settings: `docs` (f, 0 = off), `terms` (t), `weight` (β)."""
 
     docs: int = 0
-    terms: int = 10
-    weight: float = 0.5
+    terms: int = 20
+    weight: float = 0.1
 
     def __post_init__(self) -> None:
         if self.docs < 0 or self.terms < 1 or self.weight < 0:

@@ -99,8 +99,8 @@ def create_app(index_dir: str | Path, exact: bool = False, poll_seconds: float =
         fusion: Literal["interp", "rrf"] = "interp"
         norm: Literal["minmax", "zscore", "none"] = "minmax"
         prf_docs: int = Field(0, ge=0, le=100, description="PRF: documents fed back (0: off).")
-        prf_terms: int = Field(10, ge=1, le=1000)
-        prf_weight: float = Field(0.5, ge=0.0)
+        prf_terms: int = Field(20, ge=1, le=1000)
+        prf_weight: float = Field(0.1, ge=0.0)
         text: bool = Field(False, description="Include each hit's text.")
 
         @model_validator(mode="after")
