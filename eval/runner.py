@@ -395,7 +395,9 @@ def run_fusion(
     system = resolve_system(model)
     retriever = cached_retriever(test, system, dense=dense, cache=cache, batch_size=batch_size, progress=progress)
     all_ids = retriever.docs.all_ids()
-    dense_name = "dense-" + Path(retriever.manifest["dense"]["model"]).name.lower()
+    from lsr.dense import short_name
+
+    dense_name = "dense-" + short_name(retriever.manifest["dense"]["model"])
     splits = {}
     for name, dataset in (("train", train), ("test", test)):
         qids = list(dataset.queries)

@@ -49,30 +49,43 @@ def resolve_dense_model(model: str | None) -> str:
     return str(path.absolute()) if path.exists() else model
 
 
+_MODELS: dict[tuple[str, str | None], Any] = {}  # loaded once per process: builds, reloads and tests share them
+_MODELS_LOCK = threading.Lock()
+
+
+def short_name(model: str) -> str:
+    """A short display name: `minilm` for the packaged default, else the folder or id's last part."""
+    try:
+        if Path(model) == default_model_path():
+            return "minilm"
+    except LsrError:
+        pass
+    return Path(model).name.lower() or model
+
+
 class DenseEncoder:
     """A sentence-transformers bi-encoder; `encode(texts)` → float32 `[n, dim]`, L2-normalised.
 
-    The model loads on first use; concurrent callers (a server's thread pool) share one."""
+    The model loads on first use, once per process (a reloaded index reuses it)."""
 
     def __init__(self, model: str | None = None, device: str | None = None) -> None:
         self.model_name = resolve_dense_model(model)
         self.device = device
-        self._model = None
-        self._lock = threading.Lock()
 
     @property
     def model(self):
-        with self._lock:
-            if self._model is None:
+        key = (self.model_name, self.device)
+        with _MODELS_LOCK:
+            if key not in _MODELS:
                 try:
                     from sentence_transformers import SentenceTransformer
                 except ImportError:
                     raise LsrError("dense retrieval needs sentence-transformers (pip install 'lsr[peers]')") from None
                 try:
-                    self._model = SentenceTransformer(self.model_name, device=self.device or "cpu")
+                    _MODELS[key] = SentenceTransformer(self.model_name, device=self.device)
                 except (OSError, ValueError) as err:
                     raise LsrError(f"cannot load the dense model {self.model_name!r}: {err}") from None
-            return self._model
+            return _MODELS[key]
 
     @property
     def dim(self) -> int:

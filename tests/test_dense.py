@@ -86,3 +86,29 @@ def test_unknown_dense_model_is_a_user_error(tmp_path):
     with pytest.raises(LsrError, match="dense model"):
         Retriever.build(tmp_path / "c.jsonl", model="bm25", path=tmp_path / "idx", dense=str(tmp_path / "nothing"))
     assert not (tmp_path / "idx").exists()
+
+
+def test_eval_fusion_tunes_alpha_on_train_and_reports_test(tmp_path):
+    from lsr.eval.runner import ALPHAS, Dataset, run_fusion
+    from lsr.prf import Prf
+
+    beir = tmp_path / "mini"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in CORPUS))
+    queries = {"t1": "kitten", "t2": "motor vehicle", "t3": "flour dough", "s1": "feline companion", "s2": "clouds and rain"}
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nt1\tcat\t1\nt2\tcar\t1\nt3\tbread\t1\n")
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\ns1\tcat\t1\ns2\train\t1\n")
+    test, train = Dataset.open(beir), Dataset.open(beir, split="train")
+    results = run_fusion(test, train, "bm25", dense="minilm", k=5, metrics=["ndcg@10"], output=tmp_path / "out",
+                         cache=tmp_path / "cache", prf=Prf(docs=1))  # fmt: skip
+    names = [r.system for r in results]
+    assert names[:3] == ["bm25", "dense-minilm", "bm25+prf"] and len(results) == 5
+    fused = results[3]
+    assert fused.system == f"fused(bm25+dense,alpha={fused.notes['alpha']})" and fused.notes["alpha"] in ALPHAS
+    curve = fused.notes["train ndcg@10 by alpha"]
+    assert list(curve) == list(ALPHAS) and curve[fused.notes["alpha"]] == max(curve.values())
+    # alpha 1 is BM25 alone: "kitten" and "feline companion" find nothing there, the dense run finds the cat
+    assert curve[1.0] < curve[0.0]
+    assert results[0].metrics["ndcg@10"] < fused.metrics["ndcg@10"]
+    assert all(r.run_file.exists() for r in results)
