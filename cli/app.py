@@ -246,6 +246,8 @@ def info(index_dir: Optional[Path] = IndexOption) -> None:
     out.print(f"documents  {m['n_docs']:,}", markup=False)
     out.print(f"postings   {m['nnz']:,} over {m['dim']:,} dimensions ({m['index_kind']} index)", markup=False)
     out.print(f"encoder    {json.dumps(m['encoder'])}", markup=False)
+    if "dense" in m:
+        out.print(f"dense      {m['dense']['model']} ({m['dense']['dim']} dimensions)", markup=False)
     out.print(f"corpus     {m['corpus']}", markup=False)
     out.print(f"size       {size / 2**20:,.1f} MiB", markup=False)
 
