@@ -94,6 +94,7 @@ def index(
     summary_energy: float = typer.Option(0.4, "--summary-energy", help="Seismic: share of a block summary's L1 mass kept."),
     doc_cut: int = typer.Option(15, "--doc-cut", help="Seismic: a document's top components used to cluster it."),
     values: str = typer.Option("float16", "--values", help="Seismic: forward-index values, float16 (half the memory) or float32 (exact scores)."),
+    dense: Optional[str] = typer.Option(None, "--dense", help="Also store a dense index: a sentence-transformers model, or 'minilm' (the packaged all-MiniLM-L6-v2)."),
 ) -> None:
     """Encode and index every document under PATH."""
     import time
@@ -124,7 +125,7 @@ def index(
                        summary_energy=summary_energy, doc_cut=doc_cut, values=values)  # fmt: skip
         retriever = Retriever.build(
             path, model=encoder, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=progress,
-            index=index_type, seismic=seismic,
+            index=index_type, seismic=seismic, dense=dense,
         )  # fmt: skip
     finally:
         if bar.live.is_started:
@@ -162,12 +163,23 @@ def search(
     query_cut: int = typer.Option(10, "--query-cut", help="Seismic: the query's largest terms whose lists are visited."),
     heap_factor: float = typer.Option(0.7, "--heap-factor", help="Seismic: skip a block whose summary score < heap_factor × k-th best."),
     snippet: Optional[int] = typer.Option(None, "--snippet", min=0, help="Characters of text per hit, cut at a word \\[default: 200 in the table, the whole text with --json]."),
+    mode: str = typer.Option("sparse", "--mode", help="sparse, dense (needs `lsr index --dense`) or fused."),
+    alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="fused: weight of the sparse run (1 - alpha for dense)."),
+    fusion: str = typer.Option("interp", "--fusion", help="fused: interp (score interpolation) or rrf."),
+    prf_docs: int = typer.Option(0, "--prf-docs", min=0, help="Pseudo-relevance feedback: top documents fed back (0: off)."),
+    prf_terms: int = typer.Option(20, "--prf-terms", min=1, help="PRF: feedback terms added to the query."),
+    prf_weight: float = typer.Option(0.1, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
 ) -> None:
     """Search the index and print ranked hits."""
+    from lsr.prf import Prf
     from lsr.retriever import Retriever
 
     retriever = Retriever.load(index_dir or default_index(), exact=exact)
-    hits = retriever.search(query, k=k, query_cut=query_cut, heap_factor=heap_factor)
+    if mode == "sparse" and not prf_docs:
+        hits = retriever.search(query, k=k, query_cut=query_cut, heap_factor=heap_factor)
+    else:
+        prf = Prf(prf_docs, prf_terms, prf_weight)
+        hits = retriever.search(query, k=k, mode=mode, alpha=alpha, fusion=fusion, prf=prf, query_cut=query_cut, heap_factor=heap_factor)
     if as_json:
         texts = [h.text if snippet is None else _snippet(h.text, snippet) for h in hits]
         rows = [{"rank": i, "doc_id": h.doc_id, "score": h.score, "title": h.title, "text": t} for i, (h, t) in enumerate(zip(hits, texts), 1)]
@@ -201,6 +213,13 @@ def evaluate_command(
         None, "--remove-query-id/--keep-query-id",
         help="Drop hits whose doc id equals the query id, from scores and run files alike. Default: on for BEIR's ArguAna and Quora (by folder name), off elsewhere.",
     ),  # fmt: skip
+    fuse: bool = typer.Option(False, "--fuse", help="Also a dense run and its fusion with each model's run, alpha tuned on --tune-split (BEIR folders)."),
+    dense: str = typer.Option("minilm", "--dense", help="--fuse: the dense model ('minilm': the packaged all-MiniLM-L6-v2)."),
+    fusion: str = typer.Option("interp", "--fusion", help="--fuse: interp (alpha tuned) or rrf."),
+    tune_split: str = typer.Option("train", "--tune-split", help="--fuse: the BEIR split alpha is tuned on (grid 0.0..1.0 step 0.1, nDCG@10)."),
+    prf_docs: int = typer.Option(0, "--prf-docs", min=0, help="Pseudo-relevance feedback: top documents fed back (0: off); adds NAME+prf rows."),
+    prf_terms: int = typer.Option(20, "--prf-terms", min=1, help="PRF: feedback terms added to the query."),
+    prf_weight: float = typer.Option(0.1, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
 ) -> None:
     """Encode, index, search and score datasets; print one table, write JSON and run files."""
     import time
@@ -209,7 +228,10 @@ def evaluate_command(
     from rich.table import Table
 
     from lsr.eval.metrics import Metric
-    from lsr.eval.runner import BASELINES, Dataset, EvalResult, resolve_systems, run_baseline, run_model, save_results
+    from lsr.eval.runner import BASELINES, Dataset, EvalResult, resolve_systems, run_baseline, run_fusion, run_model, save_results
+    from lsr.prf import Prf
+
+    prf = Prf(prf_docs, prf_terms, prf_weight)
 
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     for name in metric_names:
@@ -226,7 +248,8 @@ def evaluate_command(
         """One row: a failure (a crash in Lucene, a bad corpus line) is reported and kept as a
         failed row; the other rows go on."""
         try:
-            results.append(run())
+            rows = run()
+            results.extend(rows if isinstance(rows, list) else [rows])
         except Exception as error:  # noqa: BLE001  (one row's failure must not lose the others)
             text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")  # not a Java stack
             message = text if isinstance(error, LsrError) else f"{type(error).__name__}: {text}"
@@ -246,8 +269,16 @@ def evaluate_command(
                 bar.update(task, completed=done, total=total, docs=docs, rate=docs / max(time.perf_counter() - start, 1e-9))
 
             try:
-                attempt(dataset, system.name, lambda: run_model(dataset, system, k=k, metrics=metric_names, output=output,
-                                                                batch_size=batch_size, progress=progress))  # fmt: skip
+                if fuse:
+                    train = Dataset.open(dataset.corpus, split=tune_split, remove_query_id=remove_query_id)
+                    attempt(dataset, system.name, lambda: run_fusion(dataset, train, system, dense=dense, k=k, metrics=metric_names, output=output,
+                                                                     batch_size=batch_size, progress=progress, prf=prf, fusion=fusion))  # fmt: skip
+                else:
+                    attempt(dataset, system.name, lambda: run_model(dataset, system, k=k, metrics=metric_names, output=output,
+                                                                    batch_size=batch_size, progress=progress))  # fmt: skip
+                    if prf.enabled:
+                        attempt(dataset, f"{system.name}+prf", lambda: run_model(dataset, system, k=k, metrics=metric_names, output=output,
+                                                                                 batch_size=batch_size, prf=prf))  # fmt: skip
             finally:
                 if bar.live.is_started:
                     bar.stop()
@@ -314,6 +345,8 @@ def info(
     out.print(f"documents  {m['n_docs']:,}", markup=False)
     out.print(f"postings   {m['nnz']:,} over {m['dim']:,} dimensions ({m['index_kind']} index)", markup=False)
     out.print(f"encoder    {json.dumps(m['encoder'])}", markup=False)
+    if "dense" in m:
+        out.print(f"dense      {m['dense']['model']} ({m['dense']['dim']} dimensions)", markup=False)
     out.print(f"corpus     {m['corpus']}", markup=False)
     out.print(f"size       {size / 2**20:,.1f} MiB", markup=False)
     if checked is not None:
@@ -358,6 +391,51 @@ def teacher_scores(
             bar.stop()
     for name, path in written.items():
         out.print(f"{name}: {path}", markup=False)
+
+
+@app.command()
+def fuse(
+    runs: list[Path] = typer.Argument(..., help="TREC run files to fuse (the first is weighted alpha under interp)."),
+    method: str = typer.Option("rrf", "--method", help="rrf (reciprocal rank fusion) or interp (score interpolation)."),
+    alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="interp: weight of the first run; the others share 1 - alpha."),
+    norm: str = typer.Option("minmax", "--norm", help="interp: per-query score normalisation, minmax, zscore or none."),
+    rrf_k: int = typer.Option(60, "-k", "--k", min=0, help="rrf: the constant k in 1 / (k + rank)."),
+    depth: int = typer.Option(1000, "--depth", min=1, help="Hits kept per query in the fused run."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the fused run here [default: stdout]."),
+    tag: str = typer.Option("", "--tag", help="Run tag (last column) [default: lsr-fuse-METHOD]."),
+) -> None:
+    """Fuse TREC run files (RRF or score interpolation) into one TREC run."""
+    from lsr.eval.loaders import load_run
+    from lsr.eval.runner import trec_run_lines, write_trec_run
+    from lsr.fusion import METHODS, NORMS, fuse_runs
+
+    if method not in METHODS:
+        raise typer.BadParameter(" or ".join(METHODS), param_hint="--method")
+    if norm not in NORMS:
+        raise typer.BadParameter(", ".join(NORMS), param_hint="--norm")
+    fused = fuse_runs([load_run(r) for r in runs], method=method, alpha=alpha, norm=norm, k=rrf_k, depth=depth)
+    tag = tag or f"lsr-fuse-{method}"
+    if output is None:
+        sys.stdout.writelines(trec_run_lines(fused, tag))
+    else:
+        write_trec_run(output, fused, tag)
+        err.print(f"fused {len(runs)} runs over {len(fused):,} queries into {output}", markup=False)
+
+
+@app.command()
+def serve(
+    index_dir: Optional[Path] = IndexOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+    exact: bool = typer.Option(False, "--exact", help="Exact top-k even on an approximate (Seismic) index."),
+    poll: float = typer.Option(1.0, "--poll", min=0.0, help="Seconds between checks for a rebuilt index (hot swap)."),
+) -> None:
+    """Serve the index over HTTP: POST /search, GET /health, GET /info (OpenAPI at /docs)."""
+    from lsr.serve import serve as run_server
+
+    path = index_dir or default_index()
+    err.print(f"serving {path} on http://{host}:{port} (docs at /docs)", markup=False)
+    run_server(path, host=host, port=port, exact=exact, poll_seconds=poll)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -109,6 +109,7 @@ class EvalResult:
     seconds: dict[str, float] = field(default_factory=dict)
     run_file: Path | None = None
     error: str | None = None  # why this run failed (then `metrics` is empty); None when it ran
+    notes: dict[str, Any] = field(default_factory=dict)  # e.g. the tuned fusion weight
 
 
 def _safe(name: str) -> str:
@@ -179,6 +180,13 @@ def _build_encoder(encoder: Encoder) -> Encoder:
     return encoder
 
 
+def trec_run_lines(run: dict[str, list[tuple[str, float]]], tag: str) -> Iterator[str]:
+    """The lines of a TREC run (`qid Q0 doc rank score tag`), hits in rank order."""
+    for qid, hits in run.items():
+        for rank, (doc, score) in enumerate(hits, 1):
+            yield f"{qid} Q0 {doc} {rank} {score:.9g} {tag}\n"
+
+
 def write_trec_run(path: Path, run: dict[str, list[tuple[str, float]]], tag: str) -> None:
     """TREC run format, hits in rank order; written to a temporary file and renamed.
 
@@ -186,37 +194,13 @@ def write_trec_run(path: Path, run: dict[str, list[tuple[str, float]]], tag: str
     again (trec_eval reads float32), the file ranks and ties as the in-memory run did."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for qid, hits in run.items():
-            for rank, (doc, score) in enumerate(hits, 1):
-                f.write(f"{qid} Q0 {doc} {rank} {score:.9g} {tag}\n")
+        f.writelines(trec_run_lines(run, tag))
     os.replace(tmp, path)
 
 
 def _means(per_query: dict[str, dict[str, float]]) -> dict[str, float]:
     """trec_eval -c means: per-query values cover every judged query (0 where missing)."""
     return {m: sum(v.values()) / len(v) if v else 0.0 for m, v in per_query.items()}
-
-
-def cached_retriever(
-    dataset: Dataset,
-    encoder: Encoder,
-    cache: Path | None = None,
-    batch_size: int = 32,
-    progress: Callable[[int, int, int], None] | None = None,
-):
-    """The `Retriever` over `dataset`'s corpus encoded by `encoder`: loaded from
-    `index_cache_dir(dataset, encoder.spec, cache)`, or built there first."""
-    from lsr.retriever import Retriever
-
-    index_dir = index_cache_dir(dataset, encoder.spec, cache)
-    if (index_dir / "manifest.json").exists():
-        try:
-            retriever = Retriever.load(index_dir)
-            log.info("reusing the cached index %s", index_dir)
-            return retriever
-        except LsrError as err:
-            log.warning("rebuilding the cached index: %s", err)
-    return Retriever.build(dataset.corpus, model=_build_encoder(encoder), path=index_dir, batch_size=batch_size, progress=progress)
 
 
 def run_model(
@@ -228,36 +212,26 @@ def run_model(
     cache: Path | None = None,
     batch_size: int = 32,
     progress: Callable[[int, int, int], None] | None = None,
+    prf: Any = None,
 ) -> EvalResult:
     """Encode + index (or reuse the cached index), search all queries, score.
 
     `model`: a name or path resolved by `resolve_system` (None: $LSR_MODEL, else the default
     hub model, else BM25), an encoder, or a `System` already resolved (see `resolve_systems`).
-    The index is cached in `index_cache_dir(dataset, encoder.spec, cache)`.
+    The index is cached in `index_cache_dir(dataset, encoder.spec, cache)`. `prf` (an
+    `lsr.prf.Prf`): a second, feedback round (the system is named `NAME+prf`).
     """
     system = resolve_system(model)
-    seconds: dict[str, float] = {}
+    prf = prf if prf is not None and prf.enabled else None
     start = time.perf_counter()
-    retriever = cached_retriever(dataset, system.encoder, cache, batch_size, progress)
-    seconds["index"] = time.perf_counter() - start
+    retriever = cached_retriever(dataset, system.encoder, cache=cache, batch_size=batch_size, progress=progress)
+    seconds = {"index": time.perf_counter() - start}
     qids = list(dataset.queries)
     start = time.perf_counter()
-    ids, scores = retriever.search_batch([dataset.queries[q] for q in qids], k=k)
+    rows = retriever.sparse_rows([dataset.queries[q] for q in qids], k, prf=prf)
     seconds["search"] = time.perf_counter() - start
-    run = {q: list(zip(i, s[: len(i)].tolist())) for q, i, s in zip(qids, ids, scores)}  # no -inf padding
-    if dataset.remove_query_id:
-        run = {q: [(d, v) for d, v in hits if d != q] for q, hits in run.items()}
-    per_query = evaluate_arrays(
-        dataset.qrels, qids, [[d for d, _ in run[q]] for q in qids],
-        [np.array([v for _, v in run[q]], dtype=np.float64) for q in qids],
-        metrics=list(metrics), per_query=True,
-    )  # fmt: skip
-    result = EvalResult(dataset.name, system.name, _means(per_query), per_query, seconds)
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        result.run_file = output / f"run.{_safe(dataset.name)}.{_safe(system.name)}.txt"
-        write_trec_run(result.run_file, run, f"lsr-{_safe(system.name)}")  # exactly what was scored
-    return result
+    name = f"{system.name}+prf" if prf else system.name
+    return score_rows(dataset, name, qids, rows, retriever, metrics, output, seconds)
 
 
 def run_baseline(
@@ -301,6 +275,7 @@ def save_results(results: Sequence[EvalResult], path: Path) -> None:
             "seconds": r.seconds,
             "run_file": str(r.run_file) if r.run_file else None,
             "error": r.error,
+            **({"notes": r.notes} if r.notes else {}),
             "per_query": r.per_query,
         }
         for r in results
@@ -309,3 +284,153 @@ def save_results(results: Sequence[EvalResult], path: Path) -> None:
     tmp.write_text(json.dumps(payload, indent=1))
     os.replace(tmp, path)
 
+
+
+# ---- dense, fusion and feedback rows (lsr eval --fuse, --prf-*) ------------------------------
+
+
+def cached_retriever(
+    dataset: Dataset,
+    encoder: Encoder,
+    dense: str | None = None,
+    cache: Path | None = None,
+    batch_size: int = 32,
+    progress: Callable[[int, int, int], None] | None = None,
+):
+    """The `Retriever` over `dataset`'s corpus encoded by `encoder` (plus a dense index with
+    `dense`): loaded from `index_cache_dir(dataset, key, cache)`, or built there first; the key
+    is the encoder spec, with the resolved dense model added."""
+    from lsr.dense import resolve_dense_model
+    from lsr.retriever import Retriever
+
+    spec = dict(encoder.spec)
+    if dense is not None:
+        spec["dense"] = resolve_dense_model(dense)
+    index_dir = index_cache_dir(dataset, spec, cache)
+    if (index_dir / "manifest.json").exists():
+        try:
+            retriever = Retriever.load(index_dir)
+            log.info("reusing the cached index %s", index_dir)
+            return retriever
+        except LsrError as err:
+            log.warning("rebuilding the cached index: %s", err)
+    return Retriever.build(dataset.corpus, model=_build_encoder(encoder), path=index_dir, batch_size=batch_size,
+                           progress=progress, dense=dense)  # fmt: skip
+
+
+def score_rows(
+    dataset: Dataset,
+    name: str,
+    qids: Sequence[str],
+    rows: tuple[Any, Any],
+    retriever: Any,
+    metrics: Sequence[str],
+    output: Path | None = None,
+    seconds: dict[str, float] | None = None,
+) -> EvalResult:
+    """Score `(rows, scores)` of `retriever` for `qids` (hits whose doc id equals the query id
+    dropped when `dataset.remove_query_id`); the run file (with `output`) holds exactly the hits
+    scored, so scoring it again gives the same numbers."""
+    all_ids = retriever.docs.all_ids()
+    run = {}
+    for qid, r, s in zip(qids, rows[0], rows[1]):
+        found = r >= 0  # -1 / -inf padding
+        hits = list(zip(all_ids[r[found]].tolist(), s[found].tolist()))
+        run[qid] = [(d, v) for d, v in hits if d != qid] if dataset.remove_query_id else hits
+    per_query = evaluate_arrays(
+        dataset.qrels, list(qids), [[d for d, _ in run[q]] for q in qids],
+        [np.array([v for _, v in run[q]], dtype=np.float64) for q in qids],
+        metrics=list(metrics), per_query=True,
+    )  # fmt: skip
+    result = EvalResult(dataset.name, name, _means(per_query), per_query, seconds or {})
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        result.run_file = output / f"run.{_safe(dataset.name)}.{_safe(name)}.txt"
+        write_trec_run(result.run_file, run, f"lsr-{_safe(name)}")  # exactly what was scored
+    return result
+
+
+ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def tune_alpha(
+    dataset: Dataset,
+    qids: Sequence[str],
+    sparse: tuple[Any, Any],
+    dense: tuple[Any, Any],
+    all_ids: Any,
+    k: int,
+    fusion: str = "interp",
+    norm: str = "minmax",
+    metric: str = "ndcg@10",
+    alphas: Sequence[float] = ALPHAS,
+) -> tuple[float, dict[float, float]]:
+    """The α of the grid with the best mean `metric` on `dataset` (the first best on ties),
+    and the metric for every α."""
+    from lsr.retriever import fuse_rows
+
+    curve: dict[float, float] = {}
+    for alpha in alphas:
+        rows, scores = fuse_rows(sparse, dense, all_ids, k, fusion, alpha, norm)
+        ids = [all_ids[r[r >= 0]].tolist() for r in rows]
+        hit_scores = [s[: len(i)] for i, s in zip(ids, scores)]
+        per_query = evaluate_arrays(dataset.qrels, list(qids), ids, hit_scores, metrics=[metric], per_query=True,
+                                    remove_query_id=dataset.remove_query_id)  # fmt: skip
+        curve[alpha] = _means(per_query)[metric]
+    best = max(curve, key=lambda a: (curve[a], -alphas.index(a)))
+    return best, curve
+
+
+def run_fusion(
+    test: Dataset,
+    train: Dataset,
+    model: str | Encoder | System | None = "bm25",
+    dense: str = "minilm",
+    k: int = 1000,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    output: Path | None = None,
+    cache: Path | None = None,
+    batch_size: int = 32,
+    progress: Callable[[int, int, int], None] | None = None,
+    prf: Any = None,
+    fusion: str = "interp",
+    norm: str = "minmax",
+    tune_metric: str = "ndcg@10",
+) -> list[EvalResult]:
+    """Sparse, dense and fused rows on `test`, α tuned on `train` (same corpus) by a grid over
+    `ALPHAS` on `tune_metric`. With `prf` enabled, also sparse+prf and its fusion with dense
+    (α tuned again). The fused row is named `fused(SPARSE+dense,alpha=A)` (`rrf(SPARSE+dense)`
+    with `fusion="rrf"`, nothing tuned); the α and the train curve are in its `notes`."""
+    system = resolve_system(model)
+    retriever = cached_retriever(test, system.encoder, dense=dense, cache=cache, batch_size=batch_size, progress=progress)
+    all_ids = retriever.docs.all_ids()
+    from lsr.dense import short_name
+
+    dense_name = "dense-" + short_name(retriever.manifest["dense"]["model"])
+    splits = {}
+    for name, dataset in (("train", train), ("test", test)):
+        qids = list(dataset.queries)
+        texts = [dataset.queries[q] for q in qids]
+        splits[name] = (dataset, qids, {
+            system.name: retriever.sparse_rows(texts, k),
+            dense_name: retriever.dense_rows(texts, k),
+        })  # fmt: skip
+        if prf is not None and prf.enabled:
+            splits[name][2][f"{system.name}+prf"] = retriever.sparse_rows(texts, k, prf=prf)
+    dataset, qids, rows = splits["test"]
+    results = [score_rows(dataset, n, qids, rows[n], retriever, metrics, output) for n in rows]
+    for sparse_name in [n for n in rows if n != dense_name]:
+        tr_dataset, tr_qids, tr_rows = splits["train"]
+        alpha, curve = 0.5, {}
+        if fusion == "interp":
+            alpha, curve = tune_alpha(tr_dataset, tr_qids, tr_rows[sparse_name], tr_rows[dense_name], all_ids, k,
+                                      fusion, norm, tune_metric)  # fmt: skip
+        log.info("alpha for %s + %s on %s/train: %s (%s)", sparse_name, dense_name, train.name, alpha, curve)
+        from lsr.retriever import fuse_rows
+
+        fused = fuse_rows(rows[sparse_name], rows[dense_name], all_ids, k, fusion, alpha, norm)
+        name = f"fused({sparse_name}+dense,alpha={alpha})" if fusion == "interp" else f"rrf({sparse_name}+dense)"
+        result = score_rows(dataset, name, qids, fused, retriever, metrics, output)
+        result.notes = {"alpha": alpha, f"train {tune_metric} by alpha": curve}
+        results.append(result)
+    return results

@@ -43,7 +43,7 @@ def _search_chunk(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weigh
             seen[touched[j]] = False
 
 
-search_serial = njit(cache=True)(_search_chunk)
+search_serial = njit(cache=True, nogil=True)(_search_chunk)  # nogil: lsr serve overlaps concurrent batches
 _search_chunk_inner = njit(cache=True)(_search_chunk)
 
 

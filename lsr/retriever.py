@@ -84,6 +84,15 @@ def index_kind(index: Any) -> str:
     return "exact" if isinstance(index, ExactIndex) else "seismic"
 
 
+def _build_dense(tmp: Path, model: str, batch_size: int) -> dict[str, Any]:
+    """Embed the documents already in `tmp/docs` (title + text) into `tmp/dense`; the spec."""
+    from lsr.dense import DENSE_DIR, DenseEncoder, write_embeddings
+
+    docs = DocStore(tmp / "docs")
+    texts = (f"{docs.title(r)} {docs.text(r)}" if docs.title(r) else docs.text(r) for r in range(len(docs)))
+    return write_embeddings(tmp / DENSE_DIR, DenseEncoder(model), texts, len(docs), batch_size=batch_size)
+
+
 class Retriever:
     """Search a built index by text: `Retriever.build(corpus, ...)` or `Retriever.load(path)`."""
 
@@ -109,11 +118,14 @@ class Retriever:
         progress: Callable[[int, int, int], None] | None = None,
         index: str = "auto",
         seismic: dict[str, Any] | None = None,
+        dense: str | None = None,
     ) -> "Retriever":
         """Encode and index every document under `corpus_path` into the directory `path`.
 
         `index`: "exact", "seismic", or "auto" (Seismic from `SEISMIC_THRESHOLD` documents
-        on); `seismic`: build parameters of `SeismicIndex.build`. `progress(docs_done,
+        on); `seismic`: build parameters of `SeismicIndex.build`; `dense`: also embed every
+        document with this sentence-transformers model ("minilm": the packaged
+        all-MiniLM-L6-v2) into `dense/` (see `lsr.dense`). `progress(docs_done,
         bytes_read, bytes_total)` is called after each batch. The previous index at `path`,
         if any, stays intact until the new one is complete; anything at `path` that is not
         an lsr index or an empty folder, or a `path` inside the corpus (or around it), is
@@ -151,6 +163,7 @@ class Retriever:
             built.save(tmp / "index")
             (tmp / "encoder").mkdir()
             spec = encoder.save(tmp / "encoder")
+            extra = {"dense": _build_dense(tmp, dense, batch_size)} if dense else {}
             write_manifest(
                 tmp,
                 KIND,
@@ -162,6 +175,7 @@ class Retriever:
                 corpus=str(Path(corpus_path).absolute()),
                 skipped=len(reader.skipped),
                 skip_subdirectories=["index"],
+                **extra,
             )
         retriever = cls.load(path)
         retriever.warm_up()
@@ -261,12 +275,15 @@ class Retriever:
 
         return self.index.search(vectors, k=k, threads=resolve_threads(threads), **options)
 
-    def search(self, query: str, k: int = 10, **options: Any) -> list[Hit]:
+    def search(self, query: str, k: int = 10, mode: str = "sparse", **options: Any) -> list[Hit]:
         """The k best documents for one query, best first, with title and text for display.
 
-        `options` go to an approximate index's search (`query_cut`, `heap_factor`)."""
+        `options` go to an approximate index's search (`query_cut`, `heap_factor`); `mode`
+        ("sparse", "dense", "fused") and the fusion/PRF keywords of `search_rows` go there."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
+        if mode != "sparse" or options.keys() & ROW_OPTIONS:
+            return self.search_mode(query, k, mode=mode, **options)
         rows, scores = self._search(self.encoder.encode_queries([query]), k, 1, options)
         return [
             Hit(self.docs.doc_id(r), float(s), self.docs.title(r), self.docs.text(r))
@@ -295,3 +312,144 @@ class Retriever:
         all_ids = self.docs.all_ids()
         ids = [all_ids[r[r >= 0]].tolist() for r in rows]
         return ids, scores
+
+    # ---- dense, fused and feedback search (lsr.dense, lsr.fusion, lsr.prf) -------------
+
+    @property
+    def dense_index(self):
+        """The `DenseIndex` stored beside the sparse one (`lsr index --dense`), or None."""
+        if "dense" not in self.manifest:
+            return None
+        if getattr(self, "_dense", None) is None:
+            from lsr.dense import DenseIndex
+
+            self._dense = DenseIndex.load(self.path, self.manifest["dense"])
+        return self._dense
+
+    def forward_vectors(self) -> SparseVectors:
+        """Every document's sparse vector (CSR rows), built from the index once, for PRF."""
+        if getattr(self, "_forward", None) is None:
+            if index_kind(self.index) == "exact":
+                from lsr.prf import forward_view
+
+                ix = self.index
+                self._forward = forward_view(ix.list_ptr, ix.list_docs, ix.list_weights, ix.n_docs)
+            else:
+                self._forward = self.index.forward_vectors()
+        return self._forward
+
+    def search_rows(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        mode: str = "sparse",
+        alpha: float = 0.5,
+        fusion: str = "interp",
+        norm: str = "minmax",
+        prf: Any = None,
+        depth: int | None = None,
+        threads: int = 0,
+        **options: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search texts in `mode` sparse, dense or fused: `(rows int64[n, k], scores float32[n, k])`.
+
+        fused: the sparse and the dense top-`depth` (default max(k, 100)) fused by `fusion`
+        (`interp`: `alpha·norm(sparse) + (1−alpha)·norm(dense)`, `rrf`), see `lsr.fusion`.
+        `prf` (an `lsr.prf.Prf`): a second round with feedback from the first round's hits,
+        for the sparse and the dense side each."""
+        from lsr.prf import Prf
+
+        if mode not in MODES:
+            raise LsrError(f"unknown search mode {mode!r} (expected one of {', '.join(MODES)})")
+        prf = prf or Prf()
+        if mode == "sparse":
+            return self.sparse_rows(queries, k, prf, threads, **options)
+        if self.dense_index is None:
+            raise LsrError(f"{self.path}: no dense index here (build it with `lsr index CORPUS --dense minilm`)")
+        if mode == "dense":
+            return self.dense_rows(queries, k, prf)
+        depth = max(k, 100) if depth is None else depth
+        sparse = self.sparse_rows(queries, depth, prf, threads, **options)
+        dense = self.dense_rows(queries, depth, prf)
+        return fuse_rows(sparse, dense, self.docs.all_ids(), k, fusion, alpha, norm)
+
+    def sparse_rows(self, queries: Sequence[str], k: int, prf: Any = None, threads: int = 0, **options: Any):
+        """Sparse `(rows, scores)` for texts, with a PRF round when `prf` is enabled."""
+        from lsr.prf import Prf
+
+        prf = prf or Prf()
+        vectors = self.encoder.encode_queries(list(queries))
+        rows, scores = self._search(vectors, k, threads, options)
+        if prf.enabled:
+            from lsr.prf import expand_sparse
+
+            first = rows if k >= prf.docs else self._search(vectors, prf.docs, threads, options)[0]
+            vectors = expand_sparse(vectors, first, self.forward_vectors(), prf)
+            rows, scores = self._search(vectors, k, threads, options)
+        return rows, scores
+
+    def dense_rows(self, queries: Sequence[str], k: int, prf: Any = None):
+        """Dense `(rows, scores)` for texts, with a Rocchio round when `prf` is enabled."""
+        from lsr.prf import Prf
+
+        prf = prf or Prf()
+        dense = self.dense_index
+        if dense is None:
+            raise LsrError(f"{self.path}: no dense index here (build it with `lsr index CORPUS --dense minilm`)")
+        vectors = dense.encode_queries(list(queries))
+        rows, scores = dense.search(vectors, max(k, prf.docs) if prf.enabled else k)
+        if prf.enabled:
+            from lsr.prf import expand_dense
+
+            rows, scores = dense.search(expand_dense(vectors, rows, dense.embeddings, prf), k)
+        return rows[:, :k], scores[:, :k]
+
+    def search_mode(self, query: str, k: int = 10, mode: str = "sparse", **kwargs: Any) -> list[Hit]:
+        """`search` in any mode (see `search_rows` for the keyword arguments)."""
+        rows, scores = self.search_rows([query], k, mode=mode, threads=1, **kwargs)
+        return [
+            Hit(self.docs.doc_id(r), float(s), self.docs.title(r), self.docs.text(r))
+            for r, s in zip(rows[0], scores[0])
+            if r >= 0
+        ]
+
+    def search_batch_mode(
+        self, queries: Sequence[str], k: int = 100, mode: str = "sparse", **kwargs: Any
+    ) -> tuple[list[list[str]], np.ndarray]:
+        """`search_batch` in any mode (see `search_rows`): per query its doc ids, and scores `[n, k]`."""
+        rows, scores = self.search_rows(queries, k, mode=mode, **kwargs)
+        all_ids = self.docs.all_ids()
+        return [all_ids[r[r >= 0]].tolist() for r in rows], scores
+
+
+MODES = ("sparse", "dense", "fused")
+ROW_OPTIONS = {"alpha", "fusion", "norm", "prf", "depth"}
+
+
+def fuse_rows(
+    sparse: tuple[np.ndarray, np.ndarray],
+    dense: tuple[np.ndarray, np.ndarray],
+    all_ids: np.ndarray,
+    k: int,
+    method: str = "interp",
+    alpha: float = 0.5,
+    norm: str = "minmax",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse two `(rows, scores)` results query by query into the top k (`lsr.fusion`; ties:
+    document id descending, `all_ids[row]` the document ids)."""
+    from lsr.fusion import fuse_hits, ranked
+
+    n = len(sparse[0])
+    rows = np.full((n, k), -1, np.int64)
+    scores = np.full((n, k), -np.inf, np.float32)
+    for i in range(n):
+        runs, row_of = [], {}
+        for r, s in (sparse, dense):
+            keep = r[i] >= 0
+            ids = all_ids[r[i][keep]].tolist()
+            row_of.update(zip(ids, r[i][keep].tolist()))
+            runs.append(dict(zip(ids, s[i][keep].tolist())))
+        best = ranked(fuse_hits(runs, method, alpha, norm))[:k]
+        rows[i, : len(best)] = [row_of[d] for d, _ in best]
+        scores[i, : len(best)] = [v for _, v in best]
+    return rows, scores
