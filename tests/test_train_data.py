@@ -8,30 +8,7 @@ import pytest
 from lsr.errors import LsrError
 from lsr.train import data as D
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda omicron sigma omega".split()
-
-
-def make_beir(folder, n_docs=30, n_queries=6):
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    (folder / "qrels").mkdir()
-    docs = {f"d{i}": " ".join(rng.choice(WORDS, 8)) for i in range(n_docs)}
-    with open(folder / "corpus.jsonl", "w") as f:
-        for k, v in docs.items():
-            f.write(json.dumps({"_id": k, "title": "", "text": v}) + "\n")
-    queries = {f"q{i}": docs[f"d{i}"].split()[0] + " " + docs[f"d{i}"].split()[1] for i in range(n_queries)}
-    with open(folder / "queries.jsonl", "w") as f:
-        for k, v in queries.items():
-            f.write(json.dumps({"_id": k, "text": v}) + "\n")
-    with open(folder / "qrels" / "train.tsv", "w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for i in range(n_queries):
-            f.write(f"q{i}\td{i}\t1\n")
-            f.write(f"q{i}\td{i + 10}\t1\n")
-    return folder, docs, queries
-
-
-def test_mined_negatives_exclude_positives_and_skip_top(tmp_path):
+def test_mined_negatives_exclude_positives_and_skip_top(tmp_path, make_beir):
     folder, docs, queries = make_beir(tmp_path / "beir")
     from lsr.eval.loaders import load_beir
 
@@ -47,7 +24,7 @@ def test_mined_negatives_exclude_positives_and_skip_top(tmp_path):
         assert skipped[qid] == full[qid][2:7]
 
 
-def test_beir_batches_are_deterministic_and_cover_an_epoch(tmp_path):
+def test_beir_batches_are_deterministic_and_cover_an_epoch(tmp_path, make_beir):
     folder, docs, queries = make_beir(tmp_path / "beir")
     negs = {q: [d for d in docs if d not in (f"d{q[1:]}", f"d{int(q[1:]) + 10}")] for q in queries}
     examples = D.beir_examples(folder, "train", negs)

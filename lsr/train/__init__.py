@@ -1,0 +1,11 @@
+"""Training sparse encoders: `lsr.train.train(config)` (a TOML path or a dict) → output folder.
+
+Modules: `config` (TOML schema), `data` (examples, hard negatives, batches), `losses`,
+`regularizers`, `models` (SPLADE and inference-free through the fused head), `trainer`.
+`import lsr.train` does not import torch.
+"""
+
+from lsr.train.config import load_config
+from lsr.train.trainer import Trainer, train
+
+__all__ = ["Trainer", "load_config", "train"]
