@@ -190,3 +190,19 @@ def test_bad_configs_name_the_key(tmp_path):
         load_config(p)
     cfg = load_config(p, {"trainer": {"max_steps": 7}})
     assert cfg["trainer"]["max_steps"] == 7 and cfg["output"]["dir"] == str(tmp_path / "o")
+
+
+def test_lsr_train_bad_config_is_one_line(tmp_path):
+    import subprocess
+    import shutil
+    import sys
+
+    lsr = shutil.which("lsr", path=str(Path(sys.executable).parent)) or shutil.which("lsr")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nbase = "m"\n[data]\ndataset = "d"\n[trainer]\nmax_steps = "ten"\n[output]\ndir = "o"\n')
+    result = subprocess.run([lsr, "train", str(bad)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {bad}: [trainer] max_steps: expected an integer"
+    bad.write_text("[model\n")
+    result = subprocess.run([lsr, "train", str(bad)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "invalid TOML" in result.stderr and len(result.stderr.strip().splitlines()) == 1
