@@ -206,3 +206,21 @@ def test_lsr_train_bad_config_is_one_line(tmp_path):
     bad.write_text("[model\n")
     result = subprocess.run([lsr, "train", str(bad)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "invalid TOML" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["margin-mse", "kl"])
+def test_single_teacher_distillation_trains(tiny_bert, tmp_path, make_beir, kind):
+    import json
+
+    beir, docs, queries = make_beir(tmp_path / "beir")
+    scores = tmp_path / "teacher.jsonl"
+    with open(scores, "w") as f:
+        for i in range(len(queries)):
+            neg = [[f"d{j}", float(-j)] for j in range(20, 24)]
+            f.write(json.dumps({"qid": f"q{i}", "pos": [[f"d{i}", 5.0]], "neg": neg}) + "\n")
+    seen = []
+    cfg = config(beir, tiny_bert, tmp_path / "out", data={"teacher_scores": [str(scores)]}, loss={"kind": kind},
+                 trainer={"max_steps": 2})
+    out = train(cfg, callback=lambda e: seen.append(e) if e["event"] == "step" else None)
+    assert [e["step"] for e in seen] == [1, 2] and all(np.isfinite(e["loss"]) and e["loss"] > 0 for e in seen)
+    assert (out / "model.safetensors").is_file()

@@ -9,6 +9,7 @@ resolved against the file's folder.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +139,8 @@ def _resolve(cfg: dict[str, Any], base: Path) -> None:
         candidate = base / value
         if key in ("base", "negatives") and not candidate.exists() and not value.startswith("."):
             continue  # a Hugging Face id
-        cfg[section][key] = str(candidate)
-    cfg["data"]["teacher_scores"] = [str(p if Path(p).is_absolute() else base / p) for p in cfg["data"]["teacher_scores"]]
+        cfg[section][key] = os.path.normpath(candidate)
+    cfg["data"]["teacher_scores"] = [os.path.normpath(base / p) for p in cfg["data"]["teacher_scores"]]
 
 
 def load_config(config: str | Path | dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
