@@ -224,3 +224,15 @@ def test_single_teacher_distillation_trains(tiny_bert, tmp_path, make_beir, kind
     out = train(cfg, callback=lambda e: seen.append(e) if e["event"] == "step" else None)
     assert [e["step"] for e in seen] == [1, 2] and all(np.isfinite(e["loss"]) and e["loss"] > 0 for e in seen)
     assert (out / "model.safetensors").is_file()
+
+
+def test_periodic_evaluation_reports_ndcg_and_active_terms(tiny_bert, tmp_path, make_beir):
+    beir, docs, _ = make_beir(tmp_path / "beir")
+    evals = []
+    cfg = config(beir, tiny_bert, tmp_path / "out", trainer={"max_steps": 2, "eval_steps": 1, "eval_split": "test"})
+    out = train(cfg, callback=lambda e: evals.append(e) if e["event"] == "eval" else None)
+    assert [e["step"] for e in evals] == [1, 2]
+    for e in evals:
+        assert 0.0 <= e["ndcg@10"] <= 1.0 and 0 < e["doc_terms"] <= 30522 and e["query_terms"] > 0
+    assert '"eval"' in (out / "train_log.jsonl").read_text()
+    assert not [p for p in out.iterdir() if p.name.startswith(".eval-")]

@@ -241,7 +241,8 @@ class Trainer:
         model.train()
         idf = getattr(model, "idf", None)
         regularizer = Regularizer(rc["kind"], rc["lambda_q"], rc["lambda_d"], rc["warmup_steps"], idf)
-        optimizer = torch.optim.AdamW(model.param_groups(tc["lr"], tc["weight_decay"], self.cfg["model"]["query_lr"]))
+        groups = model.param_groups(tc["lr"], tc["weight_decay"], self.cfg["model"]["query_lr"])
+        optimizer = torch.optim.AdamW(groups, fused=device.type in ("cpu", "cuda"))  # one kernel over all tensors
         total, warm = tc["max_steps"], tc["warmup_steps"]
 
         def schedule(step: int) -> float:
