@@ -160,6 +160,19 @@ def test_inference_free_training_saves_idf_json_and_loads(tiny_bert, tmp_path, m
     trained.query_weights.data = torch.from_numpy(table[: init.vocab_size].copy())
     with torch.no_grad():
         np.testing.assert_allclose(q, trained.encode_queries(list(queries.values()), 64).numpy(), atol=1e-6)
+    # its index answers queries without torch
+    import subprocess
+    import sys
+
+    from lsr import Retriever
+
+    Retriever.build(beir / "corpus.jsonl", model=enc, path=tmp_path / "index", index="exact")
+    code = (
+        "import sys; from lsr import Retriever; r = Retriever.load(sys.argv[1]); hits = r.search('alpha beta', k=3); "
+        "assert hits, 'no hits'; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "index")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 def test_bad_configs_name_the_key(tmp_path):
