@@ -8,7 +8,8 @@ Ours: `lsr.train.Trainer`'s loss (the fused head, no [batch, seq, vocab] logits)
 
 Each variant runs in a fresh subprocess (its peak RSS, VmHWM, is its own), alternating
 ours / theirs for `--rounds` rounds; the step time is the median of the measured steps
-after `--warmup` steps, the best round reported.
+after `--warmup` steps (wall and process CPU time: on a shared host the CPU seconds are the
+steadier figure), the best round reported.
 
     .venv/bin/python benchmarks/bench_train.py                      # batch 16, length 128, CPU
     .venv/bin/python benchmarks/bench_train.py --batch-size 8 --steps 4 --rounds 1
@@ -78,13 +79,13 @@ def ours(data, args) -> list[float]:
     for step in range(args.steps):
         rows = data[(step * args.batch_size) % len(data):][: args.batch_size]
         batch = Batch([str(i) for i in range(len(rows))], [q for q, _, _ in rows], [["p", "n"]] * len(rows), [[p, n] for _, p, n in rows])
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         loss, penalty, _, _ = trainer._loss(model, batch, 10**6, reg)
         (loss + penalty).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start, time.process_time() - cpu))
     return times
 
 
@@ -103,10 +104,10 @@ def theirs(data, args) -> list[float]:
 
     class Clock(TrainerCallback):
         def on_step_begin(self, *a, **k):
-            self.start = time.perf_counter()
+            self.start, self.cpu = time.perf_counter(), time.process_time()
 
         def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.start)
+            times.append((time.perf_counter() - self.start, time.process_time() - self.cpu))
 
     out = tempfile.mkdtemp()
     targs = SparseEncoderTrainingArguments(
@@ -128,8 +129,9 @@ def worker(variant: str, args) -> None:
     data = triples(max(args.batch_size * args.steps, args.batch_size))
     base_rss = peak_rss_mib()
     times = (ours if variant == "ours" else theirs)(data, args)
-    measured = times[args.warmup:] or times
-    print(json.dumps({"variant": variant, "step_s": float(np.median(measured)), "peak_rss_mib": peak_rss_mib(),
+    measured = np.asarray(times[args.warmup:] or times)
+    print(json.dumps({"variant": variant, "step_s": float(np.median(measured[:, 0])), "cpu_s": float(np.median(measured[:, 1])),
+                      "peak_rss_mib": peak_rss_mib(),
                       "rss_before_mib": base_rss, "steps": len(times)}))
 
 
@@ -155,7 +157,7 @@ def main() -> None:
             if res.returncode or not line:
                 sys.exit(f"{variant} failed:\n{res.stderr[-3000:]}")
             got = json.loads(line[-1])
-            print(f"round {r + 1} {variant:6s}: {got['step_s']:.3f} s/step, peak RSS {got['peak_rss_mib']:.0f} MiB", flush=True)
+            print(f"round {r + 1} {variant:6s}: {got['step_s']:.3f} s/step ({got['cpu_s']:.3f} CPU s), peak RSS {got['peak_rss_mib']:.0f} MiB", flush=True)
             if variant not in best or got["step_s"] < best[variant]["step_s"]:
                 best[variant] = {**got, "peak_rss_mib": min(got["peak_rss_mib"], best.get(variant, got)["peak_rss_mib"])}
     o, t = best["ours"], best["theirs"]
@@ -163,6 +165,7 @@ def main() -> None:
           f"({os.cpu_count()} cores), best of {args.rounds}")
     print(f"{'':28s}{'lsr.train':>12s}{'ST SparseEncoderTrainer':>26s}{'ratio':>10s}")
     print(f"{'steps/s':28s}{1 / o['step_s']:12.3f}{1 / t['step_s']:26.3f}{t['step_s'] / o['step_s']:9.2f}x")
+    print(f"{'CPU seconds per step':28s}{o['cpu_s']:12.3f}{t['cpu_s']:26.3f}{o['cpu_s'] / t['cpu_s']:9.2f}x")
     print(f"{'peak RSS (MiB)':28s}{o['peak_rss_mib']:12.0f}{t['peak_rss_mib']:26.0f}{o['peak_rss_mib'] / t['peak_rss_mib']:9.2f}x")
 
 
