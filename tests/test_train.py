@@ -249,3 +249,18 @@ def test_periodic_evaluation_reports_ndcg_and_active_terms(tiny_bert, tmp_path, 
         assert 0.0 <= e["ndcg@10"] <= 1.0 and 0 < e["doc_terms"] <= 30522 and e["query_terms"] > 0
     assert '"eval"' in (out / "train_log.jsonl").read_text()
     assert not [p for p in out.iterdir() if p.name.startswith(".eval-")]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_bert):
+    grads = []
+    for checkpointing in (False, True):
+        model = SpladeModel(tiny_bert, gradient_checkpointing=checkpointing)
+        model.train()
+        for m in model.modules():  # no dropout: the two runs must be comparable
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        model.encode(TEXTS, 16).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.mlm.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4), name
