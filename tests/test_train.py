@@ -255,6 +255,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_bert):
     grads = []
     for checkpointing in (False, True):
         model = SpladeModel(tiny_bert, gradient_checkpointing=checkpointing)
+        flag = getattr(model.mlm, "is_activation_checkpointing", None)
+        if flag is not None:
+            assert flag == checkpointing
         model.train()
         for m in model.modules():  # no dropout: the two runs must be comparable
             if isinstance(m, torch.nn.Dropout):

@@ -42,8 +42,12 @@ class SpladeModel(torch.nn.Module):
             raise LsrError(f"{base}: the model has no output embeddings (MLM decoder)")
         self.pooling, self.activation = pooling, activation
         self.wants_token_type = "token_type_ids" in inspect.signature(self.mlm.forward).parameters
-        if gradient_checkpointing:
-            self.mlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if gradient_checkpointing:  # transformers >= 5.x renamed it; older releases have only the first
+            enable = getattr(self.mlm, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.mlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.name = str(base)
 
     @property
