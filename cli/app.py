@@ -438,6 +438,54 @@ def serve(
     run_server(path, host=host, port=port, exact=exact, poll_seconds=poll)
 
 
+@app.command("train")
+def train_command(
+    config: Path = typer.Argument(..., help="Training configuration (TOML; see docs/training.md)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (overrides [output] dir)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Optimiser steps (overrides [trainer] max_steps)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder."),
+) -> None:
+    """Train a sparse encoder (SPLADE or inference-free); the output folder loads with --model."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from lsr.train import Trainer
+
+    overrides: dict = {}
+    if output is not None:
+        overrides["output"] = {"dir": str(output.absolute())}
+    if max_steps is not None:
+        overrides["trainer"] = {"max_steps": max_steps}
+    trainer = Trainer(config, overrides=overrides)
+    bar = Progress(
+        TextColumn("[bold]training"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False,
+    )  # fmt: skip
+    state: dict = {}
+
+    def progress(event: dict) -> None:
+        kind = event["event"]
+        if kind == "start":
+            bar.start()
+            state["task"] = bar.add_task("training", total=event["max_steps"], completed=event["step"], info="")
+            state["first"] = event["step"]
+        elif kind == "step":
+            done = event["step"] - state["first"]
+            rate = done / max(event["elapsed"], 1e-9)
+            info = (f"loss {event['loss']:.3f}  reg {event['reg']:.3f}  q {event['query_terms']:.0f} d {event['doc_terms']:.0f} terms"
+                    f"  {rate:.2f} step/s")
+            bar.update(state["task"], completed=event["step"], info=info)
+        elif kind == "eval":
+            bar.console.print(f"step {event['step']}: nDCG@10 {event['ndcg@10']:.4f}, {event['doc_terms']:.1f} terms/doc, "
+                              f"{event['query_terms']:.1f} terms/query", markup=False)
+
+    try:
+        folder = trainer.train(resume=resume)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+    out.print(f"model saved to {folder} (use it with --model {folder})", markup=False)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     import logging

@@ -43,6 +43,34 @@ class _Captured(Exception):
         self.hidden = hidden
 
 
+def mlm_hidden(model: Any, head: Any, inputs: dict[str, Any], name: str = "model") -> Any:
+    """Run `model` on `inputs` up to the input of its output embeddings `head`: the MLM
+    transform's output `[B, S, D]` (with autograd when enabled), the decoder never applied.
+
+    A forward pre-hook on `head` raises to stop the forward there. An unpadded (flattened)
+    model's `[N, D]` rows are scattered back to `[B, S, D]` (zeros at padding).
+    """
+
+    def stop(module, args):
+        raise _Captured(args[0])
+
+    handle = head.register_forward_pre_hook(stop)
+    try:
+        model(**inputs)
+    except _Captured as got:
+        hidden = got.hidden
+    else:
+        raise LsrError(f"{name}: the forward pass never reached the output embeddings")
+    finally:
+        handle.remove()
+    if hidden.dim() == 2:
+        mask = inputs["attention_mask"].bool()
+        full = hidden.new_zeros(*mask.shape, hidden.shape[-1])
+        full[mask] = hidden
+        hidden = full
+    return hidden
+
+
 def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -163,18 +191,7 @@ class SpladeEncoder(Encoder):
 
     def _hidden(self, inputs: dict[str, Any]):
         """The MLM transform's output: the input of the output embeddings, [B, S, D]."""
-
-        def stop(module, args):
-            raise _Captured(args[0])
-
-        handle = self._head.register_forward_pre_hook(stop)
-        try:
-            self.model(**inputs)
-        except _Captured as got:
-            return got.hidden
-        finally:
-            handle.remove()
-        raise LsrError(f"{self.model_name}: the forward pass never reached the output embeddings")
+        return mlm_hidden(self.model, self._head, inputs, self.model_name)
 
     def encode(
         self, texts: Sequence[str], max_length: int = 256, batch_size: int = 32, show_progress: bool = False
@@ -218,10 +235,6 @@ class SpladeEncoder(Encoder):
                 if self._wants_token_type:
                     inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
                 hidden = self._hidden(inputs)
-                if hidden.dim() == 2:  # an unpadded (flattened) model: scatter back to [B, S, D]
-                    full = hidden.new_zeros(len(rows), width, hidden.shape[-1])
-                    full[inputs["attention_mask"].bool()] = hidden
-                    hidden = full
                 weights = splade_max(
                     hidden,
                     self.weight,
