@@ -30,6 +30,10 @@ def default_index() -> Path:
 
 
 IndexOption = typer.Option(None, "--index", "-i", help="Index directory [default: $LSR_INDEX or ./.lsr].")
+PrecisionOption = typer.Option(
+    "fp32", "--precision",
+    help="SPLADE backbone precision: fp32, bf16 or int8 (dynamic quantisation of its Linear layers; CPU).",
+)  # fmt: skip
 
 
 def _progress_bar():
@@ -66,6 +70,7 @@ def index(
     summary_energy: float = typer.Option(0.4, "--summary-energy", help="Seismic: share of a block summary's L1 mass kept."),
     doc_cut: int = typer.Option(15, "--doc-cut", help="Seismic: a document's top components used to cluster it."),
     values: str = typer.Option("float16", "--values", help="Seismic: forward-index values, float16 (half the memory) or float32 (exact scores)."),
+    precision: str = PrecisionOption,
 ) -> None:
     """Encode and index every document under PATH."""
     import time
@@ -76,7 +81,15 @@ def index(
 
     if values not in VALUE_TYPES:
         raise typer.BadParameter(" or ".join(VALUE_TYPES), param_hint="--values")
+    from lsr.encoders.splade import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(" or ".join(PRECISIONS), param_hint="--precision")
     index_dir = index_dir or default_index()
+    if precision != "fp32":
+        from lsr.encoders import resolve_model
+
+        model = resolve_model(model, precision=precision)
     start = time.perf_counter()
     bar = _progress_bar()
     task = bar.add_task("indexing", total=None, docs=0, rate=0.0)
@@ -157,6 +170,7 @@ def evaluate_command(
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="TREC qrels for a non-BEIR corpus."),
     output: Path = typer.Option(Path("lsr-eval"), "--output", "-o", help="Folder for results.json and TREC run files."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
+    precision: str = PrecisionOption,
 ) -> None:
     """Encode, index, search and score datasets; print one table, write JSON and run files."""
     import time
@@ -166,10 +180,14 @@ def evaluate_command(
 
     from lsr.eval.runner import Dataset, resolve_systems, run_baseline, run_model, save_results
 
+    from lsr.encoders.splade import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(" or ".join(PRECISIONS), param_hint="--precision")
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     lucene = [b for b in baselines if b != "bm25"]
     opened = [Dataset.open(path, split=split, queries=queries, qrels=qrels) for path in datasets]
-    systems = resolve_systems((models or [None]) + [b for b in baselines if b == "bm25"])
+    systems = resolve_systems((models or [None]) + [b for b in baselines if b == "bm25"], precision=precision)
     results = []
     for dataset in opened:
         for system in systems:

@@ -180,6 +180,39 @@ def test_splade_postprocessing_option_spec_round_trip(tiny_bert, tmp_path, docs)
     assert again.encode_queries(QUERIES) == enc.encode_queries(QUERIES)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_splade_low_precision_spec_and_closeness(tiny_bert, tmp_path, docs, precision):
+    """A lowered backbone is recorded in the spec (and rebuilt from it); its vectors stay close
+    to fp32's (the head's projection stays fp32)."""
+    from lsr.encoders.splade import SpladeEncoder
+
+    fp32 = SpladeEncoder(tiny_bert).encode_documents(docs[:3], max_length=24).to_dense()
+    enc = load_encoder(str(tiny_bert), precision=precision)
+    assert enc.spec["precision"] == precision and "precision" not in SpladeEncoder(tiny_bert).spec
+    if precision == "int8":
+        from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+        assert any(isinstance(m, QLinear) for m in enc.model.modules())
+        assert not isinstance(enc.model.get_output_embeddings(), QLinear)
+    else:
+        import torch
+
+        assert enc.model.get_input_embeddings().weight.dtype == torch.bfloat16 and enc.weight.dtype == torch.float32
+    low = enc.encode_documents(docs[:3], max_length=24).to_dense()
+    assert not np.array_equal(low, fp32)
+    assert np.abs(low - fp32).max() <= 0.1 * fp32.max()
+    spec = json.loads(json.dumps(enc.save(tmp_path)))
+    again = encoder_from_spec(spec, tmp_path)
+    assert again.spec == enc.spec and again.precision == precision
+
+
+def test_precision_errors(tiny_bert):
+    with pytest.raises(LsrError, match="SPLADE"):
+        load_encoder("bm25", precision="int8")
+    with pytest.raises(LsrError, match="precision"):
+        load_encoder(str(tiny_bert), precision="fp8")
+
+
 def test_progress_bar_and_order(tiny_bert, docs):
     from lsr.encoders.splade import SpladeEncoder
 

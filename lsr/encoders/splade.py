@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 POOLINGS = ("max", "sum")
 ACTIVATIONS = ("relu", "log1p_relu")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 class _Captured(Exception):
@@ -76,7 +77,10 @@ class SpladeEncoder(Encoder):
         postprocessing: PostProcessing | None = None,
         num_threads: int | None = None,
         max_batch_tokens: int | None = None,
+        precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise LsrError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if pooling not in POOLINGS:
             raise LsrError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if activation not in ACTIVATIONS:
@@ -107,6 +111,8 @@ class SpladeEncoder(Encoder):
         self.weight = head.weight.detach()
         bias = getattr(head, "bias", None)
         self.bias = bias.detach() if bias is not None else None
+        self.precision = "fp32"
+        self.set_precision(precision)
         params = inspect.signature(self.model.forward).parameters
         self._wants_token_type = "token_type_ids" in params
         limit = getattr(self.tokenizer, "model_max_length", None) or 512
@@ -120,6 +126,35 @@ class SpladeEncoder(Encoder):
         V = self.weight.shape[0]
         tokens = self.tokenizer.convert_ids_to_tokens(list(range(V)))
         self.vocab = [t if t is not None else f"[unused_{i}]" for i, t in enumerate(tokens)]
+
+    def set_precision(self, precision: str) -> None:
+        """Run the backbone (not the head's projection, kept fp32) at `precision`, from fp32."""
+        import torch
+
+        if precision == self.precision:
+            return
+        if precision not in PRECISIONS or self.precision != "fp32":
+            raise LsrError(f"cannot change the precision from {self.precision} to {precision!r}")
+        self.precision = precision
+        if precision == "bf16":
+            self.weight = self.weight.clone()  # the tied embeddings are converted below
+            self.bias = self.bias.clone() if self.bias is not None else None
+            self.model.to(torch.bfloat16)
+        elif precision == "int8":
+            if self.device.type != "cpu":
+                raise LsrError("precision int8 (dynamic quantisation) runs on the CPU only")
+            import warnings
+
+            from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+            linears = {
+                name: default_dynamic_qconfig
+                for name, module in self.model.named_modules()
+                if isinstance(module, torch.nn.Linear) and module is not self._head
+            }
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+                quantize_dynamic(self.model, linears, dtype=torch.qint8, inplace=True)
 
     # ---- spec ---------------------------------------------------------------------------
 
@@ -136,6 +171,8 @@ class SpladeEncoder(Encoder):
             "max_length": self.max_length,
             "dim": self.dim,
         }
+        if self.precision != "fp32":
+            spec["precision"] = self.precision
         if self.postprocessing.active:
             spec["postprocessing"] = self.postprocessing.to_spec()
         return spec
@@ -149,6 +186,7 @@ class SpladeEncoder(Encoder):
             activation=spec.get("activation", "relu"),
             max_length=spec.get("max_length"),
             postprocessing=PostProcessing.from_spec(spec.get("postprocessing")),
+            precision=spec.get("precision", "fp32"),
         )
 
     # ---- encoding -----------------------------------------------------------------------
