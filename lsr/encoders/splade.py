@@ -200,78 +200,141 @@ class SpladeEncoder(Encoder):
         return self.encode(texts, max_length=max_length, batch_size=batch_size, show_progress=show_progress)
 
     def _hidden(self, inputs: dict[str, Any]):
-        """The MLM transform's output: the input of the output embeddings, [B, S, D]."""
+        """The MLM transform's output: the input of the output embeddings, [B, S, D].
 
-        def stop(module, args):
-            raise _Captured(args[0])
+        A pre-hook on the output embeddings (registered once) stops the forward there when
+        this thread asked for it; batches may run on several threads at once."""
+        import threading
 
-        handle = self._head.register_forward_pre_hook(stop)
+        if getattr(self, "_capture", None) is None:
+            self._capture = threading.local()
+
+            def stop(module, args):
+                if getattr(self._capture, "active", False):
+                    raise _Captured(args[0])
+
+            self._head.register_forward_pre_hook(stop)
+        self._capture.active = True
         try:
             self.model(**inputs)
         except _Captured as got:
             return got.hidden
         finally:
-            handle.remove()
+            self._capture.active = False
         raise LsrError(f"{self.model_name}: the forward pass never reached the output embeddings")
+
+    def _encode_batch(self, ids: list[list[int]], rows: np.ndarray, lengths: np.ndarray) -> SparseVectors:
+        """One forward over the texts `rows` (padded to the longest) and the head."""
+        import torch
+
+        from lsr.kernels import splade_max
+
+        width = int(lengths[rows].max())
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for j, r in enumerate(rows):
+            input_ids[j, : lengths[r]] = ids[r]
+            mask[j, : lengths[r]] = 1
+        inputs = {
+            "input_ids": torch.from_numpy(input_ids).to(self.device),
+            "attention_mask": torch.from_numpy(mask).to(self.device),
+        }
+        if self._wants_token_type:
+            inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+        hidden = self._hidden(inputs)
+        if hidden.dim() == 2:  # an unpadded (flattened) model: scatter back to [B, S, D]
+            full = hidden.new_zeros(len(rows), width, hidden.shape[-1])
+            full[inputs["attention_mask"].bool()] = hidden
+            hidden = full
+        weights = splade_max(
+            hidden, self.weight, self.bias, inputs["attention_mask"], activation=self.activation, pooling=self.pooling
+        )
+        return SparseVectors.from_dense(weights.float().cpu())
 
     def encode(
         self, texts: Sequence[str], max_length: int = 256, batch_size: int = 32, show_progress: bool = False
     ) -> SparseVectors:
-        """Encode texts (sorted by length, batched, padding skipped) into sparse vectors."""
-        import torch
+        """Encode texts (sorted by length, batched, padding skipped) into sparse vectors.
 
-        from lsr.kernels import splade_max
+        On the CPU with several threads, whole batches run concurrently on that many Python
+        threads, torch single-threaded meanwhile: no parallel region per op, whose barriers
+        cost most of the time of a small model's many small ops (and stall whenever another
+        process takes a core), and no Python thread left idle while the other finishes an op.
+        """
+        import torch
 
         texts = list(texts)
         n = len(texts)
         if n == 0:
             return SparseVectors(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), self.dim)
         max_length = int(min(max_length, self.model_max_length))
-        ids = self.tokenizer(
+        ids = self.tokenizer(  # the fast tokenizer's batch call (parallel in Rust)
             texts, truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
         )["input_ids"]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")  # longest first: the peak memory comes early
-        parts: list[SparseVectors] = []
+        # at most batch_size texts and about max_batch_tokens padded tokens per forward: on a
+        # few CPU cores a smaller batch runs as fast per token, pads less and keeps the
+        # attention activations small
+        batches = []
+        start = 0
+        while start < n:
+            width = int(lengths[order[start]])
+            size = max(1, min(batch_size, self.max_batch_tokens // max(width, 1)))
+            batches.append(order[start : start + size])
+            start += size
+        parts: list[SparseVectors | None] = [None] * len(batches)
+        workers = min(torch.get_num_threads(), len(batches)) if self.device.type == "cpu" else 1
         progress = _Progress(n, show_progress)
-        with torch.inference_mode(), progress:
-            start = 0
-            while start < n:
-                # at most batch_size texts and about max_batch_tokens padded tokens per forward:
-                # on a few CPU cores a smaller batch runs as fast per token, pads less and
-                # keeps the attention activations small
-                width = int(lengths[order[start]])
-                size = max(1, min(batch_size, self.max_batch_tokens // max(width, 1)))
-                rows = order[start : start + size]
-                start += size
-                input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-                mask = np.zeros((len(rows), width), dtype=np.int64)
-                for j, r in enumerate(rows):
-                    input_ids[j, : lengths[r]] = ids[r]
-                    mask[j, : lengths[r]] = 1
-                inputs = {
-                    "input_ids": torch.from_numpy(input_ids).to(self.device),
-                    "attention_mask": torch.from_numpy(mask).to(self.device),
-                }
-                if self._wants_token_type:
-                    inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
-                hidden = self._hidden(inputs)
-                if hidden.dim() == 2:  # an unpadded (flattened) model: scatter back to [B, S, D]
-                    full = hidden.new_zeros(len(rows), width, hidden.shape[-1])
-                    full[inputs["attention_mask"].bool()] = hidden
-                    hidden = full
-                weights = splade_max(
-                    hidden,
-                    self.weight,
-                    self.bias,
-                    inputs["attention_mask"],
-                    activation=self.activation,
-                    pooling=self.pooling,
-                )
-                parts.append(SparseVectors.from_dense(weights.float().cpu()))
-                progress.advance(len(rows))
+        with progress:
+            if workers <= 1:
+                with torch.inference_mode():
+                    for i, rows in enumerate(batches):
+                        parts[i] = self._encode_batch(ids, rows, lengths)
+                        progress.advance(len(rows))
+            else:
+                _run_threads(workers, batches, lambda i: self._encode_batch(ids, batches[i], lengths), parts, progress)
         vectors = SparseVectors.concatenate(parts, dim=self.dim)[np.argsort(order, kind="stable")]
         return self.postprocessing(vectors)
+
+
+def _run_threads(workers: int, batches: list, fn, parts: list, progress: "_Progress") -> None:
+    """parts[i] = fn(i) for every batch, on `workers` Python threads pulling batches in order,
+    torch single-threaded meanwhile (restored after); the first error is re-raised here."""
+    import itertools
+    import threading
+
+    import torch
+
+    counter = itertools.count()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                for i in iter(lambda: next(counter), None):
+                    if i >= len(batches) or errors:
+                        return
+                    parts[i] = fn(i)
+                    with lock:
+                        progress.advance(len(batches[i]))
+        except BaseException as err:  # re-raised on the calling thread
+            errors.append(err)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pool = [threading.Thread(target=work, daemon=True) for _ in range(workers - 1)]
+        for t in pool:
+            t.start()
+        work()
+        for t in pool:
+            t.join()
+    finally:
+        torch.set_num_threads(threads)
+    if errors:
+        raise errors[0]
 
 
 class _Progress:
