@@ -224,6 +224,35 @@ def test_progress_bar_and_order(tiny_bert, docs):
     assert len(enc.encode_documents([])) == 0
 
 
+def test_threaded_batches_match_one_thread_and_restore_threads(tiny_bert, docs, monkeypatch):
+    """Batches on two Python threads give the vectors of one thread, in input order; torch's
+    thread count comes back afterwards, also when a batch fails (its error is raised)."""
+    import torch
+
+    from lsr.encoders.splade import SpladeEncoder
+
+    before = torch.get_num_threads()
+    texts = ["a", docs[0], "b c", docs[1], "d e f", docs[2], ""]
+    try:
+        one = SpladeEncoder(tiny_bert, max_batch_tokens=40, num_threads=1).encode_documents(texts, max_length=32)
+        enc = SpladeEncoder(tiny_bert, max_batch_tokens=40, num_threads=2)
+        two = enc.encode_documents(texts, max_length=32)
+        assert torch.get_num_threads() == 2
+        assert two.to_dense() == pytest.approx(one.to_dense(), abs=1e-6)
+        calls = []
+
+        def fail(ids, rows, lengths):
+            calls.append(1)
+            raise LsrError("batch failed")
+
+        monkeypatch.setattr(enc, "_encode_batch", fail)
+        with pytest.raises(LsrError, match="batch failed"):
+            enc.encode_documents(texts, max_length=32)
+        assert calls and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---- the SPLADE-shaped MiniLM folder against sentence-transformers -------------------------
 
 
