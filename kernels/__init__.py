@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import ACTIVATIONS, POOLINGS
+from ._common import ACTIVATIONS, POOLINGS, torch_single_threaded
 from . import blocked
 from .blocked import splade_max_blocked
 from .chunked import splade_max_chunked
@@ -36,6 +36,7 @@ __all__ = [
     "splade_max_chunked",
     "splade_max_reference",
     "splade_max_triton",
+    "torch_single_threaded",
     "triton_available",
 ]
 

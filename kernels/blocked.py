@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import apply_activation, check_args, compute_dtype
+from ._common import apply_activation, check_args, compute_dtype, torch_single_threaded
 from .chunked import _ChunkedMax, _gather, _needs_grad
 
 # Positions per block and elements per [rows, T] logits tile (fp32: 512 KiB, in L2).
@@ -122,8 +122,6 @@ def _parallel(run, n_tiles, workers):
         t = next(counter)
         return t if t < n_tiles else None
 
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
     errors = []
     inference = torch.is_inference_mode_enabled()  # grad modes are per thread
 
@@ -134,15 +132,13 @@ def _parallel(run, n_tiles, workers):
         except BaseException as err:  # re-raised on the calling thread
             errors.append(err)
 
-    try:
+    with torch_single_threaded():
         threads = [threading.Thread(target=guarded) for _ in range(n - 1)]
         for th in threads:
             th.start()
         guarded()
         for th in threads:
             th.join()
-    finally:
-        torch.set_num_threads(prev)
     if errors:
         raise errors[0]
 

@@ -322,17 +322,15 @@ def _run_threads(workers: int, batches: list, fn, parts: list, progress: "_Progr
         except BaseException as err:  # re-raised on the calling thread
             errors.append(err)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    from lsr.kernels import torch_single_threaded
+
+    with torch_single_threaded():
         pool = [threading.Thread(target=work, daemon=True) for _ in range(workers - 1)]
         for t in pool:
             t.start()
         work()
         for t in pool:
             t.join()
-    finally:
-        torch.set_num_threads(threads)
     if errors:
         raise errors[0]
 
