@@ -256,7 +256,8 @@ class SpladeEncoder(Encoder):
     ) -> SparseVectors:
         """Encode texts (sorted by length, batched, padding skipped) into sparse vectors.
 
-        On the CPU with several threads, whole batches run concurrently on that many Python
+        On the CPU with several threads and a small model (hidden size up to
+        `lsr.kernels.blocked.MAX_D`), whole batches run concurrently on that many Python
         threads, torch single-threaded meanwhile: no parallel region per op, whose barriers
         cost most of the time of a small model's many small ops (and stall whenever another
         process takes a core), and no Python thread left idle while the other finishes an op.
@@ -284,7 +285,13 @@ class SpladeEncoder(Encoder):
             batches.append(order[start : start + size])
             start += size
         parts: list[SparseVectors | None] = [None] * len(batches)
-        workers = min(torch.get_num_threads(), len(batches)) if self.device.type == "cpu" else 1
+        from lsr.kernels import blocked
+
+        # small models only (the head's hidden size on the blocked path): a large model's ops
+        # are big enough for intra-op threads, and its chunked head's large tiles would share
+        # the last-level cache between two batches
+        small = self.weight.shape[1] <= blocked.MAX_D
+        workers = min(torch.get_num_threads(), len(batches)) if self.device.type == "cpu" and small else 1
         progress = _Progress(n, show_progress)
         with progress:
             if workers <= 1:
