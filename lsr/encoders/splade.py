@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 POOLINGS = ("max", "sum")
 ACTIVATIONS = ("relu", "log1p_relu")
 PRECISIONS = ("fp32", "bf16", "int8")
+# Largest hidden size whose batches run concurrently on Python threads on the CPU (the
+# blocked head's range, lsr.kernels.blocked.MAX_D).
+THREADED_MAX_HIDDEN = 256
 
 
 class _Captured(Exception):
@@ -285,12 +288,9 @@ class SpladeEncoder(Encoder):
             batches.append(order[start : start + size])
             start += size
         parts: list[SparseVectors | None] = [None] * len(batches)
-        from lsr.kernels import blocked
-
-        # small models only (the head's hidden size on the blocked path): a large model's ops
-        # are big enough for intra-op threads, and its chunked head's large tiles would share
-        # the last-level cache between two batches
-        small = self.weight.shape[1] <= blocked.MAX_D
+        # small models only: a large model's ops are big enough for intra-op threads, and its
+        # chunked head's large tiles would share the last-level cache between two batches
+        small = self.weight.shape[1] <= THREADED_MAX_HIDDEN
         workers = min(torch.get_num_threads(), len(batches)) if self.device.type == "cpu" and small else 1
         progress = _Progress(n, show_progress)
         with progress:
