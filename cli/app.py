@@ -58,6 +58,10 @@ def default_index() -> Path:
 
 # Help texts are rich markup: a literal "[" is written "\\[" (else "[default: ...]" vanishes).
 IndexOption = typer.Option(None, "--index", "-i", help="Index directory \\[default: $LSR_INDEX or ./.lsr].")
+PrecisionOption = typer.Option(
+    "fp32", "--precision",
+    help="SPLADE backbone precision: fp32, bf16 or int8 (dynamic quantisation of its Linear layers; CPU).",
+)  # fmt: skip
 
 
 def _progress_bar():
@@ -95,6 +99,7 @@ def index(
     doc_cut: int = typer.Option(15, "--doc-cut", help="Seismic: a document's top components used to cluster it."),
     values: str = typer.Option("float16", "--values", help="Seismic: forward-index values, float16 (half the memory) or float32 (exact scores)."),
     dense: Optional[str] = typer.Option(None, "--dense", help="Also store a dense index: a sentence-transformers model, or 'minilm' (the packaged all-MiniLM-L6-v2)."),
+    precision: str = PrecisionOption,
 ) -> None:
     """Encode and index every document under PATH."""
     import time
@@ -106,10 +111,14 @@ def index(
 
     if values not in VALUE_TYPES:
         raise typer.BadParameter(" or ".join(VALUE_TYPES), param_hint="--values")
+    from lsr.encoders.splade import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(" or ".join(PRECISIONS), param_hint="--precision")
     index_dir = index_dir or default_index()
     if not path.exists():  # before a model is resolved (and perhaps warned about)
         raise LsrError(f"{path}: no such file or folder")
-    encoder = resolve_model(model)
+    encoder = resolve_model(model, precision=precision)
     start = time.perf_counter()  # after the model is resolved: docs/s is indexing only
     bar = _progress_bar()
     task = bar.add_task("indexing", total=None, docs=0, rate=0.0)
@@ -220,6 +229,7 @@ def evaluate_command(
     prf_docs: int = typer.Option(0, "--prf-docs", min=0, help="Pseudo-relevance feedback: top documents fed back (0: off); adds NAME+prf rows."),
     prf_terms: int = typer.Option(20, "--prf-terms", min=1, help="PRF: feedback terms added to the query."),
     prf_weight: float = typer.Option(0.1, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
+    precision: str = PrecisionOption,
 ) -> None:
     """Encode, index, search and score datasets; print one table, write JSON and run files."""
     import time
@@ -233,6 +243,10 @@ def evaluate_command(
 
     prf = Prf(prf_docs, prf_terms, prf_weight)
 
+    from lsr.encoders.splade import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(" or ".join(PRECISIONS), param_hint="--precision")
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     for name in metric_names:
         Metric.parse(name)  # a misspelt metric is an error now, not after every index is built
@@ -241,7 +255,7 @@ def evaluate_command(
         if baseline not in BASELINES:
             raise LsrError(f"unknown baseline {baseline!r} (known: bm25, {', '.join(BASELINES)})")
     opened = [Dataset.open(path, split=split, queries=queries, qrels=qrels, remove_query_id=remove_query_id) for path in datasets]
-    systems = resolve_systems((models or [None]) + [b for b in baselines if b == "bm25"])
+    systems = resolve_systems((models or [None]) + [b for b in baselines if b == "bm25"], precision=precision)
     results: list[EvalResult] = []
 
     def attempt(dataset: Dataset, system: str, run) -> None:

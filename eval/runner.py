@@ -142,27 +142,28 @@ def index_cache_dir(dataset: Dataset, spec: dict[str, Any], cache: Path | None =
     return cache / "indexes" / f"{_safe(dataset.name)}-{dataset.fingerprint()}" / f"{kind}-{spec_key(spec)}"
 
 
-def resolve_system(model: str | Encoder | System | None = None) -> System:
+def resolve_system(model: str | Encoder | System | None = None, precision: str = "fp32") -> System:
     """`model` resolved as `lsr index` does: `model` > $LSR_MODEL > the default hub model; only
     the default falls back (offline, not cached) to BM25 after one warning, a model asked for
     that cannot be loaded is an error. The name is the model asked for, or `bm25` when BM25
-    runs (asked for, or the fallback)."""
+    runs (asked for, or the fallback). `precision` applies to the SPLADE models (not to `bm25`)."""
     if isinstance(model, System):
         return model
     if isinstance(model, Encoder):
         return System(str(model.spec.get("type", "encoder")), model)
     from lsr.encoders import chosen_model, resolve_model
 
-    encoder = resolve_model(model)
-    return System("bm25" if encoder.spec.get("type") == "bm25" else chosen_model(model), encoder)
+    chosen = chosen_model(model)
+    encoder = resolve_model(chosen, precision="fp32" if chosen == "bm25" else precision)
+    return System("bm25" if encoder.spec.get("type") == "bm25" else chosen, encoder)
 
 
-def resolve_systems(models: Sequence[str | None]) -> list[System]:
+def resolve_systems(models: Sequence[str | None], precision: str = "fp32") -> list[System]:
     """Resolve each model once, in order (`None`: the default resolution); models that resolve
     to the same encoder spec (`bm25` and a fallback to it) are evaluated once."""
     systems: dict[str, System] = {}
     for model in models:
-        system = resolve_system(model)
+        system = resolve_system(model, precision)
         if system.key in systems:
             log.info("%s resolves to the same encoder as %s: evaluated once", model, systems[system.key].name)
             continue

@@ -12,15 +12,18 @@ differentiable in hidden, weight and bias, without materialising the ``[B, S, V]
   the same naming as sentence-transformers' ``SpladePooling`` (OpenSearch SPLADE models).
 
 Dispatch: CUDA tensors with max pooling → Triton (:mod:`.triton_max`), falling back to the
-chunked path when Triton cannot be imported; everything else (CPU, sum pooling) → the
-chunked torch path (:mod:`.chunked`). Triton is imported lazily, never by ``import lsr.kernels``.
+chunked path when Triton cannot be imported; CPU tensors with max pooling and a small hidden
+size (``D <= blocked.MAX_D``) → the cache-blocked path (:mod:`.blocked`); everything else
+(larger D, sum pooling) → the chunked torch path (:mod:`.chunked`). Triton is imported lazily, never by ``import lsr.kernels``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._common import ACTIVATIONS, POOLINGS
+from ._common import ACTIVATIONS, POOLINGS, torch_single_threaded
+from . import blocked
+from .blocked import splade_max_blocked
 from .chunked import splade_max_chunked
 from .reference import splade_max_reference
 from .triton_max import splade_max_triton
@@ -29,9 +32,11 @@ __all__ = [
     "ACTIVATIONS",
     "POOLINGS",
     "splade_max",
+    "splade_max_blocked",
     "splade_max_chunked",
     "splade_max_reference",
     "splade_max_triton",
+    "torch_single_threaded",
     "triton_available",
 ]
 
@@ -75,4 +80,6 @@ def splade_max(
     """
     if hidden.is_cuda and pooling == "max" and triton_available():
         return splade_max_triton(hidden, weight, bias, mask, activation, pooling=pooling)
+    if not hidden.is_cuda and pooling == "max" and hidden.dim() == 3 and hidden.shape[-1] <= blocked.MAX_D:
+        return splade_max_blocked(hidden, weight, bias, mask, activation, pooling=pooling)
     return splade_max_chunked(hidden, weight, bias, mask, activation, pooling=pooling)

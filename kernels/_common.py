@@ -13,6 +13,9 @@ activation once on the ``[B, V]`` result.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import torch
 
 ACTIVATIONS = ("relu", "log1p_relu")
@@ -67,3 +70,27 @@ def activation_grad(m: torch.Tensor, activation: str) -> torch.Tensor:
     if activation == "log1p_relu":
         d = d * torch.reciprocal(1.0 + torch.log1p(mp))
     return torch.where(m > 0, d, torch.zeros_like(d))
+
+
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_saved = 1
+
+
+@contextlib.contextmanager
+def torch_single_threaded():
+    """torch intra-op threads set to 1 for the block (process-wide), restored when the last of
+    any overlapping blocks (on other Python threads) ends."""
+    global _threads_users, _threads_saved
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_saved)

@@ -78,6 +78,16 @@ def test_malformed_line_and_skip_bad(tmp_path):
     assert "indexed 2 documents" in result.stdout and "skipped 1 bad record" in result.stderr
 
 
+def test_precision_option_errors_are_one_line(tmp_path, corpus):
+    """A bad --precision, or a low precision for a model without a SPLADE backbone, is one
+    line on stderr, exit status non-zero, no traceback, no index written."""
+    for model, precision, expect in [("bm25", "fp8", "--precision"), ("bm25", "int8", "SPLADE models only")]:
+        result = lsr("index", corpus, "--model", model, "--precision", precision, "--index", tmp_path / "bad")
+        assert result.returncode != 0
+        assert expect in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "bad").exists()
+
+
 def test_seismic_options_through_the_cli(tmp_path, corpus):
     """`--index-type seismic --values float32` builds a Seismic index with exact forward values;
     a bad --values is one line on stderr, no traceback, and no index written."""

@@ -181,6 +181,39 @@ def test_splade_postprocessing_option_spec_round_trip(tiny_bert, tmp_path, docs)
     assert again.encode_queries(QUERIES) == enc.encode_queries(QUERIES)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_splade_low_precision_spec_and_closeness(tiny_bert, tmp_path, docs, precision):
+    """A lowered backbone is recorded in the spec (and rebuilt from it); its vectors stay close
+    to fp32's (the head's projection stays fp32)."""
+    from lsr.encoders.splade import SpladeEncoder
+
+    fp32 = SpladeEncoder(tiny_bert).encode_documents(docs[:3], max_length=24).to_dense()
+    enc = load_encoder(str(tiny_bert), precision=precision)
+    assert enc.spec["precision"] == precision and "precision" not in SpladeEncoder(tiny_bert).spec
+    if precision == "int8":
+        from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+        assert any(isinstance(m, QLinear) for m in enc.model.modules())
+        assert not isinstance(enc.model.get_output_embeddings(), QLinear)
+    else:
+        import torch
+
+        assert enc.model.get_input_embeddings().weight.dtype == torch.bfloat16 and enc.weight.dtype == torch.float32
+    low = enc.encode_documents(docs[:3], max_length=24).to_dense()
+    assert not np.array_equal(low, fp32)
+    assert np.abs(low - fp32).max() <= 0.1 * fp32.max()
+    spec = json.loads(json.dumps(enc.save(tmp_path)))
+    again = encoder_from_spec(spec, tmp_path)
+    assert again.spec == enc.spec and again.precision == precision
+
+
+def test_precision_errors(tiny_bert):
+    with pytest.raises(LsrError, match="SPLADE"):
+        load_encoder("bm25", precision="int8")
+    with pytest.raises(LsrError, match="precision"):
+        load_encoder(str(tiny_bert), precision="fp8")
+
+
 def test_progress_bar_and_order(tiny_bert, docs):
     from lsr.encoders.splade import SpladeEncoder
 
@@ -190,6 +223,35 @@ def test_progress_bar_and_order(tiny_bert, docs):
     one_by_one = SparseVectors.concatenate([enc.encode_documents([t], max_length=32) for t in texts], dim=enc.dim)
     assert with_bar.to_dense() == pytest.approx(one_by_one.to_dense(), abs=1e-5)
     assert len(enc.encode_documents([])) == 0
+
+
+def test_threaded_batches_match_one_thread_and_restore_threads(tiny_bert, docs, monkeypatch):
+    """Batches on two Python threads give the vectors of one thread, in input order; torch's
+    thread count comes back afterwards, also when a batch fails (its error is raised)."""
+    import torch
+
+    from lsr.encoders.splade import SpladeEncoder
+
+    before = torch.get_num_threads()
+    texts = ["a", docs[0], "b c", docs[1], "d e f", docs[2], ""]
+    try:
+        one = SpladeEncoder(tiny_bert, max_batch_tokens=40, num_threads=1).encode_documents(texts, max_length=32)
+        enc = SpladeEncoder(tiny_bert, max_batch_tokens=40, num_threads=2)
+        two = enc.encode_documents(texts, max_length=32)
+        assert torch.get_num_threads() == 2
+        assert two.to_dense() == pytest.approx(one.to_dense(), abs=1e-6)
+        calls = []
+
+        def fail(ids, rows, lengths):
+            calls.append(1)
+            raise LsrError("batch failed")
+
+        monkeypatch.setattr(enc, "_encode_batch", fail)
+        with pytest.raises(LsrError, match="batch failed"):
+            enc.encode_documents(texts, max_length=32)
+        assert calls and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---- the SPLADE-shaped MiniLM folder against sentence-transformers -------------------------

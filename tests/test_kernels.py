@@ -21,6 +21,7 @@ import triton  # noqa: E402,F401
 
 from lsr.kernels import (  # noqa: E402
     splade_max,
+    splade_max_blocked,
     splade_max_chunked,
     splade_max_reference,
     splade_max_triton,
@@ -281,6 +282,111 @@ def test_chunked_property(B, S, D, V, tile, pooling, seed):
         _assert_close(a, r, 1e-5, atol=1e-6)
 
 
+# ----------------------------------------------------------------------------- blocked CPU path
+
+# Small tiles so that a few positions and vocabulary entries already span several blocks and
+# tiles; workers=2 shares the tiles between two Python threads, 0 runs them on this thread.
+_SMALL = dict(rows=8, tile_elems=40)
+
+
+@pytest.mark.parametrize("activation", ["relu", "log1p_relu"])
+def test_blocked_gradcheck_float64(activation):
+    h, w, b, m = _inputs(3, 4, 3, 7, dtype=torch.float64, seed=7, scale=2.0)
+    m[0] = torch.tensor([1, 0, 1, 1])
+    args = [t.requires_grad_(True) for t in (h, w, b)]
+    fn = lambda h, w, b: splade_max_blocked(h, w, b, m, activation, rows=3, tile_elems=6)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "log1p_relu"])
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_blocked_matches_reference(activation, workers, with_bias):
+    """Ragged, unsorted lengths (padding inside blocks), an all-padding document, forward and
+    all gradients."""
+    h, w, b, m = _inputs(6, 11, 12, 97, bias=with_bias, seed=21)
+    m[1, 3:] = 0  # a short document between long ones
+    up = torch.randn(6, 97, generator=torch.Generator().manual_seed(22))
+    out_k, g_k = _grads(splade_max_blocked, h, w, b, m, up, activation=activation, workers=workers, **_SMALL)
+    out_r, g_r = _grads(splade_max_reference, h, w, b, m, up, activation=activation)
+    _assert_close(out_k, out_r, 1e-5)
+    assert torch.all(out_k[-1] == 0)  # all padding
+    for a, r in zip(g_k, g_r):
+        _assert_close(a, r, 1e-5)
+    with torch.inference_mode():
+        fast = splade_max_blocked(h, w, b, m, activation, workers=workers, **_SMALL)
+    assert torch.equal(fast, out_k)
+
+
+def test_blocked_ties_go_to_lowest_position():
+    """Equal rows inside one document (across blocks of padded rows): the gradient goes to the
+    first; a masked row with a larger logit never wins."""
+    h, w, b, m = _inputs(3, 9, 8, 20, seed=15)
+    m[0] = torch.tensor([0, 1, 1, 1, 1, 0, 1, 1, 1])
+    m[1] = torch.tensor([1, 1, 1, 1, 1, 0, 0, 0, 0])
+    with torch.no_grad():
+        h[0, 4] = h[0, 2]
+        h[0, 8] = h[0, 2]
+        h[0, 5] = h[0, 1] + 10  # masked: must never win
+        h[1, 4] = h[1, 3]  # the last real row, duplicated by the block padding
+    up = torch.ones(3, 20)
+    _, g_k = _grads(splade_max_blocked, h, w, b, m, up, **_SMALL)
+    _, g_r = _grads(splade_max_reference, h, w, b, m, up)
+    for a, r in zip(g_k, g_r):
+        _assert_close(a, r, 1e-5)
+    dh = g_k[0]
+    assert dh[0, 4].abs().sum() == 0 and dh[0, 8].abs().sum() == 0 and dh[0, 5].abs().sum() == 0
+    assert dh[1, 4].abs().sum() == 0 and dh[1, 3].abs().sum() > 0
+
+
+def test_blocked_small_maxima_keep_relative_precision():
+    h, w, _, m = _inputs(2, 6, 16, 50, bias=False, seed=23, scale=1e-6)
+    with torch.inference_mode():
+        got = splade_max_blocked(h, w, None, m, **_SMALL)
+    want = splade_max_reference(h, w, None, m)
+    nz = want > 0
+    assert nz.any()
+    assert ((got[nz] - want[nz]).abs() / want[nz]).max() <= 1e-5
+
+
+def test_blocked_splade_tiny_head_shape():
+    """splade-tiny's head (V=30,522, D=128) with the default tiles: forward and backward."""
+    B, S, D, V = 3, 40, 128, 30522
+    h, w, b, m = _inputs(B, S, D, V, seed=24, scale=3.0)
+    up = torch.rand(B, V, generator=torch.Generator().manual_seed(25))
+    out_k, g_k = _grads(splade_max_blocked, h, w, b, m, up)
+    out_r, g_r = _grads(splade_max_reference, h, w, b, m, up)
+    _assert_close(out_k, out_r, 1e-5)
+    for name, a, r in zip(["hidden", "weight", "bias"], g_k, g_r):
+        _assert_close(a, r, 1e-5, msg=f"d{name}")
+
+
+def test_blocked_rejects_sum_pooling():
+    h, w, b, m = _inputs(2, 3, 4, 5)
+    with pytest.raises(ValueError):
+        splade_max_blocked(h, w, b, m, pooling="sum")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    B=st.integers(1, 4),
+    S=st.integers(1, 7),
+    D=st.integers(1, 9),
+    V=st.integers(1, 23),
+    rows=st.integers(1, 9),
+    tile_elems=st.integers(1, 60),
+    seed=st.integers(0, 1000),
+)
+def test_blocked_property(B, S, D, V, rows, tile_elems, seed):
+    h, w, b, m = _inputs(B, S, D, V, seed=seed)
+    up = torch.randn(B, V, generator=torch.Generator().manual_seed(seed))
+    out_k, g_k = _grads(splade_max_blocked, h, w, b, m, up, rows=rows, tile_elems=tile_elems)
+    out_r, g_r = _grads(splade_max_reference, h, w, b, m, up)
+    _assert_close(out_k, out_r, 1e-5, atol=1e-6)
+    for a, r in zip(g_k, g_r):
+        _assert_close(a, r, 1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- dispatcher / semantics
 
 
@@ -295,6 +401,19 @@ def test_dispatcher_cpu_uses_chunked(pooling, monkeypatch):
     h, w, b, m = _inputs(2, 5, 8, 13, seed=16)
     out = K.splade_max(h, w, b, m, pooling=pooling)
     _assert_close(out, splade_max_reference(h, w, b, m, pooling=pooling), 1e-5)
+
+
+def test_dispatcher_cpu_picks_blocked_by_hidden_size(monkeypatch):
+    import lsr.kernels as K
+
+    used = []
+    monkeypatch.setattr(K, "splade_max_blocked", lambda *a, **k: used.append("blocked") or splade_max_reference(*a, **k))
+    monkeypatch.setattr(K, "splade_max_chunked", lambda *a, **k: used.append("chunked") or splade_max_reference(*a, **k))
+    for D in (8, K.blocked.MAX_D, K.blocked.MAX_D + 1):
+        h, w, b, m = _inputs(2, 3, D, 5, seed=D)
+        K.splade_max(h, w, b, m)
+    K.splade_max(h, w, b, m, pooling="sum")
+    assert used == ["blocked", "blocked", "chunked", "chunked"]
 
 
 def test_mask_none_means_all_tokens():

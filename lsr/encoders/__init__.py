@@ -39,12 +39,34 @@ class ModelUnavailable(LsrError):
     """The model is neither a local folder nor obtainable from the Hugging Face Hub (offline, not cached)."""
 
 
-def load_encoder(name_or_path: str, device: str | None = None) -> Encoder:
+def load_encoder(name_or_path: str, device: str | None = None, precision: str = "fp32") -> Encoder:
     """Load an encoder: `bm25` (lexical, no model), a local folder or a Hugging Face id.
 
     Folders: a sentence-transformers SparseEncoder folder (`modules.json`), a masked-LM
     checkpoint with `idf.json` beside it (inference-free), or a masked-LM checkpoint (SPLADE).
+    `precision` (`fp32`, `bf16`, `int8`) is the SPLADE backbone's; other than `fp32` it needs
+    an encoder with a SPLADE document model.
     """
+    encoder = _load_encoder(name_or_path, device)
+    if precision != "fp32":
+        _set_precision(encoder, precision, name_or_path)
+    return encoder
+
+
+def _set_precision(encoder: Encoder, precision: str, name: str) -> None:
+    """Lower the SPLADE model(s) of `encoder` (itself, or an inference-free/asymmetric
+    encoder's loaded document or query model) to `precision`, in place."""
+    from lsr.encoders.splade import SpladeEncoder
+
+    parts = [encoder] if isinstance(encoder, SpladeEncoder) else [getattr(encoder, a, None) for a in ("_document", "query")]
+    parts = [p for p in parts if isinstance(p, SpladeEncoder)]
+    if not parts:
+        raise LsrError(f"{name}: --precision {precision} applies to SPLADE models only")
+    for part in parts:
+        part.set_precision(precision)
+
+
+def _load_encoder(name_or_path: str, device: str | None = None) -> Encoder:
     if name_or_path == "bm25":
         from lsr.encoders.bm25 import Bm25Encoder
 
@@ -104,7 +126,7 @@ def chosen_model(name: str | None = None) -> str:
     return name or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
 
 
-def resolve_model(name: str | None = None, device: str | None = None) -> Encoder:
+def resolve_model(name: str | None = None, device: str | None = None, precision: str = "fp32") -> Encoder:
     """The encoder for `lsr index` / `lsr eval`: `name` (--model) > $LSR_MODEL > DEFAULT_MODEL.
 
     Only the default model falls back: when neither `name` nor $LSR_MODEL is given and
@@ -114,7 +136,7 @@ def resolve_model(name: str | None = None, device: str | None = None) -> Encoder
     """
     chosen = chosen_model(name)
     try:
-        return load_encoder(chosen, device)
+        return load_encoder(chosen, device, precision)
     except ModelUnavailable:
         if chosen != DEFAULT_MODEL:  # asked for by --model or $LSR_MODEL
             raise

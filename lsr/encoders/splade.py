@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 POOLINGS = ("max", "sum")
 ACTIVATIONS = ("relu", "log1p_relu")
+PRECISIONS = ("fp32", "bf16", "int8")
+# Largest hidden size whose batches run concurrently on Python threads on the CPU (the
+# blocked head's range, lsr.kernels.blocked.MAX_D).
+THREADED_MAX_HIDDEN = 256
 
 
 class _Captured(Exception):
@@ -104,7 +108,10 @@ class SpladeEncoder(Encoder):
         postprocessing: PostProcessing | None = None,
         num_threads: int | None = None,
         max_batch_tokens: int | None = None,
+        precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise LsrError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if pooling not in POOLINGS:
             raise LsrError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if activation not in ACTIVATIONS:
@@ -135,6 +142,8 @@ class SpladeEncoder(Encoder):
         self.weight = head.weight.detach()
         bias = getattr(head, "bias", None)
         self.bias = bias.detach() if bias is not None else None
+        self.precision = "fp32"
+        self.set_precision(precision)
         params = inspect.signature(self.model.forward).parameters
         self._wants_token_type = "token_type_ids" in params
         limit = getattr(self.tokenizer, "model_max_length", None) or 512
@@ -148,6 +157,35 @@ class SpladeEncoder(Encoder):
         V = self.weight.shape[0]
         tokens = self.tokenizer.convert_ids_to_tokens(list(range(V)))
         self.vocab = [t if t is not None else f"[unused_{i}]" for i, t in enumerate(tokens)]
+
+    def set_precision(self, precision: str) -> None:
+        """Run the backbone (not the head's projection, kept fp32) at `precision`, from fp32."""
+        import torch
+
+        if precision == self.precision:
+            return
+        if precision not in PRECISIONS or self.precision != "fp32":
+            raise LsrError(f"cannot change the precision from {self.precision} to {precision!r}")
+        self.precision = precision
+        if precision == "bf16":
+            self.weight = self.weight.clone()  # the tied embeddings are converted below
+            self.bias = self.bias.clone() if self.bias is not None else None
+            self.model.to(torch.bfloat16)
+        elif precision == "int8":
+            if self.device.type != "cpu":
+                raise LsrError("precision int8 (dynamic quantisation) runs on the CPU only")
+            import warnings
+
+            from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+            linears = {
+                name: default_dynamic_qconfig
+                for name, module in self.model.named_modules()
+                if isinstance(module, torch.nn.Linear) and module is not self._head
+            }
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+                quantize_dynamic(self.model, linears, dtype=torch.qint8, inplace=True)
 
     # ---- spec ---------------------------------------------------------------------------
 
@@ -164,6 +202,8 @@ class SpladeEncoder(Encoder):
             "max_length": self.max_length,
             "dim": self.dim,
         }
+        if self.precision != "fp32":
+            spec["precision"] = self.precision
         if self.postprocessing.active:
             spec["postprocessing"] = self.postprocessing.to_spec()
         return spec
@@ -177,6 +217,7 @@ class SpladeEncoder(Encoder):
             activation=spec.get("activation", "relu"),
             max_length=spec.get("max_length"),
             postprocessing=PostProcessing.from_spec(spec.get("postprocessing")),
+            precision=spec.get("precision", "fp32"),
         )
 
     # ---- encoding -----------------------------------------------------------------------
@@ -190,63 +231,123 @@ class SpladeEncoder(Encoder):
         return self.encode(texts, max_length=max_length, batch_size=batch_size, show_progress=show_progress)
 
     def _hidden(self, inputs: dict[str, Any]):
-        """The MLM transform's output: the input of the output embeddings, [B, S, D]."""
+        """The MLM transform's output: the input of the output embeddings, [B, S, D].
+
+        `mlm_hidden`'s hook is registered per call; batches running on several threads at once
+        are safe: whichever hook fires stops the forward that reached it, with that forward's
+        own input."""
         return mlm_hidden(self.model, self._head, inputs, self.model_name)
+
+    def _encode_batch(self, ids: list[list[int]], rows: np.ndarray, lengths: np.ndarray) -> SparseVectors:
+        """One forward over the texts `rows` (padded to the longest) and the head."""
+        import torch
+
+        from lsr.kernels import splade_max
+
+        width = int(lengths[rows].max())
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for j, r in enumerate(rows):
+            input_ids[j, : lengths[r]] = ids[r]
+            mask[j, : lengths[r]] = 1
+        inputs = {
+            "input_ids": torch.from_numpy(input_ids).to(self.device),
+            "attention_mask": torch.from_numpy(mask).to(self.device),
+        }
+        if self._wants_token_type:
+            inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
+        hidden = self._hidden(inputs)  # [B, S, D], an unpadded model's rows scattered back
+        weights = splade_max(
+            hidden, self.weight, self.bias, inputs["attention_mask"], activation=self.activation, pooling=self.pooling
+        )
+        return SparseVectors.from_dense(weights.float().cpu())
 
     def encode(
         self, texts: Sequence[str], max_length: int = 256, batch_size: int = 32, show_progress: bool = False
     ) -> SparseVectors:
-        """Encode texts (sorted by length, batched, padding skipped) into sparse vectors."""
-        import torch
+        """Encode texts (sorted by length, batched, padding skipped) into sparse vectors.
 
-        from lsr.kernels import splade_max
+        On the CPU with several threads and a small model (hidden size up to
+        `lsr.kernels.blocked.MAX_D`), whole batches run concurrently on that many Python
+        threads, torch single-threaded meanwhile: no parallel region per op, whose barriers
+        cost most of the time of a small model's many small ops (and stall whenever another
+        process takes a core), and no Python thread left idle while the other finishes an op.
+        """
+        import torch
 
         texts = list(texts)
         n = len(texts)
         if n == 0:
             return SparseVectors(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), self.dim)
         max_length = int(min(max_length, self.model_max_length))
-        ids = self.tokenizer(
+        ids = self.tokenizer(  # the fast tokenizer's batch call (parallel in Rust)
             texts, truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
         )["input_ids"]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")  # longest first: the peak memory comes early
-        parts: list[SparseVectors] = []
+        # at most batch_size texts and about max_batch_tokens padded tokens per forward: on a
+        # few CPU cores a smaller batch runs as fast per token, pads less and keeps the
+        # attention activations small
+        batches = []
+        start = 0
+        while start < n:
+            width = int(lengths[order[start]])
+            size = max(1, min(batch_size, self.max_batch_tokens // max(width, 1)))
+            batches.append(order[start : start + size])
+            start += size
+        parts: list[SparseVectors | None] = [None] * len(batches)
+        # small models only: a large model's ops are big enough for intra-op threads, and its
+        # chunked head's large tiles would share the last-level cache between two batches
+        small = self.weight.shape[1] <= THREADED_MAX_HIDDEN
+        workers = min(torch.get_num_threads(), len(batches)) if self.device.type == "cpu" and small else 1
         progress = _Progress(n, show_progress)
-        with torch.inference_mode(), progress:
-            start = 0
-            while start < n:
-                # at most batch_size texts and about max_batch_tokens padded tokens per forward:
-                # on a few CPU cores a smaller batch runs as fast per token, pads less and
-                # keeps the attention activations small
-                width = int(lengths[order[start]])
-                size = max(1, min(batch_size, self.max_batch_tokens // max(width, 1)))
-                rows = order[start : start + size]
-                start += size
-                input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-                mask = np.zeros((len(rows), width), dtype=np.int64)
-                for j, r in enumerate(rows):
-                    input_ids[j, : lengths[r]] = ids[r]
-                    mask[j, : lengths[r]] = 1
-                inputs = {
-                    "input_ids": torch.from_numpy(input_ids).to(self.device),
-                    "attention_mask": torch.from_numpy(mask).to(self.device),
-                }
-                if self._wants_token_type:
-                    inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])
-                hidden = self._hidden(inputs)
-                weights = splade_max(
-                    hidden,
-                    self.weight,
-                    self.bias,
-                    inputs["attention_mask"],
-                    activation=self.activation,
-                    pooling=self.pooling,
-                )
-                parts.append(SparseVectors.from_dense(weights.float().cpu()))
-                progress.advance(len(rows))
+        with progress:
+            if workers <= 1:
+                with torch.inference_mode():
+                    for i, rows in enumerate(batches):
+                        parts[i] = self._encode_batch(ids, rows, lengths)
+                        progress.advance(len(rows))
+            else:
+                _run_threads(workers, batches, lambda i: self._encode_batch(ids, batches[i], lengths), parts, progress)
         vectors = SparseVectors.concatenate(parts, dim=self.dim)[np.argsort(order, kind="stable")]
         return self.postprocessing(vectors)
+
+
+def _run_threads(workers: int, batches: list, fn, parts: list, progress: "_Progress") -> None:
+    """parts[i] = fn(i) for every batch, on `workers` Python threads pulling batches in order,
+    torch single-threaded meanwhile (restored after); the first error is re-raised here."""
+    import itertools
+    import threading
+
+    import torch
+
+    counter = itertools.count()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                for i in iter(lambda: next(counter), None):
+                    if i >= len(batches) or errors:
+                        return
+                    parts[i] = fn(i)
+                    with lock:
+                        progress.advance(len(batches[i]))
+        except BaseException as err:  # re-raised on the calling thread
+            errors.append(err)
+
+    from lsr.kernels import torch_single_threaded
+
+    with torch_single_threaded():
+        pool = [threading.Thread(target=work, daemon=True) for _ in range(workers - 1)]
+        for t in pool:
+            t.start()
+        work()
+        for t in pool:
+            t.join()
+    if errors:
+        raise errors[0]
 
 
 class _Progress:
