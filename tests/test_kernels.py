@@ -28,6 +28,9 @@ from lsr.kernels import (  # noqa: E402
 )
 
 ON_CUDA = torch.cuda.is_available()
+# The Triton tests run compiled on a GPU when TRITON_INTERPRET=0 (benchmarks/gpu_checks.sh),
+# else in the interpreter on CPU tensors.
+TRITON_DEVICE = "cuda" if ON_CUDA and os.environ["TRITON_INTERPRET"] != "1" else "cpu"
 
 
 def _inputs(B, S, D, V, *, dtype=torch.float32, bias=True, seed=0, scale=1.0, device="cpu"):
@@ -86,8 +89,8 @@ def test_bad_arguments():
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_triton_matches_reference_fp32(activation, with_bias):
     # S=21 > BLOCK_S (16), D=40 > BLOCK_D (16), V=77 > BLOCK_V (32): ragged edges everywhere.
-    h, w, b, m = _inputs(3, 21, 40, 77, bias=with_bias, seed=1)
-    up = torch.randn(3, 77, generator=torch.Generator().manual_seed(2))
+    h, w, b, m = _inputs(3, 21, 40, 77, bias=with_bias, seed=1, device=TRITON_DEVICE)
+    up = torch.randn(3, 77, generator=torch.Generator().manual_seed(2)).to(TRITON_DEVICE)
     out_t, g_t = _grads(splade_max_triton, h, w, b, m, up, activation=activation)
     out_r, g_r = _grads(splade_max_reference, h, w, b, m, up, activation=activation)
     assert out_t.dtype == torch.float32
@@ -101,7 +104,7 @@ def test_triton_matches_reference_fp32(activation, with_bias):
 def test_triton_small_scores_keep_relative_precision(activation):
     """Tiny positive maxima (1e-7..1e-3): log1p must stay accurate element by element, where
     log(1 + m) in float32 loses most digits."""
-    h, w, b, m = _inputs(2, 5, 16, 40, bias=False, seed=6, scale=1e-4)
+    h, w, b, m = _inputs(2, 5, 16, 40, bias=False, seed=6, scale=1e-4, device=TRITON_DEVICE)
     out_t = splade_max_triton(h, w, b, m, activation=activation)
     out_r = splade_max_reference(h.double(), w.double(), None, m, activation=activation)
     live = out_r > 0
@@ -110,14 +113,14 @@ def test_triton_small_scores_keep_relative_precision(activation):
 
 
 def test_triton_ties_go_to_lowest_position():
-    h, w, b, m = _inputs(2, 20, 24, 40, seed=3)
+    h, w, b, m = _inputs(2, 20, 24, 40, seed=3, device=TRITON_DEVICE)
     m[0] = 1
     with torch.no_grad():
         h[0, 7] = h[0, 2]
         h[0, 18] = h[0, 2]  # crosses a BLOCK_S boundary
         h[0, 11] = 0.0  # logits of exactly bias: ties with other zero rows
         h[0, 12] = 0.0
-    up = torch.ones(2, 40)
+    up = torch.ones(2, 40, device=TRITON_DEVICE)
     out_t, g_t = _grads(splade_max_triton, h, w, b, m, up)
     out_r, g_r = _grads(splade_max_reference, h, w, b, m, up)
     _assert_close(out_t, out_r, 1e-5)
@@ -129,9 +132,9 @@ def test_triton_ties_go_to_lowest_position():
 
 
 def test_triton_all_masked_and_single_position():
-    h, w, b, m = _inputs(3, 1, 16, 33, seed=4)
-    m[:] = torch.tensor([[1], [0], [1]])
-    up = torch.randn(3, 33)
+    h, w, b, m = _inputs(3, 1, 16, 33, seed=4, device=TRITON_DEVICE)
+    m[:] = torch.tensor([[1], [0], [1]], device=TRITON_DEVICE)
+    up = torch.randn(3, 33).to(TRITON_DEVICE)
     out_t, g_t = _grads(splade_max_triton, h, w, b, m, up)
     out_r, g_r = _grads(splade_max_reference, h, w, b, m, up)
     _assert_close(out_t, out_r, 1e-5)
@@ -142,8 +145,8 @@ def test_triton_all_masked_and_single_position():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_triton_half_inputs(dtype):
-    h, w, b, m = _inputs(2, 18, 32, 50, dtype=dtype, seed=5)
-    up = torch.randn(2, 50, generator=torch.Generator().manual_seed(6))
+    h, w, b, m = _inputs(2, 18, 32, 50, dtype=dtype, seed=5, device=TRITON_DEVICE)
+    up = torch.randn(2, 50, generator=torch.Generator().manual_seed(6)).to(TRITON_DEVICE)
     out_t, g_t = _grads(splade_max_triton, h, w, b, m, up)
     out_r, g_r = _grads(splade_max_reference, h, w, b, m, up)
     assert out_t.dtype == torch.float32
@@ -155,7 +158,7 @@ def test_triton_half_inputs(dtype):
 
 
 def test_triton_rejects_sum_pooling():
-    h, w, b, m = _inputs(2, 3, 16, 8)
+    h, w, b, m = _inputs(2, 3, 16, 8, device=TRITON_DEVICE)
     with pytest.raises(NotImplementedError):
         splade_max_triton(h, w, b, m, pooling="sum")
 
