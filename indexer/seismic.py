@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Iterable
@@ -263,8 +264,8 @@ class SeismicIndex:
         # number in its group) cannot write past them
         self._block_slots = kb.GROUP * int(np.max(np.diff(arrays["list_group_ptr"]))) if self.dim else 0
         self._kernel_arrays = tuple(arrays[name] for name in _ARRAYS)
-        self._scratch: tuple = ()
-        self._counters = np.zeros((1, 2), dtype=np.int64)
+        self._local = threading.local()  # per calling thread: scratch and work counters
+        self._all_counters: list[np.ndarray] = []
         self.path: Path | None = None  # where it was loaded from (for error messages)
         self._checked = True  # built here; a loaded index is checked in full before Numba reads it
 
@@ -382,19 +383,21 @@ class SeismicIndex:
 
     # ---- search --------------------------------------------------------------------------
 
-    def _ensure_scratch(self, n_threads: int) -> None:
-        """Per-thread scratch: dense query, visited bitset, documents seen, block scores."""
-        if self._scratch and len(self._scratch[0]) >= n_threads:
-            return
-        self._scratch = (
-            np.zeros((n_threads, max(self.dim, 1)), dtype=np.float32),
-            np.zeros((n_threads, (self.n_docs + 63) // 64 + 1), dtype=np.uint64),
-            np.zeros((n_threads, max(self.n_docs, 1)), dtype=np.int32),
-            np.zeros((n_threads, 2, max(self.max_blocks, self._block_slots, 1)), dtype=np.float32),
-        )
-        counters = np.zeros((n_threads, 2), dtype=np.int64)
-        counters[: len(self._counters)] = self._counters
-        self._counters = counters
+    def _thread_scratch(self, n_threads: int) -> tuple[tuple, np.ndarray]:
+        """The calling thread's scratch (per Numba thread: dense query, visited bitset,
+        documents seen, block scores) and work counters. Per calling thread because the search
+        kernels release the GIL: concurrent searches (`lsr serve`) must not share it."""
+        local = self._local
+        if getattr(local, "scratch", None) is None or len(local.scratch[0]) < n_threads:
+            local.scratch = (
+                np.zeros((n_threads, max(self.dim, 1)), dtype=np.float32),
+                np.zeros((n_threads, (self.n_docs + 63) // 64 + 1), dtype=np.uint64),
+                np.zeros((n_threads, max(self.n_docs, 1)), dtype=np.int32),
+                np.zeros((n_threads, 2, max(self.max_blocks, self._block_slots, 1)), dtype=np.float32),
+            )
+            local.counters = np.zeros((n_threads, 2), dtype=np.int64)
+            self._all_counters.append(local.counters)  # earlier ones stay counted
+        return local.scratch, local.counters
 
     def search(
         self,
@@ -418,10 +421,10 @@ class SeismicIndex:
             return out_ids, out_scores
         self.check_values()
         threads = max(1, min(int(threads), n, numba.config.NUMBA_NUM_THREADS))
-        self._ensure_scratch(threads)
+        scratch, counters = self._thread_scratch(threads)
         args = (
             queries.indptr, queries.indices, queries.values, k, int(query_cut), np.float32(heap_factor),
-            *self._kernel_arrays, *self._scratch, out_ids, out_scores, self._counters,
+            *self._kernel_arrays, *scratch, out_ids, out_scores, counters,
         )
         if threads == 1:
             ks.search_batch(*args)
@@ -447,7 +450,7 @@ class SeismicIndex:
     @property
     def search_counters(self) -> dict:
         """Cumulative work done by `search` on this object: blocks and documents scored."""
-        c = self._counters.sum(axis=0)
+        c = sum((c.sum(axis=0) for c in self._all_counters), np.zeros(2, dtype=np.int64))
         return {"blocks_scored": int(c[0]), "docs_scored": int(c[1])}
 
     # ---- persistence ---------------------------------------------------------------------

@@ -237,7 +237,7 @@ def search_one(q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words, post
     heap_write_sorted(hs, hid, size, out_ids, out_scores)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: concurrent searches (lsr serve) overlap
 def search_batch(q_ptr, q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words, post_docs,
                  list_block_ptr, block_doc_ptr, block_min, block_scale, list_group_ptr, group_uniq_ptr,
                  sum_ucomp, sum_ucount, sum_ckpt, sum_entry, qdense, visited, seen, acc, out_ids,
@@ -254,7 +254,7 @@ def search_batch(q_ptr, q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_wo
                    seen[0], acc[0], hs, hid, out_ids[qi], out_scores[qi], counters[0])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def search_batch_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, fwd_ptr, fwd_words,
                           post_docs, list_block_ptr, block_doc_ptr, block_min, block_scale,
                           list_group_ptr, group_uniq_ptr, sum_ucomp, sum_ucount, sum_ckpt, sum_entry,
