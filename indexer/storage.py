@@ -356,7 +356,11 @@ def read_manifest(directory: str | Path, verify: bool = False) -> dict[str, Any]
         file = directory / name
         if not isinstance(info, dict) or not _int(info.get("bytes")) or ".." in Path(name).parts:
             raise damaged(path, f"bad entry for {name!r}")
-        if not file.is_file() or file.stat().st_size != info["bytes"]:
+        try:
+            size = file.stat().st_size if file.is_file() else -1
+        except OSError:  # gone between the two calls (a rebuild replaced the generation)
+            size = -1
+        if size != info["bytes"]:
             raise damaged(file, "missing or truncated")
         if verify:
             try:

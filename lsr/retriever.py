@@ -217,10 +217,12 @@ class Retriever:
             handle = open_generation(path)
             try:
                 retriever = cls._load(path, handle.root, exact)
-            except LsrError as err:
+            except (LsrError, OSError) as err:
                 handle.close()
                 if attempt < 4 and handle.replaced():  # the old generation was deleted under us
                     continue
+                if isinstance(err, OSError):
+                    err = LsrError(f"{path}: cannot read the index ({err.strerror or err})")
                 raise LsrError(str(err).replace(str(handle.root), str(path))) from None
             # the handle closes when neither the Retriever nor its encoder (whose files may be
             # read again, e.g. when saved elsewhere) holds it any more
