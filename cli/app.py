@@ -20,7 +20,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-_display_type_rich = TyperOption.display_type_rich
+# typer's private hook for the type shown beside an option; other typer versions lack it
+# (then --help may show `<bool>` beside flags, and nothing breaks)
+_display_type_rich = getattr(TyperOption, "display_type_rich", None)
 
 
 def _flag_type(self: TyperOption, ctx) -> str | None:
@@ -28,7 +30,8 @@ def _flag_type(self: TyperOption, ctx) -> str | None:
     return None if self.is_flag else _display_type_rich(self, ctx)
 
 
-TyperOption.display_type_rich = _flag_type
+if _display_type_rich is not None:
+    TyperOption.display_type_rich = _flag_type
 
 
 def _show_version(value: bool) -> None:
