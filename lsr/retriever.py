@@ -277,6 +277,19 @@ class Retriever:
 
         return self.index.search(vectors, k=k, threads=resolve_threads(threads), **options)
 
+    def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        """One query's rows and scores as hits (padding, row -1, dropped)."""
+        return [
+            Hit(self.docs.doc_id(r), float(s), self.docs.title(r), self.docs.text(r))
+            for r, s in zip(rows, scores)
+            if r >= 0
+        ]
+
+    def _doc_ids(self, rows: np.ndarray) -> list[list[str]]:
+        """Per query the doc ids of its rows (padding, row -1, dropped)."""
+        all_ids = self.docs.all_ids()
+        return [all_ids[r[r >= 0]].tolist() for r in rows]
+
     def search(self, query: str, k: int = 10, mode: str = "sparse", **options: Any) -> list[Hit]:
         """The k best documents for one query, best first, with title and text for display.
 
@@ -287,11 +300,7 @@ class Retriever:
         if mode != "sparse" or options.keys() & ROW_OPTIONS:
             return self.search_mode(query, k, mode=mode, **options)
         rows, scores = self._search(self.encoder.encode_queries([query]), k, 1, options)
-        return [
-            Hit(self.docs.doc_id(r), float(s), self.docs.title(r), self.docs.text(r))
-            for r, s in zip(rows[0], scores[0])
-            if r >= 0
-        ]
+        return self._hits(rows[0], scores[0])
 
     def search_batch(
         self, queries: Sequence[str] | SparseVectors, k: int = 100, threads: int = 0, **options: Any
@@ -311,9 +320,7 @@ class Retriever:
                 raise TypeError(f"queries must be strings, got a {type(bad).__name__}")
         vectors = queries if isinstance(queries, SparseVectors) else self.encoder.encode_queries(queries)
         rows, scores = self._search(vectors, k, threads, options)
-        all_ids = self.docs.all_ids()
-        ids = [all_ids[r[r >= 0]].tolist() for r in rows]
-        return ids, scores
+        return self._doc_ids(rows), scores
 
     # ---- dense, fused and feedback search (lsr.dense, lsr.fusion, lsr.prf) -------------
 
@@ -409,19 +416,14 @@ class Retriever:
     def search_mode(self, query: str, k: int = 10, mode: str = "sparse", **kwargs: Any) -> list[Hit]:
         """`search` in any mode (see `search_rows` for the keyword arguments)."""
         rows, scores = self.search_rows([query], k, mode=mode, threads=1, **kwargs)
-        return [
-            Hit(self.docs.doc_id(r), float(s), self.docs.title(r), self.docs.text(r))
-            for r, s in zip(rows[0], scores[0])
-            if r >= 0
-        ]
+        return self._hits(rows[0], scores[0])
 
     def search_batch_mode(
         self, queries: Sequence[str], k: int = 100, mode: str = "sparse", **kwargs: Any
     ) -> tuple[list[list[str]], np.ndarray]:
         """`search_batch` in any mode (see `search_rows`): per query its doc ids, and scores `[n, k]`."""
         rows, scores = self.search_rows(queries, k, mode=mode, **kwargs)
-        all_ids = self.docs.all_ids()
-        return [all_ids[r[r >= 0]].tolist() for r in rows], scores
+        return self._doc_ids(rows), scores
 
 
 MODES = ("sparse", "dense", "fused")
