@@ -11,7 +11,7 @@ reset (`/proc/self/clear_refs`) before each encode and read after it.
     .venv/bin/python benchmarks/bench_encode.py --model splade-tiny --precision int8 --rounds 3
 
 `--model minilm` builds the SPLADE-shaped MiniLM folder offline (the all-MiniLM-L6-v2
-backbone with a random MLM transform; `lsr.encoders._testing.build_minilm_splade`); any other
+backbone with a random MLM transform; `tests/builders.py`'s `build_minilm_splade`); any other
 value is a model folder. `--precision` applies to lsr only (sentence-transformers runs fp32,
 the reference). Prints docs/s for each variant, peak RSS, the largest difference between the
 two sets of vectors, and for the SPLADE head: its achieved GFLOP/s on the encoder's own
@@ -133,7 +133,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_encode_"))
     docs = read_docs(args.n_docs)
     if args.model == "minilm":
-        from lsr.encoders._testing import build_minilm_splade
+        import sys
+
+        sys.path.insert(0, str(ROOT / "tests"))  # the test-model builders live with the tests
+        from builders import build_minilm_splade
 
         folder = str(build_minilm_splade(tmp / "minilm-splade", max_seq_length=args.max_length, texts=read_docs(16)))
     elif args.model == "splade-tiny":

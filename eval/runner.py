@@ -171,16 +171,6 @@ def resolve_systems(models: Sequence[str | None], precision: str = "fp32") -> li
     return list(systems.values())
 
 
-def _build_encoder(encoder: Encoder) -> Encoder:
-    """The encoder instance for one build: BM25 grows its vocabulary over the corpus it indexes,
-    so each build gets a fresh one; model encoders are shared (their weights load once)."""
-    from lsr.encoders.bm25 import Bm25Encoder
-
-    if isinstance(encoder, Bm25Encoder):
-        return Bm25Encoder(k1=encoder.k1, b=encoder.b)
-    return encoder
-
-
 def trec_run_lines(run: dict[str, list[tuple[str, float]]], tag: str) -> Iterator[str]:
     """The lines of a TREC run (`qid Q0 doc rank score tag`), hits in rank order."""
     for qid, hits in run.items():
@@ -315,7 +305,7 @@ def cached_retriever(
             return retriever
         except LsrError as err:
             log.warning("rebuilding the cached index: %s", err)
-    return Retriever.build(dataset.corpus, model=_build_encoder(encoder), path=index_dir, batch_size=batch_size,
+    return Retriever.build(dataset.corpus, model=encoder, path=index_dir, batch_size=batch_size,
                            progress=progress, dense=dense)  # fmt: skip
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from lsr.corpus import CorpusReader
 from lsr.docstore import DocStore, DocStoreWriter
-from lsr.encoders import Encoder, encoder_from_spec, resolve_model
+from lsr.encoders import Encoder, from_spec, resolve_model
 from lsr.errors import LsrError
 from lsr.indexer.storage import (
     Generation,
@@ -162,6 +162,7 @@ class Retriever:
             built, dim, nnz = cls._build_index(run, len(docs), index, seismic or {}, tmp)
             built.save(tmp / "index")
             (tmp / "encoder").mkdir()
+            encoder = run.encoder  # the query side of these vectors (BM25: fitted to this corpus)
             spec = encoder.save(tmp / "encoder")
             extra = {"dense": _build_dense(tmp, dense, batch_size)} if dense else {}
             write_manifest(
@@ -177,7 +178,7 @@ class Retriever:
                 skip_subdirectories=["index"],
                 **extra,
             )
-        retriever = cls.load(path)
+        retriever = cls.load(path, encoder=encoder)  # the index from disk, the model already in memory
         retriever.warm_up()
         retriever.last_build = BuildReport(
             n_docs=len(docs),
@@ -203,8 +204,11 @@ class Retriever:
         return built, built.dim, built.stats()["nnz"]
 
     @classmethod
-    def load(cls, path: str | Path = ".lsr", exact: bool = False) -> "Retriever":
+    def load(cls, path: str | Path = ".lsr", exact: bool = False, encoder: Encoder | None = None) -> "Retriever":
         """Open an index directory written by `build` (arrays are memory-mapped).
+
+        `encoder`: the query encoder to use, one equal to the index's (as `build` passes the
+        encoder it indexed with); by default it is rebuilt from the index's spec.
 
         `exact=True` answers with exact top-k even when the index is approximate (Seismic):
         its forward index is inverted in memory at load time. Everything is read from one
@@ -216,7 +220,7 @@ class Retriever:
         for attempt in range(5):
             handle = open_generation(path)
             try:
-                retriever = cls._load(path, handle.root, exact)
+                retriever = cls._load(path, handle.root, exact, encoder)
             except (LsrError, OSError) as err:
                 handle.close()
                 if attempt < 4 and handle.replaced():  # the old generation was deleted under us
@@ -227,13 +231,14 @@ class Retriever:
             # the handle closes when neither the Retriever nor its encoder (whose files may be
             # read again, e.g. when saved elsewhere) holds it any more
             retriever._generation = handle
-            with contextlib.suppress(AttributeError):
-                retriever.encoder._lsr_generation = handle
+            if encoder is None:  # the encoder was read from this generation
+                with contextlib.suppress(AttributeError):
+                    retriever.encoder._lsr_generation = handle
             return retriever
         raise AssertionError("unreachable")
 
     @classmethod
-    def _load(cls, path: Path, root: Path, exact: bool) -> "Retriever":
+    def _load(cls, path: Path, root: Path, exact: bool, encoder: Encoder | None = None) -> "Retriever":
         manifest = read_manifest(root)
         if manifest["kind"] != KIND:
             raise IndexFormatError(f"{root}: a bare {manifest['kind']} index, not a retriever index")
@@ -244,7 +249,7 @@ class Retriever:
         if index.n_docs != manifest["n_docs"]:
             raise damaged(root / "index" / "manifest.json", f"{index.n_docs} documents, the index has {manifest['n_docs']}")
         try:
-            encoder = encoder_from_spec(manifest["encoder"], root / "encoder")
+            encoder = encoder or from_spec(manifest["encoder"], root / "encoder")
         except (OSError, ValueError, KeyError, TypeError) as err:  # damaged spec or encoder files
             raise damaged(root / "encoder", f"cannot rebuild the query encoder ({err})") from None
         index.path, docs.directory = path / "index", path / "docs"  # for messages

@@ -18,7 +18,7 @@ from lsr import LsrError, SparseVectors
 from lsr.encoders import (
     ModelUnavailable,
     PostProcessing,
-    encoder_from_spec,
+    from_spec,
     load_encoder,
     min_weight,
     quantize,
@@ -44,7 +44,7 @@ def docs(data_dir) -> list[str]:
 
 @pytest.fixture(scope="session")
 def minilm_folder(tmp_path_factory, docs) -> Path:
-    from lsr.encoders._testing import build_minilm_splade
+    from builders import build_minilm_splade
 
     return build_minilm_splade(tmp_path_factory.mktemp("m") / "splade", max_seq_length=MAX_LEN, texts=docs[:6])
 
@@ -63,14 +63,14 @@ def minilm(minilm_folder):
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
-    from lsr.encoders._testing import build_tiny_mlm
+    from builders import build_tiny_mlm
 
     return build_tiny_mlm(tmp_path_factory.mktemp("tiny") / "bert", "bert")
 
 
 @pytest.fixture(scope="session")
 def router_folder(tmp_path_factory, minilm_folder) -> Path:
-    from lsr.encoders._testing import build_router_folder
+    from builders import build_router_folder
 
     return build_router_folder(tmp_path_factory.mktemp("r") / "router", minilm_folder)
 
@@ -143,7 +143,7 @@ def naive_splade(folder: Path, texts, max_length, pooling="max", activation="rel
 
 @pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta", "xlm-roberta", "modernbert"])
 def test_splade_matches_full_mlm_logits(tmp_path, arch, docs):
-    from lsr.encoders._testing import build_tiny_mlm
+    from builders import build_tiny_mlm
     from lsr.encoders.splade import SpladeEncoder
 
     folder = build_tiny_mlm(tmp_path / arch, arch)
@@ -176,7 +176,7 @@ def test_splade_postprocessing_option_spec_round_trip(tiny_bert, tmp_path, docs)
     plain = SpladeEncoder(tiny_bert).encode_documents(docs[:3], max_length=16)
     assert v == post(plain)
     spec = json.loads(json.dumps(enc.save(tmp_path)))
-    again = encoder_from_spec(spec, tmp_path)
+    again = from_spec(spec, tmp_path)
     assert again.spec == enc.spec
     assert again.encode_queries(QUERIES) == enc.encode_queries(QUERIES)
 
@@ -203,7 +203,7 @@ def test_splade_low_precision_spec_and_closeness(tiny_bert, tmp_path, docs, prec
     assert not np.array_equal(low, fp32)
     assert np.abs(low - fp32).max() <= 0.1 * fp32.max()
     spec = json.loads(json.dumps(enc.save(tmp_path)))
-    again = encoder_from_spec(spec, tmp_path)
+    again = from_spec(spec, tmp_path)
     assert again.spec == enc.spec and again.precision == precision
 
 
@@ -214,12 +214,23 @@ def test_precision_errors(tiny_bert):
         load_encoder(str(tiny_bert), precision="fp8")
 
 
-def test_progress_bar_and_order(tiny_bert, docs):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_progress_callback_and_order(tiny_bert, docs, threads):
+    """`progress` gets the number of texts done after each batch, up to all of them, from one
+    or several encoding threads; the library draws nothing."""
+    import torch
+
     from lsr.encoders.splade import SpladeEncoder
 
-    enc = SpladeEncoder(tiny_bert, max_batch_tokens=40)  # 32-token texts go one per forward
-    texts = ["a", docs[0], "b c", docs[1], "d e f"]
-    with_bar = enc.encode_documents(texts, batch_size=4, max_length=32, show_progress=True)
+    before = torch.get_num_threads()
+    try:
+        enc = SpladeEncoder(tiny_bert, max_batch_tokens=40, num_threads=threads)  # 32-token texts go one per forward
+        texts = ["a", docs[0], "b c", docs[1], "d e f"]
+        done: list[int] = []
+        with_bar = enc.encode_documents(texts, batch_size=4, max_length=32, progress=done.append)
+    finally:
+        torch.set_num_threads(before)
+    assert len(done) >= 3 and done == sorted(done) and done[-1] == len(texts)
     one_by_one = SparseVectors.concatenate([enc.encode_documents([t], max_length=32) for t in texts], dim=enc.dim)
     assert with_bar.to_dense() == pytest.approx(one_by_one.to_dense(), abs=1e-5)
     assert len(enc.encode_documents([])) == 0
@@ -276,10 +287,12 @@ def test_minilm_matches_sentence_transformers(minilm, st_minilm, docs):
 def test_router_inference_free_matches_st_and_round_trips(router_folder, tmp_path, docs):
     from sentence_transformers import SparseEncoder
 
-    from lsr.encoders.inference_free import InferenceFreeEncoder
+    from lsr.encoders.asymmetric import AsymmetricEncoder
+    from lsr.encoders.inference_free import IdfQueryEncoder
 
     enc = load_encoder(str(router_folder))
-    assert isinstance(enc, InferenceFreeEncoder)
+    assert isinstance(enc, AsymmetricEncoder) and isinstance(enc.query, IdfQueryEncoder)
+    assert enc.spec["type"] == "inference-free"
     st = SparseEncoder(str(router_folder), device="cpu")
     q_ref = dense_st(st.encode_query(QUERIES, convert_to_tensor=True))
     assert_same(enc.encode_queries(QUERIES), q_ref, atol=0)
@@ -290,16 +303,16 @@ def test_router_inference_free_matches_st_and_round_trips(router_folder, tmp_pat
     spec = enc.save(index)
     assert (index / "tokenizer.json").is_file() and (index / "idf.json").is_file()
     (index / "spec.json").write_text(json.dumps(spec))
-    again = encoder_from_spec(json.loads((index / "spec.json").read_text()), index)
+    again = from_spec(json.loads((index / "spec.json").read_text()), index)
     assert again.encode_queries(QUERIES) == enc.encode_queries(QUERIES)
 
     # the query side in a fresh interpreter: torch and transformers never imported
     code = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from lsr.encoders import encoder_from_spec\n"
+        "from lsr.encoders import from_spec\n"
         f"d = Path({str(index)!r})\n"
-        "enc = encoder_from_spec(json.loads((d / 'spec.json').read_text()), d)\n"
+        "enc = from_spec(json.loads((d / 'spec.json').read_text()), d)\n"
         f"v = enc.encode_queries({QUERIES!r})\n"
         "bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
         "print(json.dumps({'bad': bad, 'indptr': v.indptr.tolist(), 'indices': v.indices.tolist(), 'values': v.values.tolist()}))\n"
@@ -317,14 +330,16 @@ def test_opensearch_layout_idf_json(minilm_folder, tmp_path):
     """A masked-LM folder with idf.json beside it: query = distinct tokens × idf[token]."""
     import shutil
 
-    from lsr.encoders.inference_free import InferenceFreeEncoder
+    from lsr.encoders.asymmetric import AsymmetricEncoder
+    from lsr.encoders.inference_free import IdfQueryEncoder
 
     folder = tmp_path / "doc-v"
     shutil.copytree(minilm_folder, folder, ignore=shutil.ignore_patterns("modules.json", "1_SpladePooling"))
     idf = {"vitamin": 3.5, "d": 0.25, "deficiency": 4.0, "causes": 1.5, "[CLS]": 9.0, "notatoken##": 1.0}
     (folder / "idf.json").write_text(json.dumps(idf))
     enc = load_encoder(str(folder))
-    assert isinstance(enc, InferenceFreeEncoder)
+    assert isinstance(enc, AsymmetricEncoder) and isinstance(enc.query, IdfQueryEncoder)
+    assert enc.spec["type"] == "inference-free"
     v = enc.encode_queries(["What causes vitamin D deficiency? vitamin vitamin"])
     assert v.to_dicts(enc.vocab) == [{"causes": 1.5, "vitamin": 3.5, "d": 0.25, "deficiency": 4.0}]
     docs = enc.encode_documents(["vitamin d"], max_length=16)
@@ -356,7 +371,7 @@ def test_asymmetric_router_round_trip(tiny_bert, minilm_folder, tmp_path, docs):
         atol=1e-4,  # sum pooling adds up to MAX_LEN terms
     )
     spec = json.loads(json.dumps(enc.save(tmp_path)))
-    again = encoder_from_spec(spec, tmp_path)
+    again = from_spec(spec, tmp_path)
     assert again.encode_queries(QUERIES) == enc.encode_queries(QUERIES)
 
 
@@ -383,7 +398,7 @@ def test_load_encoder_bm25_and_bad_paths(tmp_path):
     with pytest.raises(LsrError):
         load_encoder(str(tmp_path))  # an empty folder
     with pytest.raises(LsrError, match="unknown encoder type"):
-        encoder_from_spec({"type": "nope"}, tmp_path)
+        from_spec({"type": "nope"}, tmp_path)
 
 
 def test_resolve_model_offline_falls_back_to_bm25_with_one_warning(monkeypatch, caplog):

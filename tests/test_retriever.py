@@ -153,7 +153,7 @@ def test_seismic_build_streams_a_neural_encoders_batches(tmp_path, data_dir):
     import json
     import weakref
 
-    from lsr.encoders._testing import build_tiny_mlm
+    from builders import build_tiny_mlm
     from lsr.encoders.base import DocumentPass
     from lsr.encoders.splade import SpladeEncoder
 

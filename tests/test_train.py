@@ -17,7 +17,7 @@ TEXTS = ["alpha beta gamma delta", "the sky is blue over the sea", "kappa", "ome
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
-    from lsr.encoders._testing import build_tiny_mlm
+    from builders import build_tiny_mlm
 
     return build_tiny_mlm(tmp_path_factory.mktemp("tiny") / "bert", "bert")
 
@@ -134,7 +134,8 @@ def test_saved_folder_loads_in_lsr_and_sentence_transformers_with_equal_vectors(
 
 def test_inference_free_training_saves_idf_json_and_loads(tiny_bert, tmp_path, make_beir):
     from lsr.encoders import load_encoder
-    from lsr.encoders.inference_free import InferenceFreeEncoder
+    from lsr.encoders.asymmetric import AsymmetricEncoder
+    from lsr.encoders.inference_free import IdfQueryEncoder
 
     beir, docs, queries = make_beir(tmp_path / "beir")
     cfg = config(
@@ -146,7 +147,7 @@ def test_inference_free_training_saves_idf_json_and_loads(tiny_bert, tmp_path, m
     out = trainer.train()
     assert (out / "idf.json").is_file()
     enc = load_encoder(str(out))
-    assert isinstance(enc, InferenceFreeEncoder)
+    assert isinstance(enc, AsymmetricEncoder) and isinstance(enc.query, IdfQueryEncoder)
     # the idf initialisation: frequent corpus words weigh less than absent ones
     tok = init.tokenizer
     alpha = tok.convert_tokens_to_ids("alpha")

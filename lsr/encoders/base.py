@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from lsr.sparse import SparseVectors
+
+# Called as texts are encoded, with the number of texts done so far (the caller draws a bar).
+Progress = Callable[[int], None]
 
 
 class DocumentPass:
     """Encodes a corpus batch by batch; `finish()` returns all document vectors in order.
 
-    The default keeps each batch's vectors; encoders that need corpus statistics (BM25)
-    override it to collect counts first and weigh them at the end.
+    `encoder` is the encoder whose queries match the vectors of this pass: the encoder itself,
+    or for an encoder that needs corpus statistics (BM25) a fresh one the pass fits to the
+    corpus, which collects counts first and weighs them at the end.
     """
 
     def __init__(self, encoder: "Encoder", batch_size: int, max_length: int) -> None:
@@ -39,12 +43,18 @@ class Encoder:
     """Base of all encoders: text in, `SparseVectors` over `vocab` out.
 
     `spec` is JSON-serialisable and saved in every index; `save(directory)` writes whatever
-    else is needed (vocabulary, weight tables) so that `encoder_from_spec` can rebuild the
-    query side from the index directory alone.
+    else is needed (vocabulary, weight tables) so that the class's `from_spec(spec,
+    directory, device)` rebuilds the query side from the index directory alone. Every kind
+    is listed by its spec `type` in `lsr.encoders.registry.ENCODERS`.
     """
 
     spec: dict[str, Any]
     vocab: Sequence[str]
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], directory: Path | None, device: str | None = None) -> "Encoder":
+        """The encoder `spec` describes; its files (if any) are in `directory`."""
+        raise NotImplementedError
 
     @property
     def dim(self) -> int:
@@ -54,7 +64,7 @@ class Encoder:
         raise NotImplementedError
 
     def encode_documents(
-        self, texts: Sequence[str], batch_size: int = 32, max_length: int = 256, show_progress: bool = False
+        self, texts: Sequence[str], batch_size: int = 32, max_length: int = 256, progress: Progress | None = None
     ) -> SparseVectors:
         raise NotImplementedError
 

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lsr.encoders.base import DocumentPass, Encoder
+from lsr.encoders.base import DocumentPass, Encoder, Progress
 from lsr.sparse import SparseVectors
 from lsr.text import Analyzer
 
@@ -51,8 +51,10 @@ class Bm25Encoder(Encoder):
         return {"type": "bm25", "k1": self.k1, "b": self.b, "analyzer": "english-snowball"}
 
     @classmethod
-    def from_directory(cls, directory: Path, spec: dict[str, Any]) -> "Bm25Encoder":
-        vocab = (Path(directory) / VOCAB_FILE).read_text(encoding="utf-8").split("\n")[:-1]
+    def from_spec(cls, spec: dict[str, Any], directory: Path | None, device: str | None = None) -> "Bm25Encoder":
+        """The query side of a bm25 index: its parameters and the corpus vocabulary in
+        `directory` (without a directory: no corpus yet, an empty vocabulary)."""
+        vocab = (Path(directory) / VOCAB_FILE).read_text(encoding="utf-8").split("\n")[:-1] if directory else []
         return cls(k1=spec["k1"], b=spec["b"], vocab=vocab)
 
     def save(self, directory: Path) -> dict[str, Any]:
@@ -68,15 +70,22 @@ class Bm25Encoder(Encoder):
         return SparseVectors.from_rows(rows, self.dim)
 
     def encode_documents(
-        self, texts: Sequence[str], batch_size: int = 32, max_length: int = 256, show_progress: bool = False
+        self, texts: Sequence[str], batch_size: int = 32, max_length: int = 256, progress: Progress | None = None
     ) -> SparseVectors:
-        """BM25 vectors of `texts` with statistics taken from `texts` themselves."""
+        """BM25 vectors of `texts` with statistics taken from `texts` themselves; this encoder
+        takes on their vocabulary, so its queries match these vectors."""
         run = self.document_pass()
         run.add(texts)
-        return run.finish()
+        vectors = run.finish()
+        self.vocab, self.term_ids = run.encoder.vocab, run.encoder.term_ids
+        if progress:
+            progress(len(vectors))
+        return vectors
 
     def document_pass(self, batch_size: int = 32, max_length: int = 256) -> "Bm25Pass":
-        return Bm25Pass(self)
+        """A pass over a corpus that grows its own copy of the vocabulary: `pass.encoder` is the
+        encoder fitted to that corpus; this one is left as it is (so it can index many)."""
+        return Bm25Pass(Bm25Encoder(self.k1, self.b, self.vocab))
 
     def statistics(self, counts: SparseVectors, lengths: np.ndarray) -> tuple[np.ndarray, float]:
         """The corpus statistics of term counts `counts`: idf per term and the average length."""
@@ -100,7 +109,8 @@ class Bm25Encoder(Encoder):
 
 
 class Bm25Pass(DocumentPass):
-    """Counts terms while streaming (growing the vocabulary), weighs them at the end."""
+    """Counts terms while streaming (growing `encoder`'s vocabulary, the pass's own), weighs
+    them at the end with the corpus statistics."""
 
     def __init__(self, encoder: Bm25Encoder) -> None:
         self.encoder = encoder

@@ -6,7 +6,8 @@ OpenSearch's neural-sparse doc-v* models and sentence-transformers' SparseStatic
 
 This module imports neither torch nor transformers: the query side uses the `tokenizers`
 library on `tokenizer.json` and a NumPy weight table, so `lsr search` on such an index starts
-without torch. The document side (a `SpladeEncoder`) is loaded only when documents are encoded.
+without torch. An inference-free encoder is an `AsymmetricEncoder` with this query side: its
+document side (a `SpladeEncoder`) is loaded only when documents are encoded.
 """
 
 from __future__ import annotations
@@ -117,8 +118,11 @@ class IdfQueryEncoder(Encoder):
             rows.append((cols[nz], w[nz]))
         return self.postprocessing(SparseVectors.from_rows(rows, self._dim, sum_duplicates=False))
 
-    def encode_documents(self, texts, batch_size=32, max_length=256, show_progress=False) -> SparseVectors:
-        return self.encode_queries(texts)
+    def encode_documents(self, texts, batch_size=32, max_length=256, progress=None) -> SparseVectors:
+        vectors = self.encode_queries(texts)
+        if progress:
+            progress(len(vectors))
+        return vectors
 
     def write_idf_json(self, path: Path) -> None:
         vocab = self.vocab
@@ -142,69 +146,18 @@ class IdfQueryEncoder(Encoder):
         return {**self.spec, "tokenizer": tok, "idf": idf}
 
     @classmethod
-    def from_directory(cls, directory: Path, spec: dict[str, Any]) -> "IdfQueryEncoder":
-        directory = Path(directory)
-        return cls.from_idf_json(
-            directory / spec.get("tokenizer", TOKENIZER_FILE),
-            directory / spec.get("idf", IDF_FILE),
-            max_length=spec.get("max_length", 512),
-            dim=spec.get("dim"),
-            postprocessing=PostProcessing.from_spec(spec.get("postprocessing")),
-        )
+    def from_spec(cls, spec: dict[str, Any], directory: Path | None, device: str | None = None) -> "IdfQueryEncoder":
+        """From `spec["tokenizer"]` and the weight table `spec["idf"]` (paths relative to
+        `directory`): an `idf.json` (token → weight) or a safetensors file whose `weight` tensor
+        holds one weight per token id (sentence-transformers' SparseStaticEmbedding)."""
+        directory = Path(directory or ".")
+        tokenizer, table = directory / spec.get("tokenizer", TOKENIZER_FILE), directory / spec.get("idf", IDF_FILE)
+        options = dict(max_length=spec.get("max_length", 512), postprocessing=PostProcessing.from_spec(spec.get("postprocessing")))
+        if table.suffix != ".safetensors":
+            return cls.from_idf_json(tokenizer, table, dim=spec.get("dim"), **options)
+        from safetensors.numpy import load_file
 
-
-class InferenceFreeEncoder(Encoder):
-    """Documents through a SPLADE encoder (built lazily from `document_spec`), queries through
-    an `IdfQueryEncoder`. `encode_queries` never imports torch."""
-
-    def __init__(
-        self,
-        query: IdfQueryEncoder,
-        document_spec: dict[str, Any] | None,
-        device: str | None = None,
-        document: Encoder | None = None,
-    ) -> None:
-        self.query = query
-        self.document_spec = document_spec if document is None else document.spec
-        self.device = device
-        self._document: Encoder | None = document
-
-    @property
-    def vocab(self) -> list[str]:  # type: ignore[override]
-        return self.query.vocab
-
-    @property
-    def dim(self) -> int:
-        return self.query.dim
-
-    @property
-    def document(self) -> Encoder:
-        if self._document is None:
-            if not self.document_spec:
-                raise LsrError("this inference-free encoder was loaded for queries only (no document model)")
-            from lsr.encoders import _from_model_spec
-
-            self._document = _from_model_spec(self.document_spec, self.device)
-            if self._document.dim != self.dim:
-                raise LsrError(
-                    f"document model has {self._document.dim} dimensions but the query weights {self.dim}"
-                )
-        return self._document
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return {"type": "inference-free", "model": (self.document_spec or {}).get("model"),
-                "document": self.document_spec, "query": self.query.spec}
-
-    def encode_queries(self, texts: Sequence[str]) -> SparseVectors:
-        return self.query.encode_queries(texts)
-
-    def encode_documents(self, texts, batch_size=32, max_length=256, show_progress=False) -> SparseVectors:
-        return self.document.encode_documents(texts, batch_size=batch_size, max_length=max_length, show_progress=show_progress)
-
-    def save(self, directory: Path) -> dict[str, Any]:
-        return {**self.spec, "query": self.query.save(Path(directory))}
-
-    @classmethod
-    def from_directory(cls, directory: Path, spec: dict[str, Any], device: str | None = None) -> "InferenceFreeEncoder":
-        return cls(IdfQueryEncoder.from_directory(directory, spec["query"]), spec.get("document"), device)
+        tensors = load_file(str(table))
+        if "weight" not in tensors:
+            raise LsrError(f"{table}: no 'weight' tensor")
+        return cls(tokenizer, np.asarray(tensors["weight"], dtype=np.float32), dim=spec.get("dim"), **options)

@@ -19,13 +19,12 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from lsr.encoders.base import Encoder
+from lsr.encoders.base import Encoder, Progress
 from lsr.encoders.postprocess import PostProcessing
 from lsr.errors import LsrError
 from lsr.sparse import SparseVectors
@@ -209,7 +208,8 @@ class SpladeEncoder(Encoder):
         return spec
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], device: str | None = None) -> "SpladeEncoder":
+    def from_spec(cls, spec: dict[str, Any], directory: Path | None = None, device: str | None = None) -> "SpladeEncoder":
+        """The model `spec["model"]` names (a folder or a hub id: `directory` is not needed)."""
         return cls(
             spec["model"],
             device=device,
@@ -226,9 +226,9 @@ class SpladeEncoder(Encoder):
         return self.encode(texts, max_length=self.max_length, batch_size=32)
 
     def encode_documents(
-        self, texts: Sequence[str], batch_size: int = 32, max_length: int = 256, show_progress: bool = False
+        self, texts: Sequence[str], batch_size: int = 32, max_length: int = 256, progress: Progress | None = None
     ) -> SparseVectors:
-        return self.encode(texts, max_length=max_length, batch_size=batch_size, show_progress=show_progress)
+        return self.encode(texts, max_length=max_length, batch_size=batch_size, progress=progress)
 
     def _hidden(self, inputs: dict[str, Any]):
         """The MLM transform's output: the input of the output embeddings, [B, S, D].
@@ -263,9 +263,10 @@ class SpladeEncoder(Encoder):
         return SparseVectors.from_dense(weights.float().cpu())
 
     def encode(
-        self, texts: Sequence[str], max_length: int = 256, batch_size: int = 32, show_progress: bool = False
+        self, texts: Sequence[str], max_length: int = 256, batch_size: int = 32, progress: Progress | None = None
     ) -> SparseVectors:
-        """Encode texts (sorted by length, batched, padding skipped) into sparse vectors.
+        """Encode texts (sorted by length, batched, padding skipped) into sparse vectors;
+        `progress(texts_done)` is called after each batch.
 
         On the CPU with several threads and a small model (hidden size up to
         `lsr.kernels.blocked.MAX_D`), whole batches run concurrently on that many Python
@@ -300,20 +301,19 @@ class SpladeEncoder(Encoder):
         # chunked head's large tiles would share the last-level cache between two batches
         small = self.weight.shape[1] <= THREADED_MAX_HIDDEN
         workers = min(torch.get_num_threads(), len(batches)) if self.device.type == "cpu" and small else 1
-        progress = _Progress(n, show_progress)
-        with progress:
-            if workers <= 1:
-                with torch.inference_mode():
-                    for i, rows in enumerate(batches):
-                        parts[i] = self._encode_batch(ids, rows, lengths)
-                        progress.advance(len(rows))
-            else:
-                _run_threads(workers, batches, lambda i: self._encode_batch(ids, batches[i], lengths), parts, progress)
+        done = _Done(progress)
+        if workers <= 1:
+            with torch.inference_mode():
+                for i, rows in enumerate(batches):
+                    parts[i] = self._encode_batch(ids, rows, lengths)
+                    done.add(len(rows))
+        else:
+            _run_threads(workers, batches, lambda i: self._encode_batch(ids, batches[i], lengths), parts, done)
         vectors = SparseVectors.concatenate(parts, dim=self.dim)[np.argsort(order, kind="stable")]
         return self.postprocessing(vectors)
 
 
-def _run_threads(workers: int, batches: list, fn, parts: list, progress: "_Progress") -> None:
+def _run_threads(workers: int, batches: list, fn, parts: list, done: "_Done") -> None:
     """parts[i] = fn(i) for every batch, on `workers` Python threads pulling batches in order,
     torch single-threaded meanwhile (restored after); the first error is re-raised here."""
     import itertools
@@ -322,7 +322,6 @@ def _run_threads(workers: int, batches: list, fn, parts: list, progress: "_Progr
     import torch
 
     counter = itertools.count()
-    lock = threading.Lock()
     errors: list[BaseException] = []
 
     def work() -> None:
@@ -332,8 +331,7 @@ def _run_threads(workers: int, batches: list, fn, parts: list, progress: "_Progr
                     if i >= len(batches) or errors:
                         return
                     parts[i] = fn(i)
-                    with lock:
-                        progress.advance(len(batches[i]))
+                    done.add(len(batches[i]))
         except BaseException as err:  # re-raised on the calling thread
             errors.append(err)
 
@@ -350,38 +348,16 @@ def _run_threads(workers: int, batches: list, fn, parts: list, progress: "_Progr
         raise errors[0]
 
 
-class _Progress:
-    """A rich progress bar with documents per second; a no-op when disabled."""
+class _Done:
+    """Counts the texts encoded (from any thread) and reports the total to `progress`."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.done = total, enabled, 0
+    def __init__(self, progress: Progress | None) -> None:
+        import threading
 
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self.progress, self.count, self.lock = progress, 0, threading.Lock()
 
-            self.start = time.perf_counter()
-            from rich.console import Console
-
-            self.bar = Progress(
-                TextColumn("encoding"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeRemainingColumn(),
-                transient=False,
-                console=Console(stderr=True),
-            )
-            self.bar.__enter__()
-            self.task = self.bar.add_task("encoding", total=self.total, rate="")
-        return self
-
-    def advance(self, k: int) -> None:
-        self.done += k
-        if self.enabled:
-            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-            self.bar.update(self.task, advance=k, rate=f"{rate:.1f} docs/s")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)
+    def add(self, k: int) -> None:
+        if self.progress is not None:
+            with self.lock:
+                self.count += k
+                self.progress(self.count)

@@ -126,6 +126,7 @@ class Bm25Teacher:
                 run.add(batch)
                 batch = []
         run.add(batch)
+        self.encoder = run.encoder  # fitted to the corpus: its vocabulary
         counts, lengths = run.term_counts()
         if len(counts) == 0:
             raise LsrError("bm25 teacher: the corpus has no documents")

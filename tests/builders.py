@@ -1,4 +1,5 @@
-"""Model folders for tests and benchmarks, built offline (no Hub downloads).
+"""Model folders for tests and benchmarks, built offline (no Hub downloads); on the path of
+pytest (`pythonpath` in pyproject.toml) and of `benchmarks/bench_encode.py`, never installed.
 
 * `build_tiny_mlm`: a tiny randomly initialised masked LM (BERT, DistilBERT, RoBERTa, XLM-R, ModernBERT)
   with the all-MiniLM-L6-v2 wordpiece tokenizer.
