@@ -4,11 +4,13 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
 
-from lsr import LsrError, Retriever
+from lsr import LsrError, Retriever, SparseVectors
+from lsr.encoders import Encoder
 from lsr.encoders.bm25 import Bm25Encoder, lucene_length_norm
 
 
@@ -183,3 +185,99 @@ def test_seismic_build_streams_a_neural_encoders_batches(tmp_path, data_dir):
     np.testing.assert_array_equal(got.indices, want.indices)
     np.testing.assert_allclose(got.values, want.values, rtol=1e-5, atol=1e-6)
     assert not [p for p in (tmp_path / "ix").rglob("lsr-seismic-*")]  # no scratch left behind
+
+
+# ---- encoders through the registry ------------------------------------------------------------
+
+
+class WordHash(Encoder):
+    """A custom encoder kind for the registry test: each word → one of `dim` hashed columns
+    (crc32), weight 1 per occurrence; nothing saved but the spec."""
+
+    built_from_spec = 0
+
+    def __init__(self, dim: int = 64) -> None:
+        self.vocab = [f"h{i}" for i in range(dim)]
+
+    @classmethod
+    def from_spec(cls, spec, directory, device=None):
+        cls.built_from_spec += 1
+        return cls(spec["dim"])
+
+    @property
+    def spec(self):
+        return {"type": "word-hash", "dim": self.dim}
+
+    def encode_queries(self, texts):
+        rows = []
+        for text in texts:
+            cols = [zlib.crc32(w.encode()) % self.dim for w in text.lower().split()]
+            rows.append((cols, [1.0] * len(cols)))
+        return SparseVectors.from_rows(rows, self.dim)
+
+    def encode_documents(self, texts, batch_size=32, max_length=256, progress=None):
+        return self.encode_queries(texts)
+
+
+def test_a_registered_encoder_kind_round_trips_through_an_index(tmp_path, monkeypatch):
+    """A new kind registers in one place (`register`); an index built with it is searched
+    with the encoder in memory, and loads again through the table (its `from_spec`)."""
+    from lsr.encoders import registry
+
+    monkeypatch.setattr(registry, "ENCODERS", dict(registry.ENCODERS))
+    corpus = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"_id": "a", "text": "red apples and pears"}, {"_id": "b", "text": "green pears"}, {"_id": "c", "text": "blue sky"}],
+    )
+    with pytest.raises(LsrError, match="unknown encoder type 'word-hash'"):
+        registry.from_spec({"type": "word-hash", "dim": 64}, tmp_path)
+    registry.register("word-hash", WordHash)
+    enc = WordHash(64)
+    built = Retriever.build(corpus, model=enc, path=tmp_path / "ix")
+    assert built.encoder is enc and WordHash.built_from_spec == 0  # no second load
+    assert json.loads((tmp_path / "ix" / "manifest.json").read_text())["encoder"] == {"type": "word-hash", "dim": 64}
+    loaded = Retriever.load(tmp_path / "ix")
+    assert isinstance(loaded.encoder, WordHash) and WordHash.built_from_spec == 1
+    for r in (built, loaded):
+        assert [h.doc_id for h in r.search("pears", k=3)] == ["a", "b"]
+        assert [h.doc_id for h in r.search("blue", k=3)] == ["c"]
+
+
+def test_build_returns_the_encoder_in_memory_without_loading_the_model_again(tmp_path, monkeypatch):
+    """`Retriever.build` keeps the model it indexed with: rebuilding one from the spec fails
+    here, and the build still answers queries (as `Retriever.load` would, which rebuilds it)."""
+    from builders import build_tiny_mlm
+
+    from lsr.encoders.splade import SpladeEncoder
+
+    enc = SpladeEncoder(build_tiny_mlm(tmp_path / "tiny"), device="cpu")
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "text": "alpha beta"}, {"_id": "b", "text": "gamma"}])
+
+    def no_second_load(*args, **kwargs):
+        raise AssertionError("the model was loaded a second time")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SpladeEncoder, "from_spec", classmethod(no_second_load))
+        built = Retriever.build(corpus, model=enc, path=tmp_path / "ix", max_length=32)
+        assert built.encoder is enc
+        first = built.search_batch(["alpha", "gamma"], k=2)
+    again = Retriever.load(tmp_path / "ix")
+    assert again.encoder is not enc and again.encoder.spec == enc.spec
+    second = again.search_batch(["alpha", "gamma"], k=2)
+    assert first[0] == second[0]
+    np.testing.assert_allclose(first[1], second[1], rtol=1e-6)
+
+
+def test_one_bm25_encoder_indexes_many_corpora(tmp_path):
+    """BM25 fits its statistics inside its own document pass: the encoder given to
+    `Retriever.build` is left as it was, so one instance builds independent indexes."""
+    enc = Bm25Encoder()
+    first = write_jsonl(tmp_path / "a.jsonl", [{"_id": "a1", "text": "cats purr"}, {"_id": "a2", "text": "dogs bark"}])
+    second = write_jsonl(tmp_path / "b.jsonl", [{"_id": "b1", "text": "owls hoot"}, {"_id": "b2", "text": "cats hiss"}])
+    ra = Retriever.build(first, model=enc, path=tmp_path / "ia")
+    rb = Retriever.build(second, model=enc, path=tmp_path / "ib")
+    assert enc.vocab == [] and ra.encoder is not enc
+    assert ra.encoder.vocab == ["cat", "purr", "dog", "bark"] and rb.encoder.vocab == ["owl", "hoot", "cat", "hiss"]
+    for r, query, best in ((ra, "cats", "a1"), (rb, "cats", "b2"), (rb, "owls", "b1")):
+        assert [h.doc_id for h in r.search(query, k=1)] == [best]
+        assert Retriever.load(r.path).encoder.vocab == r.encoder.vocab
