@@ -344,6 +344,9 @@ def test_opensearch_layout_idf_json(minilm_folder, tmp_path):
     assert v.to_dicts(enc.vocab) == [{"causes": 1.5, "vitamin": 3.5, "d": 0.25, "deficiency": 4.0}]
     docs = enc.encode_documents(["vitamin d"], max_length=16)
     assert docs.dim == enc.dim == 30522
+    assert enc.spec["document"] == enc.document.spec  # the loaded model's own spec is recorded
+    low = load_encoder(str(folder), precision="bf16")  # the precision reaches the document model
+    assert low.document.precision == "bf16" and low.spec["document"]["precision"] == "bf16"
 
 
 def test_asymmetric_router_round_trip(tiny_bert, minilm_folder, tmp_path, docs):

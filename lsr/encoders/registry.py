@@ -68,7 +68,9 @@ def load_encoder(name_or_path: str, device: str | None = None, precision: str = 
         spec = _with_precision(spec, precision, name_or_path)
     encoder = from_spec(spec, directory, device)
     if isinstance(encoder, AsymmetricEncoder):
-        encoder.document  # load it now: a broken document model fails here, not mid-indexing
+        # the document model now: a broken one fails here, not mid-indexing; its full spec
+        # (resolved lengths, dimension) is the one recorded
+        encoder = AsymmetricEncoder(encoder.query, encoder.document, directory, device)
     return encoder
 
 
