@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from lsr.errors import LsrError
-from lsr.formats.lines import READ_ERRORS, BadLines, FormatError, LineFile, first_field, json_records
+from lsr.formats.lines import READ_ERRORS, BadLines, LineFile, first_field, json_records
 from lsr.formats.smart import looks_like_smart, read_smart
 from lsr.formats.trec import sgml_blocks
 
@@ -47,9 +47,6 @@ class Document:
 def join_title(title: str, text: str) -> str:
     """The one title + text join: what is indexed (and what BM25 baselines index) for a document."""
     return f"{title} {text}" if title else text
-
-
-BadRecord = FormatError  # one record that cannot be read (the name earlier versions raised)
 
 
 class CorpusReader:
