@@ -17,7 +17,7 @@ from lsr import LsrError, SparseVectors
 from lsr.formats import BadLines, FormatError
 from lsr.formats.atomic import NoSpaceError, atomic_directory
 from lsr.formats.documents import CorpusReader, join_title
-from lsr.formats.lines import json_records, numbered_lines, read_json_lines, read_lines
+from lsr.formats.lines import json_records, read_json_lines, read_lines
 from lsr.formats.qrels import load_qrels
 from lsr.formats.queries import load_queries, load_topics
 from lsr.formats.runs import load_run, write_trec_run
@@ -53,7 +53,7 @@ def vectors(seed: int = 0, n: int = 12, dim: int = 50) -> SparseVectors:
 @pytest.mark.parametrize("name", ["a.txt", "a.txt.gz"])
 def test_lines_numbered_blank_kept_or_skipped(tmp_path, name):
     path = write(tmp_path / name, "one\r\n\n  \nfour\n")
-    assert list(numbered_lines(path)) == [(1, "one"), (2, ""), (3, "  "), (4, "four")]
+    assert list(read_lines(path, blank=True)) == [(1, "one"), (2, ""), (3, "  "), (4, "four")]
     assert list(read_lines(path)) == [(1, "one"), (4, "four")]
 
 

@@ -83,21 +83,21 @@ class LineFile:
         self.close()
 
 
-def numbered_lines(path: str | Path, bad: Callable[[str], None] = RAISE) -> Iterator[tuple[int, str]]:
-    """Every line of `path` (blank ones too) with its number, newline removed; lines that are
-    not UTF-8 go to `bad`; a file that cannot be read raises `FormatError`."""
+def read_lines(path: str | Path, bad: Callable[[str], None] = RAISE, blank: bool = False) -> Iterator[tuple[int, str]]:
+    """The lines of `path` with their numbers, newline removed; blank ones only with `blank`.
+    Lines that are not UTF-8 go to `bad`; a file that cannot be read raises `FormatError`."""
     with LineFile(path) as file:
         try:
-            for number, line in file.lines(bad):
-                if line is not None:
-                    yield number, line.rstrip("\r\n")
+            for number, raw in enumerate(file.stream, 1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError:
+                    bad(f"{path}:{number}: not valid UTF-8 text")
+                    continue
+                if blank or line.strip():
+                    yield number, line
         except READ_ERRORS as err:
             raise FormatError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
-
-
-def read_lines(path: str | Path, bad: Callable[[str], None] = RAISE) -> Iterator[tuple[int, str]]:
-    """The non-blank lines of `path` with their numbers, newline removed."""
-    return ((number, line) for number, line in numbered_lines(path, bad) if line.strip())
 
 
 def json_records(

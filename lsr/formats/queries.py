@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lsr.formats.lines import FormatError, first_field, numbered_lines, read_json_lines, read_lines
+from lsr.formats.lines import FormatError, first_field, read_json_lines, read_lines
 from lsr.formats.smart import read_smart
 from lsr.formats.trec import sgml_blocks
 
@@ -46,7 +46,7 @@ def load_queries_smart(path: str | Path) -> dict[str, str]:
     """Read SMART queries (CISI.QRY, MED.QRY, CACM's query.text: `.I ID` records) as `{qid: text}`:
     the `.T` title and `.W` text, whitespace collapsed; numeric ids without leading zeros."""
     queries: dict[str, str] = {}
-    for record in read_smart(numbered_lines(path), path, _raise):
+    for record in read_smart(read_lines(path, blank=True), path, _raise):
         text = " ".join(part for part in (record.title, record.text) if part)
         if not text:
             raise FormatError(f"{path}:{record.line}: query {record.id!r} has no .W (or .T) text")
@@ -65,7 +65,7 @@ def load_topics(path: str | Path) -> dict[str, str]:
     else the untagged text of the topic (whitespace collapsed); `<desc>`, `<narr>` are set aside.
     """
     topics: dict[str, str] = {}
-    for block in sgml_blocks(numbered_lines(path), path, _raise, blocks=("top", "doc"), strict=True):
+    for block in sgml_blocks(read_lines(path), path, _raise, blocks=("top", "doc"), strict=True):
         ids = _NUMBER.sub("", block.text(["num", "docno"])).split()
         if not ids:
             raise FormatError(f"{path}:{block.line}: topic has no <num> (or <DOCNO>) number")
