@@ -19,7 +19,6 @@ from lsr.fusion import METHODS, NORMS
 from lsr.retriever import INDEX_TYPES, MODES
 
 
-
 class _Choice(str, Enum):
     """An option's choices: typer checks them (one standard line for a bad value); members are
     the strings themselves, so the library gets plain values."""

@@ -88,14 +88,9 @@ def read_lines(path: str | Path, bad: Callable[[str], None] = RAISE, blank: bool
     Lines that are not UTF-8 go to `bad`; a file that cannot be read raises `FormatError`."""
     with LineFile(path) as file:
         try:
-            for number, raw in enumerate(file.stream, 1):
-                try:
-                    line = raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError:
-                    bad(f"{path}:{number}: not valid UTF-8 text")
-                    continue
-                if blank or line.strip():
-                    yield number, line
+            for number, line in file.lines(bad):
+                if line is not None and (blank or line.strip()):
+                    yield number, line.rstrip("\r\n")
         except READ_ERRORS as err:
             raise FormatError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
 
