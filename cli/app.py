@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +13,34 @@ import typer
 from rich.console import Console
 from typer.core import TyperOption
 
+from lsr.encoders.splade import PRECISIONS
 from lsr.errors import LsrError
+from lsr.fusion import METHODS, NORMS
+from lsr.retriever import INDEX_TYPES, MODES
+
+
+class _Choice(str, Enum):
+    """An option's choices: typer checks them (one standard line for a bad value); members are
+    the strings themselves, so the library gets plain values."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+def _choices(name: str, values: tuple[str, ...]) -> type[_Choice]:
+    return _Choice(name, [(v, v) for v in values])
+
+
+Precision = _choices("Precision", PRECISIONS)
+IndexType = _choices("IndexType", INDEX_TYPES)
+Mode = _choices("Mode", MODES)
+Fusion = _choices("Fusion", METHODS)
+Norm = _choices("Norm", NORMS)
+# not importable without Numba (SeismicIndex.VALUE_TYPES, lsr.eval.runner.BASELINES): the library checks them again
+Values = _choices("Values", ("float16", "float32"))
+Baseline = _choices("Baseline", ("bm25", "pyserini-bm25"))
 
 app = typer.Typer(
     help="Learned sparse retrieval: index a corpus, search it, evaluate it.",
@@ -94,15 +122,15 @@ def index(
     index_dir: Optional[Path] = IndexOption,
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Documents encoded per batch."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip malformed records and unreadable files (counted)."),
-    index_type: str = typer.Option("auto", "--index-type", help="exact, seismic, or auto (seismic from 100,000 documents on)."),
+    index_type: IndexType = typer.Option("auto", "--index-type", help="exact, seismic, or auto (seismic from 100,000 documents on)."),
     n_postings: int = typer.Option(3500, "--n-postings", help="Seismic: postings kept per list on average (static pruning)."),
     max_fraction: float = typer.Option(1.5, "--max-fraction", help="Seismic: a list keeps at most max_fraction × n_postings."),
     centroid_fraction: float = typer.Option(0.1, "--centroid-fraction", help="Seismic: share of a list's documents sampled as block centroids."),
     summary_energy: float = typer.Option(0.4, "--summary-energy", help="Seismic: share of a block summary's L1 mass kept."),
     doc_cut: int = typer.Option(15, "--doc-cut", help="Seismic: a document's top components used to cluster it."),
-    values: str = typer.Option("float16", "--values", help="Seismic: forward-index values, float16 (half the memory) or float32 (exact scores)."),
+    values: Values = typer.Option("float16", "--values", help="Seismic: forward-index values, float16 (half the memory) or float32 (exact scores)."),
     dense: Optional[str] = typer.Option(None, "--dense", help="Also store a dense index: a sentence-transformers model, or 'minilm' (the packaged all-MiniLM-L6-v2)."),
-    precision: str = PrecisionOption,
+    precision: Precision = PrecisionOption,
 ) -> None:
     """Encode and index every document under PATH."""
     import time
@@ -110,14 +138,6 @@ def index(
     from lsr.encoders import resolve_model
     from lsr.retriever import Retriever
 
-    from lsr.indexer.seismic import VALUE_TYPES
-
-    if values not in VALUE_TYPES:
-        raise typer.BadParameter(" or ".join(VALUE_TYPES), param_hint="--values")
-    from lsr.encoders.splade import PRECISIONS
-
-    if precision not in PRECISIONS:
-        raise typer.BadParameter(" or ".join(PRECISIONS), param_hint="--precision")
     index_dir = index_dir or default_index()
     if not path.exists():  # before a model is resolved (and perhaps warned about)
         raise LsrError(f"{path}: no such file or folder")
@@ -175,9 +195,9 @@ def search(
     query_cut: int = typer.Option(10, "--query-cut", help="Seismic: the query's largest terms whose lists are visited."),
     heap_factor: float = typer.Option(0.7, "--heap-factor", help="Seismic: skip a block whose summary score < heap_factor × k-th best."),
     snippet: Optional[int] = typer.Option(None, "--snippet", min=0, help="Characters of text per hit, cut at a word \\[default: 200 in the table, the whole text with --json]."),
-    mode: str = typer.Option("sparse", "--mode", help="sparse, dense (needs `lsr index --dense`) or fused."),
+    mode: Mode = typer.Option("sparse", "--mode", help="sparse, dense (needs `lsr index --dense`) or fused."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="fused: weight of the sparse run (1 - alpha for dense)."),
-    fusion: str = typer.Option("interp", "--fusion", help="fused: interp (score interpolation) or rrf."),
+    fusion: Fusion = typer.Option("interp", "--fusion", help="fused: interp (score interpolation) or rrf."),
     prf_docs: int = typer.Option(0, "--prf-docs", min=0, help="Pseudo-relevance feedback: top documents fed back (0: off)."),
     prf_terms: int = typer.Option(20, "--prf-terms", min=1, help="PRF: feedback terms added to the query."),
     prf_weight: float = typer.Option(0.1, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
@@ -216,7 +236,7 @@ def evaluate_command(
     split: str = typer.Option("test", "--split", help="BEIR qrels split."),
     k: int = typer.Option(1000, "--k", "-k", min=1, help="Hits retrieved per query."),
     metrics: str = typer.Option("ndcg@10,mrr@10,recall@100,recall@1000,map,p@10", "--metrics", help="Comma-separated metrics."),
-    baselines: list[str] = typer.Option([], "--baseline", help="Reference rows: bm25 (ours) or pyserini-bm25 (Anserini, needs lsr\\[pyserini])."),
+    baselines: list[Baseline] = typer.Option([], "--baseline", help="Reference rows: bm25 (ours) or pyserini-bm25 (Anserini, needs lsr\\[pyserini])."),
     queries: Optional[Path] = typer.Option(None, "--queries", help="Queries file (jsonl, tsv, TREC topics or SMART .QRY) for a non-BEIR corpus."),
     qrels: Optional[Path] = typer.Option(None, "--qrels", help="Qrels (TREC, BEIR tsv, SMART .REL or 'qid docid') for a non-BEIR corpus."),
     output: Path = typer.Option(Path("lsr-eval"), "--output", "-o", help="Folder for results.json and TREC run files."),
@@ -227,12 +247,12 @@ def evaluate_command(
     ),  # fmt: skip
     fuse: bool = typer.Option(False, "--fuse", help="Also a dense run and its fusion with each model's run, alpha tuned on --tune-split (BEIR folders)."),
     dense: str = typer.Option("minilm", "--dense", help="--fuse: the dense model ('minilm': the packaged all-MiniLM-L6-v2)."),
-    fusion: str = typer.Option("interp", "--fusion", help="--fuse: interp (alpha tuned) or rrf."),
+    fusion: Fusion = typer.Option("interp", "--fusion", help="--fuse: interp (alpha tuned) or rrf."),
     tune_split: str = typer.Option("train", "--tune-split", help="--fuse: the BEIR split alpha is tuned on (grid 0.0..1.0 step 0.1, nDCG@10)."),
     prf_docs: int = typer.Option(0, "--prf-docs", min=0, help="Pseudo-relevance feedback: top documents fed back (0: off); adds NAME+prf rows."),
     prf_terms: int = typer.Option(20, "--prf-terms", min=1, help="PRF: feedback terms added to the query."),
     prf_weight: float = typer.Option(0.1, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
-    precision: str = PrecisionOption,
+    precision: Precision = PrecisionOption,
 ) -> None:
     """Encode, index, search and score datasets; print one table, write JSON and run files."""
     import time
@@ -241,22 +261,14 @@ def evaluate_command(
     from rich.table import Table
 
     from lsr.eval.metrics import Metric
-    from lsr.eval.runner import BASELINES, Dataset, EvalResult, resolve_systems, run_baseline, run_fusion, run_model, save_results
+    from lsr.eval.runner import Dataset, EvalResult, resolve_systems, run_baseline, run_fusion, run_model, save_results
     from lsr.prf import Prf
 
     prf = Prf(prf_docs, prf_terms, prf_weight)
-
-    from lsr.encoders.splade import PRECISIONS
-
-    if precision not in PRECISIONS:
-        raise typer.BadParameter(" or ".join(PRECISIONS), param_hint="--precision")
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     for name in metric_names:
         Metric.parse(name)  # a misspelt metric is an error now, not after every index is built
     lucene = [b for b in baselines if b != "bm25"]
-    for baseline in lucene:
-        if baseline not in BASELINES:
-            raise LsrError(f"unknown baseline {baseline!r} (known: bm25, {', '.join(BASELINES)})")
     opened = [Dataset.open(path, split=split, queries=queries, qrels=qrels, remove_query_id=remove_query_id) for path in datasets]
     systems = resolve_systems((models or [None]) + [b for b in baselines if b == "bm25"], precision=precision)
     results: list[EvalResult] = []
@@ -413,23 +425,18 @@ def teacher_scores(
 @app.command()
 def fuse(
     runs: list[Path] = typer.Argument(..., help="TREC run files to fuse (the first is weighted alpha under interp)."),
-    method: str = typer.Option("rrf", "--method", help="rrf (reciprocal rank fusion) or interp (score interpolation)."),
+    method: Fusion = typer.Option("rrf", "--method", help="rrf (reciprocal rank fusion) or interp (score interpolation)."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="interp: weight of the first run; the others share 1 - alpha."),
-    norm: str = typer.Option("minmax", "--norm", help="interp: per-query score normalisation, minmax, zscore or none."),
+    norm: Norm = typer.Option("minmax", "--norm", help="interp: per-query score normalisation, minmax, zscore or none."),
     rrf_k: int = typer.Option(60, "-k", "--k", min=0, help="rrf: the constant k in 1 / (k + rank)."),
     depth: int = typer.Option(1000, "--depth", min=1, help="Hits kept per query in the fused run."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the fused run here [default: stdout]."),
     tag: str = typer.Option("", "--tag", help="Run tag (last column) [default: lsr-fuse-METHOD]."),
 ) -> None:
     """Fuse TREC run files (RRF or score interpolation) into one TREC run."""
-    from lsr.eval.loaders import load_run
-    from lsr.eval.runner import trec_run_lines, write_trec_run
-    from lsr.fusion import METHODS, NORMS, fuse_runs
+    from lsr.formats.runs import load_run, trec_run_lines, write_trec_run
+    from lsr.fusion import fuse_runs
 
-    if method not in METHODS:
-        raise typer.BadParameter(" or ".join(METHODS), param_hint="--method")
-    if norm not in NORMS:
-        raise typer.BadParameter(", ".join(NORMS), param_hint="--norm")
     fused = fuse_runs([load_run(r) for r in runs], method=method, alpha=alpha, norm=norm, k=rrf_k, depth=depth)
     tag = tag or f"lsr-fuse-{method}"
     if output is None:

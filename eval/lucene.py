@@ -23,6 +23,8 @@ from typing import Iterable, Mapping, Sequence
 
 from lsr.encoders.postprocess import quantize
 from lsr.errors import LsrError
+from lsr.formats.atomic import atomic_directory
+from lsr.formats.documents import join_title
 from lsr.sparse import SparseVectors
 
 log = logging.getLogger(__name__)
@@ -84,21 +86,27 @@ def _index_collection(collection: str, input_dir: Path, index_dir: Path, threads
         raise LsrError(f"{index_dir}: Anserini did not write an index")
 
 
+COMPLETE = ".lsr-complete"  # the mark of a Lucene folder written by lsr
+
+
 def _ready(index_dir: Path) -> bool:
-    return (index_dir / ".lsr-complete").exists()
+    return (index_dir / COMPLETE).exists()
+
+
+def _check_target(path: Path) -> None:
+    """Replace only a Lucene folder lsr wrote (or an empty one), never another folder."""
+    if path.is_symlink() or (path.exists() and not (path.is_dir() and (_ready(path) or not any(path.iterdir())))):
+        raise LsrError(f"{path} exists and is not an lsr Lucene index; remove it")
 
 
 def _build(index_dir: Path, write_input, collection: str, threads: int, *extra: str) -> None:
-    """Write the collection, index it into a temporary sibling, rename into place."""
-    tmp = index_dir.with_name(index_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "input").mkdir(parents=True)
-    write_input(tmp / "input" / "docs.jsonl")
-    _index_collection(collection, tmp / "input", tmp / "lucene", threads, *extra)
-    shutil.rmtree(tmp / "input")
-    (tmp / ".lsr-complete").write_text("")
-    shutil.rmtree(index_dir, ignore_errors=True)
-    os.replace(tmp, index_dir)
+    """Write the collection and index it, into a folder that replaces `index_dir` whole."""
+    with atomic_directory(index_dir, _check_target, what="Lucene index") as tmp:
+        (tmp / "input").mkdir()
+        write_input(tmp / "input" / "docs.jsonl")
+        _index_collection(collection, tmp / "input", tmp / "lucene", threads, *extra)
+        shutil.rmtree(tmp / "input")
+        (tmp / COMPLETE).write_text("")
 
 
 def bm25_run(
@@ -119,8 +127,7 @@ def bm25_run(
         def write(path: Path) -> None:
             with open(path, "w", encoding="utf-8") as f:
                 for doc_id, title, text in documents:
-                    contents = f"{title} {text}" if title else text
-                    f.write(json.dumps({"id": doc_id, "contents": contents}) + "\n")
+                    f.write(json.dumps({"id": doc_id, "contents": join_title(title, text)}) + "\n")
 
         _build(index_dir, write, "JsonCollection", threads, "-storeRaw")
     from pyserini.search.lucene import LuceneSearcher

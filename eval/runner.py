@@ -17,7 +17,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from lsr.encoders import Encoder
 from lsr.errors import LsrError
 from lsr.eval.loaders import load_beir, load_qrels, load_queries
 from lsr.eval.metrics import DEFAULT_METRICS, evaluate, evaluate_arrays
+from lsr.formats.runs import trec_run_lines, write_trec_run  # noqa: F401  (trec_run_lines: re-exported)
 
 log = logging.getLogger(__name__)
 BASELINES = ("pyserini-bm25",)
@@ -171,22 +172,6 @@ def resolve_systems(models: Sequence[str | None], precision: str = "fp32") -> li
     return list(systems.values())
 
 
-def trec_run_lines(run: dict[str, list[tuple[str, float]]], tag: str) -> Iterator[str]:
-    """The lines of a TREC run (`qid Q0 doc rank score tag`), hits in rank order."""
-    for qid, hits in run.items():
-        for rank, (doc, score) in enumerate(hits, 1):
-            yield f"{qid} Q0 {doc} {rank} {score:.9g} {tag}\n"
-
-
-def write_trec_run(path: Path, run: dict[str, list[tuple[str, float]]], tag: str) -> None:
-    """TREC run format, hits in rank order; written to a temporary file and renamed.
-
-    Scores get 9 significant digits, enough to give back every float32 score exactly: scored
-    again (trec_eval reads float32), the file ranks and ties as the in-memory run did."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(trec_run_lines(run, tag))
-    os.replace(tmp, path)
 
 
 def _means(per_query: dict[str, dict[str, float]]) -> dict[str, float]:

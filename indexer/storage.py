@@ -6,21 +6,17 @@ so an interrupted or failed build never damages the index already at that path.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import os
-import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from lsr.errors import LsrError
+from lsr.formats.atomic import NoSpaceError, atomic_directory as write_atomic_directory  # noqa: F401  (NoSpaceError: re-exported)
 
 FORMAT = "lsr-index"
 FORMAT_VERSION = 1
@@ -81,77 +77,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class NoSpaceError(LsrError):
-    """The disk (or quota) filled up while writing an index."""
-
-
-def _no_space(err: BaseException) -> bool:
-    return isinstance(err, NoSpaceError) or (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT))
-
-
-def mount_point(path: str | Path) -> str:
-    """The mount point of the file system holding `path` (for messages)."""
-    path = Path(os.path.realpath(path))
-    while not path.exists():
-        path = path.parent
-    device = path.stat().st_dev
-    while path.parent != path and path.parent.stat().st_dev == device:
-        path = path.parent
-    return str(path)
-
-
-def _bytes_under(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
-
-
-@contextlib.contextmanager
-def atomic_directory(
-    path: str | Path, protect: tuple[str | Path, ...] = (), expected_bytes: int = 0
-) -> Iterator[Path]:
-    """Yield a fresh temporary sibling of `path`; on success it replaces `path` whole.
-
-    `path` must be missing, an empty folder or an lsr index (anything else raises
-    `UnsafeTargetError` before a byte is written), and not inside nor around a path of
-    `protect`. On any exception (or interruption) the temporary directory is removed and
-    `path` is left exactly as it was; a full disk becomes `NoSpaceError` ("no space left
-    on MOUNT (needed ~X MB)", X the larger of `expected_bytes` and what was written).
-    """
-    check_target(path, protect)
-    path = Path(path).absolute()
-    tmp = owner = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned(path)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        owner = tmp.with_name(tmp.name + ".pid")
-        owner.write_text(str(os.getpid()))
-        yield tmp
-        check_target(path, protect)  # again: something may have appeared there meanwhile
-        if path.exists() and _exchange(tmp, path):  # readers see the old or the new, never none
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException as err:
-        written = _bytes_under(tmp) if tmp else 0
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if _no_space(err):
-            needed = max(written, expected_bytes) / 2**20
-            raise NoSpaceError(f"no space left on {mount_point(path.parent)} (needed ~{needed:,.0f} MB)") from None
-        if isinstance(err, PermissionError):
-            where = err.filename or ""
-            if not where or str(where).startswith(str(path.parent / f".{path.name}.tmp-")):
-                where = path.parent  # our temporary sibling could not be made: the folder is read-only
-            raise LsrError(f"cannot write the index {path}: permission denied ({where})") from None
-        raise
-    finally:
-        if owner:
-            owner.unlink(missing_ok=True)
+def atomic_directory(path: str | Path, protect: tuple[str | Path, ...] = (), expected_bytes: int = 0):
+    """`lsr.formats.atomic.atomic_directory` under the index refusal rule: `path` must be
+    missing, an empty folder or an lsr index, and not inside nor around a path of `protect`
+    (`UnsafeTargetError` before a byte is written)."""
+    return write_atomic_directory(path, lambda target: check_target(target, protect), expected_bytes)
 
 
 class Generation:
@@ -194,42 +124,6 @@ def open_generation(path: str | Path) -> Generation:
         except PermissionError:
             raise IndexFormatError(f"{path}: permission denied (cannot read the index)") from None
     raise LsrError(f"{path}: no index here (build one with `lsr index CORPUS`)")
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where the
-    system or file system cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if not hasattr(libc, "renameat2"):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_abandoned(path: Path) -> None:
-    """Delete temporary siblings left by builds that were killed (their process is gone)."""
-    for owner in path.parent.glob(f".{path.name}.tmp-*.pid"):
-        try:
-            pid = int(owner.read_text() or 0)
-        except (OSError, ValueError):
-            continue
-        if pid and not _alive(pid):
-            shutil.rmtree(owner.with_suffix(""), ignore_errors=True)
-            owner.unlink(missing_ok=True)
 
 
 def save_array(file: Path, array: np.ndarray) -> None:

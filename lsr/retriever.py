@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lsr.corpus import CorpusReader
+from lsr.corpus import CorpusReader, join_title
 from lsr.docstore import DocStore, DocStoreWriter
 from lsr.encoders import Encoder, from_spec, resolve_model
 from lsr.errors import LsrError
@@ -89,7 +89,7 @@ def _build_dense(tmp: Path, model: str, batch_size: int) -> dict[str, Any]:
     from lsr.dense import DENSE_DIR, DenseEncoder, write_embeddings
 
     docs = DocStore(tmp / "docs")
-    texts = (f"{docs.title(r)} {docs.text(r)}" if docs.title(r) else docs.text(r) for r in range(len(docs)))
+    texts = (join_title(docs.title(r), docs.text(r)) for r in range(len(docs)))
     return write_embeddings(tmp / DENSE_DIR, DenseEncoder(model), texts, len(docs), batch_size=batch_size)
 
 

@@ -6,7 +6,6 @@ within each row), `values` (float32), and the number of columns `dim`.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,43 +239,17 @@ class SparseVectors:
     def write_jsonl(
         self, path: str | Path, ids: Sequence[str], vocab: Sequence[str], contents: Sequence[str] | None = None
     ) -> None:
-        """Write Anserini's JsonVectorCollection: one `{"id", "contents", "vector"}` per line."""
-        if len(ids) != len(self):
-            raise ValueError("one id per vector is needed")
-        with open(path, "w", encoding="utf-8") as f:
-            for i, row in enumerate(self.to_dicts(vocab)):
-                record = {"id": ids[i], "contents": contents[i] if contents else "", "vector": row}
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        """Write Anserini's JsonVectorCollection (`lsr.formats.vectors.write_json_vectors`)."""
+        from lsr.formats.vectors import write_json_vectors
+
+        write_json_vectors(path, self, ids, vocab, contents)
 
     @staticmethod
     def read_jsonl(
         path: str | Path, vocab: Mapping[str, int] | None = None
     ) -> tuple[list[str], "SparseVectors", list[str]]:
-        """Read a JsonVectorCollection (`.jsonl` or `.jsonl.gz`).
+        """Read a JsonVectorCollection: (ids, vectors, vocabulary) (`lsr.formats.vectors.read_json_vectors`)."""
+        from lsr.formats.vectors import read_json_vectors
 
-        Returns (ids, vectors, vocabulary). Tokens missing from `vocab` are appended to a
-        copy of it; without `vocab` the columns are numbered in order of first appearance.
-        """
-        from lsr.io import open_text
-
-        token_ids: dict[str, int] = dict(vocab or {})
-        ids, rows = [], []
-        with open_text(path) as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    doc_id = record["id"] if "id" in record else record["_id"]
-                    vector = record["vector"]
-                    cols = [token_ids.setdefault(t, len(token_ids)) for t in vector]
-                    weights = [float(w) for w in vector.values()]
-                except (ValueError, KeyError, TypeError, AttributeError) as err:
-                    raise LsrError(f"{path}:{line_no}: not a JsonVectorCollection record ({err})") from None
-                ids.append(str(doc_id))
-                rows.append((cols, weights))
-        vocabulary = [""] * len(token_ids)
-        for t, i in token_ids.items():
-            vocabulary[i] = t
-        return ids, SparseVectors.from_rows(rows, len(vocabulary)), vocabulary
+        return read_json_vectors(path, vocab)
 

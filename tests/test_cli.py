@@ -105,6 +105,25 @@ def test_seismic_options_through_the_cli(tmp_path, corpus):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (("search", "x", "--mode", "hybrid"), "--mode"),
+        (("search", "x", "--mode", "fused", "--fusion", "max"), "--fusion"),
+        (("index", ".", "--index-type", "hnsw"), "--index-type"),
+        (("eval", ".", "--baseline", "bm52"), "--baseline"),
+        (("fuse", "a", "b", "--norm", "l2"), "--norm"),
+    ],
+)
+def test_bad_choices_are_typers_usage_error(tmp_path, args, option):
+    """Choice options are typed: a bad value is typer's usage error naming the option and its
+    choices (exit 2), before anything is read or built; no traceback."""
+    result = lsr(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert option in result.stderr and "is not one of" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / ".lsr").exists()
+
+
 @pytest.mark.parametrize("how", ["option", "env"])
 def test_a_mistyped_model_is_an_error_not_a_fallback(tmp_path, corpus, how):
     """`--model bm52` (or LSR_MODEL=bm52) used to index with BM25 and exit 0."""

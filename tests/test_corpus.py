@@ -149,7 +149,7 @@ def test_trec_documents(tmp_path):
         ("c.jsonl", "[1, 2]\n", r"c.jsonl:1: expected a JSON object"),
         ("c.tsv", "1\tok\nno tab here\n", r"c.tsv:2: expected 'id<TAB>text'"),
         ("d.trec", "<DOC>\n<TEXT>x</TEXT>\n</DOC>\n", r"d.trec:1: <DOC> without <DOCNO>"),
-        ("d.trec", "<DOC>\n<DOCNO>1</DOCNO>\n", r"d.trec:1: <DOC> not closed"),
+        ("d.trec", "<DOC>\n<DOCNO>1</DOCNO>\n", r"d.trec:1: <DOC> is never closed"),
         ("C.ALL", ".I 1\n.W\nok\n.I\n.W\nno id\n", r"C.ALL:4: expected '.I ID'"),
         ("C.ALL", ".I 1\n.W\nok\n.I 2\nno field marker\n", r"C.ALL:5: text before the first field marker"),
         ("C.ALL", "stray text\n.I 1\n.W\nok\n", r"C.ALL:1: expected '.I ID' to open a SMART record"),

@@ -224,7 +224,7 @@ def test_queries_errors(tmp_path):
     with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:2: expected 'qid<TAB>query text'"):
         load_queries(bad)
     bad = write(tmp_path / "q.jsonl", '{"_id": "1", "text": "a"}\n{"_id": "2", "text": \n')
-    with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:2: not valid JSON \(Expecting value at column 22\)$"):
+    with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:2: invalid JSON \(Expecting value at column 22\)$"):
         load_queries(bad)
     bad = write(tmp_path / "q2.jsonl", '{"_id": "1", "title": 3}\n')
     with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:1: the record has no 'text' field"):
@@ -234,7 +234,7 @@ def test_queries_errors(tmp_path):
         load_queries(bad)
     bad = tmp_path / "latin1.tsv"
     bad.write_bytes("1\tcaf\xe9\n".encode("latin-1"))
-    with pytest.raises(LsrError, match="not UTF-8"):
+    with pytest.raises(LsrError, match=rf"^{re.escape(str(bad))}:1: not valid UTF-8"):
         load_queries(bad)
 
 

@@ -82,5 +82,5 @@ def test_teacher_scores_give_a_T_by_B_by_C_array(tmp_path):
     with pytest.raises(LsrError, match=r"b.jsonl:1: no score for document 'd3'"):
         D.read_teacher_scores([a, b])
     b.write_text("{not json\n")
-    with pytest.raises(LsrError, match=r"b.jsonl:1: expected"):
+    with pytest.raises(LsrError, match=r"b.jsonl:1: invalid JSON"):
         D.read_teacher_scores([a, b])

@@ -10,7 +10,6 @@ run sees exactly the batches an uninterrupted one would (the data position is th
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lsr.errors import LsrError
+from lsr.formats.lines import read_json_lines
 
 logger = logging.getLogger(__name__)
 
@@ -158,34 +158,26 @@ def read_teacher_scores(paths: Sequence[str | Path]) -> dict[str, tuple[list[str
     for t, path in enumerate(paths):
         path = Path(path)
         seen: set[str] = set()
-        try:
-            f = open(path, encoding="utf-8")
-        except OSError as err:
-            raise LsrError(f"{path}: cannot read teacher scores ({err.strerror or err})") from None
-        with f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{line_no}"
-                try:
-                    rec = json.loads(line)
-                    qid = str(rec["qid"])
-                    pos = [(str(d), float(s)) for d, s in rec["pos"]]
-                    neg = [(str(d), float(s)) for d, s in rec["neg"]]
-                except (ValueError, KeyError, TypeError) as err:
-                    raise LsrError(f"{where}: expected {{\"qid\", \"pos\": [[docid, score], ...], \"neg\": [...]}} ({err})") from None
-                seen.add(qid)
-                scores = dict(pos + neg)
-                if t == 0:
-                    merged[qid] = ([d for d, _ in pos], [d for d, _ in neg], [scores])
-                    continue
-                if qid not in merged:
-                    raise LsrError(f"{where}: query {qid!r} is not in the first teacher's file {paths[0]}")
-                p, n, per = merged[qid]
-                missing = [d for d in p + n if d not in scores]
-                if missing:
-                    raise LsrError(f"{where}: no score for document {missing[0]!r} of query {qid!r}")
-                per.append(scores)
+        for line_no, rec in read_json_lines(path):
+            where = f"{path}:{line_no}"
+            try:
+                qid = str(rec["qid"])
+                pos = [(str(d), float(s)) for d, s in rec["pos"]]
+                neg = [(str(d), float(s)) for d, s in rec["neg"]]
+            except (ValueError, KeyError, TypeError) as err:
+                raise LsrError(f"{where}: expected {{\"qid\", \"pos\": [[docid, score], ...], \"neg\": [...]}} ({err})") from None
+            seen.add(qid)
+            scores = dict(pos + neg)
+            if t == 0:
+                merged[qid] = ([d for d, _ in pos], [d for d, _ in neg], [scores])
+                continue
+            if qid not in merged:
+                raise LsrError(f"{where}: query {qid!r} is not in the first teacher's file {paths[0]}")
+            p, n, per = merged[qid]
+            missing = [d for d in p + n if d not in scores]
+            if missing:
+                raise LsrError(f"{where}: no score for document {missing[0]!r} of query {qid!r}")
+            per.append(scores)
         if t > 0 and len(seen) != len(merged):
             gone = next(q for q in merged if q not in seen)
             raise LsrError(f"{path}: no scores for query {gone!r} (in {paths[0]})")

@@ -55,15 +55,14 @@ def normalize_id(value: str) -> str:
 
 
 def read_smart(lines: Iterable[tuple[int, str | None]], path: object, bad: Callable[[str], None]) -> Iterator[SmartRecord]:
-    """The records of a SMART file from its `(line number, text)` pairs (text None: a line that
-    is not UTF-8). A malformed line is passed to `bad("PATH:LINE: what")`, which raises or
-    records it; reading then goes on with the next record."""
+    """The records of a SMART file from its `(line number, text)` pairs (text None: a line
+    already reported as not UTF-8). A malformed line is passed to `bad("PATH:LINE: what")`,
+    which raises or records it; reading then goes on with the next record."""
     record: dict[str, list[str]] | None = None
     rid, start, field = "", 0, ""
     skipping = False  # after a bad line outside a record: drop lines up to the next `.I`
     for number, line in lines:
         if line is None:
-            bad(f"{path}:{number}: not valid UTF-8 text")
             continue
         line = line.rstrip("\r\n")
         opened = _OPEN.match(line)
