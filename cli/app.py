@@ -71,7 +71,7 @@ class _Bars:
     """Rich progress bars on stderr, one per task name: an `lsr.progress.Progress` to hand to the
     library. The display starts with the first report (an error in the input shows no empty
     bar) and stops when the `with` block ends. A numeric field (`docs=N`) is shown as a count
-    and a rate since the task's first report; `info=` as it is."""
+    and a rate measured from the task's first report on; `info=` as it is."""
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -80,19 +80,20 @@ class _Bars:
             TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False,
         )  # fmt: skip
-        self.tasks: dict[str, tuple[int, float]] = {}
+        self.tasks: dict[str, tuple[int, float, dict]] = {}  # name -> (bar task, first report's time and fields)
 
     def __call__(self, task: str, done: int, total: int | None = None, **fields) -> None:
         import time
 
+        now = time.perf_counter()
         if not self.bar.live.is_started:
             self.bar.start()
         if task not in self.tasks:
-            self.tasks[task] = (self.bar.add_task(task, total=total, info=""), time.perf_counter())
-        task_id, start = self.tasks[task]
-        elapsed = max(time.perf_counter() - start, 1e-9)
+            self.tasks[task] = (self.bar.add_task(task, total=total, info=""), now, dict(fields))
+        task_id, start, first = self.tasks[task]
         info = [str(fields.pop("info"))] if "info" in fields else []
-        info += [f"{value:,} {name}  {value / elapsed:,.0f} {name}/s" for name, value in fields.items()]
+        # a rate over what came after the first report: when the first batch began is not known
+        info += [f"{value:,} {name}  {(value - first[name]) / max(now - start, 1e-9):,.0f} {name}/s" for name, value in fields.items()]
         self.bar.update(task_id, completed=done, total=total, info="  ".join(info))
 
     def print(self, *args, **kwargs) -> None:
