@@ -8,7 +8,6 @@ a crash in Lucene) becomes an `EvalResult` with `error` and the other pairs go o
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,9 +15,8 @@ from lsr.encoders import Encoder
 from lsr.errors import LsrError
 from lsr.eval.metrics import DEFAULT_METRICS, Metric
 from lsr.eval.runner import BASELINES, Dataset, EvalResult, System, resolve_systems, run_baseline, run_fusion, run_model, save_results
+from lsr.prf import Prf
 from lsr.progress import Progress, renamed
-
-log = logging.getLogger(__name__)
 
 
 def run_experiment(
@@ -40,7 +38,7 @@ def run_experiment(
     dense: str = "minilm",
     fusion: str = "interp",
     tune_split: str = "train",
-    prf=None,
+    prf: Prf | None = None,
     progress: Progress | None = None,
     on_result: Callable[[EvalResult], None] | None = None,
 ) -> list[EvalResult]:
