@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import markdown_table, peak_rss_mib, reset_peak_rss, time_alternating
+
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 SPLADE_TINY = ROOT.parent / "shared" / "models" / "splade-tiny"
@@ -46,20 +48,6 @@ def read_docs(n: int) -> list[str]:
             d = json.loads(line)
             out.append(d["title"] + " " + d["text"])
     return out
-
-
-def rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def reset_peak_rss() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    except OSError:
-        pass
 
 
 def head_gflops(enc, docs: list[str], max_length: int, batch_size: int, rounds: int) -> None:
@@ -100,13 +88,7 @@ def head_gflops(enc, docs: list[str], max_length: int, batch_size: int, rounds: 
             finally:
                 torch.set_num_threads(threads)
 
-        best = {"head": 1e9, "plain": 1e9, "pieces": 1e9}
-        fns = {"head": head, "plain": plain, "pieces": pieces}
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                t = time.perf_counter()
-                fn()
-                best[name] = min(best[name], time.perf_counter() - t)
+        best, _ = time_alternating({"head": head, "plain": plain, "pieces": pieces}, rounds, warmup=False)
     pieces_flop = 2.0 * 256 * D * 512 * ((n_tok + 255) // 256) * (V // 512)
     g = {"head": flop / best["head"] / 1e9, "plain": flop / best["plain"] / 1e9, "pieces": pieces_flop / best["pieces"] / 1e9}
     print(
@@ -172,19 +154,25 @@ def main() -> None:
         f"batch_size={args.batch_size}; {args.rounds} alternating rounds, best kept; torch threads {torch.get_num_threads()}; "
         f"{os.cpu_count()} CPUs, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
-    best = {v: float("inf") for v in variants}
-    peak = {v: 0 for v in variants}
-    vectors = {}
-    for r in range(args.rounds):
-        for variant in variants:
+    peak = {v: 0.0 for v in variants}
+
+    def measured(variant: str):
+        """The variant's encode, its peak RSS recorded (high-water mark reset before it)."""
+
+        def run():
             reset_peak_rss()
-            t = time.perf_counter()
-            vectors[variant] = encoders[variant](docs)
-            best[variant] = min(best[variant], time.perf_counter() - t)
-            peak[variant] = max(peak[variant], rss_kib("VmHWM"))
+            vectors = encoders[variant](docs)
+            peak[variant] = max(peak[variant], peak_rss_mib())
+            return vectors
+
+        return run
+
+    def after_round(r: int, best: dict[str, float]) -> None:
         print(f"  round {r + 1}: " + ", ".join(f"{v} {args.n_docs / best[v]:.2f} docs/s (best so far)" for v in variants))
-    for variant in variants:
-        print(f"{variant:>22}: {args.n_docs / best[variant]:7.2f} docs/s  peak RSS {peak[variant] / 1024:7.0f} MiB (process, models of both loaded)")
+
+    best, vectors = time_alternating({v: measured(v) for v in variants}, args.rounds, warmup=False, after_round=after_round)
+    print(markdown_table(["variant", "docs/s", "peak RSS MiB (process, models of both loaded)"],
+                         [[v, f"{args.n_docs / best[v]:.2f}", f"{peak[v]:.0f}"] for v in variants]))  # fmt: skip
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if {"lsr", "sentence-transformers"} <= set(vectors):
         a, b = vectors["lsr"].to_dense(), vectors["sentence-transformers"].to_dense()

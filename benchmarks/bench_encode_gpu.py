@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
+
+from harness import markdown_table, time_alternating
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
@@ -43,26 +44,30 @@ def main() -> None:
     def run_theirs():
         return theirs.encode_document(docs, batch_size=args.batch_size, convert_to_sparse_tensor=True)
 
-    best = {"lsr": float("inf"), "sentence-transformers": float("inf")}
     peak = {}
-    out = {}
-    run_ours(), run_theirs()  # warm-up (cuBLAS, Triton autotune)
-    for _ in range(args.rounds):
-        for name, fn in (("lsr", run_ours), ("sentence-transformers", run_theirs)):
+
+    def on_gpu(name, fn):
+        """`fn` run to completion on the device, its peak memory recorded."""
+
+        def run():
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
-            out[name] = fn()
+            out = fn()
             torch.cuda.synchronize()
-            best[name] = min(best[name], time.perf_counter() - start)
             peak[name] = torch.cuda.max_memory_allocated() / 2**20
+            return out
+
+        return run
+
+    # one warm-up each (cuBLAS, Triton autotune), then --rounds alternating rounds, best kept
+    best, out = time_alternating({"lsr": on_gpu("lsr", run_ours), "sentence-transformers": on_gpu("sentence-transformers", run_theirs)},
+                                 args.rounds)  # fmt: skip
     dense_ours = out["lsr"].to_dense()
     dense_theirs = out["sentence-transformers"].coalesce().to_dense().cpu().numpy()
     print(f"{torch.cuda.get_device_name()}, splade-tiny, {args.n_docs} SciFact docs, max length {args.max_length}, "
           f"batch {args.batch_size}, fp32, best of {args.rounds}")
-    for name in best:
-        print(f"  {name:22s} {args.n_docs / best[name]:9.1f} docs/s   peak GPU memory {peak[name]:8.1f} MiB")
-    print(f"  ratio (ours / ST): {best['sentence-transformers'] / best['lsr']:.2f}x docs/s, "
+    print(markdown_table(["", "docs/s", "peak GPU memory MiB"], [[n, f"{args.n_docs / best[n]:.1f}", f"{peak[n]:.1f}"] for n in best]))
+    print(f"ratio (ours / ST): {best['sentence-transformers'] / best['lsr']:.2f}x docs/s, "
           f"{peak['lsr'] / peak['sentence-transformers']:.2f}x memory; max |diff| {np.abs(dense_ours - dense_theirs).max():.2e}")
 
 

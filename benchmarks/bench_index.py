@@ -21,7 +21,6 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import ChildFailed, markdown_table, run_child, time_alternating
 from lsr.sparse import SparseVectors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +139,7 @@ def recall(ids: np.ndarray, gt: np.ndarray) -> float:
 
 CHILD = r"""
 import sys, time, json
+from harness import child_report
 which, docs_path, out, params = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 t0 = time.perf_counter()
 if which == "ours":
@@ -160,26 +161,19 @@ else:
     sys.stdout.flush()
     idx.print_space_usage_byte()  # "Total: N Bytes" (Rust's stdout)
     size = None
-# VmHWM, not ru_maxrss: the latter keeps the parent's RSS from before exec
-hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
-rss = int(hwm.split()[1]) * 1024
-print("RESULT", json.dumps(dict(build_s=t2 - t1, read_s=t1 - t0, peak_rss=rss, size=size)))
+child_report(build_s=t2 - t1, read_s=t1 - t0, size=size)
 """
 
 
 def build_child(which: str, docs_path: str, out: str, params: dict) -> dict:
-    res = subprocess.run(
-        [sys.executable, "-c", CHILD, which, docs_path, out, json.dumps(params)],
-        capture_output=True, text=True,
-    )
-    if res.returncode:
-        sys.exit(f"{which} build failed:\n{res.stderr[-3000:]}")
-    line = [l for l in res.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    out = json.loads(line[7:])
-    totals = [l for l in res.stdout.splitlines() if l.strip().startswith("Total:")]
-    if out["size"] is None and totals:
-        out["size"] = int(totals[-1].split()[1])
-    return out
+    try:
+        result, stdout = run_child(["-c", CHILD, which, docs_path, out, json.dumps(params)])
+    except ChildFailed as error:
+        sys.exit(f"{which} build failed: {error}")
+    totals = [l for l in stdout.splitlines() if l.strip().startswith("Total:")]
+    if result["size"] is None and totals:
+        result["size"] = int(totals[-1].split()[1])
+    return result
 
 
 def warm_numba(params):
@@ -251,10 +245,10 @@ def main() -> None:
     ours_disk, theirs_disk = dir_bytes(f"{tmp}/ours"), dir_bytes(f"{tmp}/theirs")
     print("\n## Build (same parameters: %s; ours: values=%s)"
           % (", ".join(f"{k}={v}" for k, v in params.items()), args.values))
-    print("| | build s | peak RSS MiB | index in memory MiB | index on disk MiB |")
-    print("|---|---|---|---|---|")
-    for name, b, disk in (("ours (Numba)", ours_b, ours_disk), ("pyseismic-lsr", theirs_b, theirs_disk)):
-        print(f"| {name} | {b['build_s']:.2f} | {b['peak_rss'] / 2**20:.0f} | {b['size'] / 2**20:.1f} | {disk / 2**20:.1f} |")
+    print(markdown_table(["", "build s", "peak RSS MiB", "index in memory MiB", "index on disk MiB"], [
+        [name, f"{b['build_s']:.2f}", f"{b['peak_rss_mib']:.0f}", f"{b['size'] / 2**20:.1f}", f"{disk / 2**20:.1f}"]
+        for name, b, disk in (("ours (Numba)", ours_b, ours_disk), ("pyseismic-lsr", theirs_b, theirs_disk))
+    ]))  # fmt: skip
     print(f"build speed-up: {theirs_b['build_s'] / ours_b['build_s']:.2f}x; "
           f"index memory ours/pyseismic: {ours_b['size'] / theirs_b['size']:.3f} in memory, {ours_disk / theirs_disk:.3f} on disk")
 
@@ -271,28 +265,27 @@ def main() -> None:
 
     def ours_run(qc, hf):
         ids = np.empty((len(singles), k), dtype=np.int64)
-        t0 = time.perf_counter()
         for i, q in enumerate(singles):
             ids[i] = ours.search(q, k=k, query_cut=qc, heap_factor=hf)[0][0]
-        return (time.perf_counter() - t0) / len(singles) * 1e3, recall(ids, gt)
+        return ids
 
     def theirs_run(qc, hf):
+        return [theirs.search(c, v, k, qc, hf, 0, True) for c, v in zip(q_comps, q_vals)]
+
+    def theirs_ids(res) -> np.ndarray:
+        """pyseismic's hits as an id array (outside the timings, as for ours' arrays)."""
         ids = np.full((len(singles), k), -1, dtype=np.int64)
-        t0 = time.perf_counter()
-        res = [theirs.search(c, v, k, qc, hf, 0, True) for c, v in zip(q_comps, q_vals)]
-        el = time.perf_counter() - t0
         for i, r in enumerate(res):
             ids[i, : len(r)] = [d for _, d in r]
-        return el / len(singles) * 1e3, recall(ids, gt)
+        return ids
 
     def timed_pair(qc, hf):
-        """Fastest of --repeats passes over all queries for each engine, the two alternating so
-        that load from elsewhere hits both alike (recall is the same every pass)."""
-        o, t_ = [], []
-        for _ in range(args.repeats):
-            o.append(ours_run(qc, hf))
-            t_.append(theirs_run(qc, hf))
-        return (min(p[0] for p in o), o[0][1]), (min(p[0] for p in t_), t_[0][1])
+        """(ms/query, recall) of each engine: the fastest of --repeats passes over all queries,
+        the two engines alternating (recall is the same every pass)."""
+        best, ids = time_alternating({"ours": lambda: ours_run(qc, hf), "theirs": lambda: theirs_run(qc, hf)},
+                                     args.repeats, warmup=False)  # fmt: skip
+        ms = {e: best[e] / len(singles) * 1e3 for e in best}
+        return (ms["ours"], recall(ids["ours"], gt)), (ms["theirs"], recall(theirs_ids(ids["theirs"]), gt))
 
     ours_run(10, 0.7)
     theirs_run(10, 0.7)  # warm-up (page cache, numba dispatch)
@@ -310,8 +303,7 @@ def main() -> None:
     print("\n## Latency at matched recall (fastest grid point reaching the target; the last column,")
     print("## the median of ours/pyseismic over the grid points where both reach it, is steadier:")
     print("## each point's two timings were taken side by side)")
-    print("| recall@%d ≥ | ours ms (qc, hf) | pyseismic ms (qc, hf) | ours / pyseismic | median ratio at equal settings |" % k)
-    print("|---|---|---|---|---|")
+    matched = []
     for target in (0.90, 0.95, 0.97):
         paired = [o[0] / t_[0] for _, _, o, t_ in rows if o[1] >= target and t_[1] >= target]
         median = f"{np.median(paired):.2f} ({len(paired)} points)" if paired else "—"
@@ -320,24 +312,21 @@ def main() -> None:
         fo = f"{best_o[0]:.3f} ({best_o[1]}, {best_o[2]})" if best_o else "not reached"
         ft = f"{best_t[0]:.3f} ({best_t[1]}, {best_t[2]})" if best_t else "not reached"
         ratio = f"{best_o[0] / best_t[0]:.2f}" if best_o and best_t else "—"
-        print(f"| {target:.2f} | {fo} | {ft} | {ratio} | {median} |")
+        matched.append([f"{target:.2f}", fo, ft, ratio, median])
+    print(markdown_table([f"recall@{k} ≥", "ours ms (qc, hf)", "pyseismic ms (qc, hf)", "ours / pyseismic",
+                          "median ratio at equal settings"], matched))  # fmt: skip
 
     print(f"\n## Batch throughput, {args.threads} threads (queries/s), all {len(queries)} queries")
-    print("| query_cut | heap_factor | ours q/s | pyseismic q/s |")
-    print("|---|---|---|---|")
     qbin = f"{tmp}/queries.bin"
     write_seismic_bin(qbin, queries)
+    batch = []
     for qc, hf in ((4, 0.9), (5, 0.9), (8, 0.9)):
-        ours.search(queries, k=k, query_cut=qc, heap_factor=hf, threads=args.threads)
-        to = tt = float("inf")
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            ours.search(queries, k=k, query_cut=qc, heap_factor=hf, threads=args.threads)
-            to = min(to, time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            theirs.batch_search(qbin, k, qc, hf, 0, True, args.threads)
-            tt = min(tt, time.perf_counter() - t0)
-        print(f"| {qc} | {hf} | {len(queries) / to:.0f} | {len(queries) / tt:.0f} |")
+        best, _ = time_alternating({
+            "ours": lambda: ours.search(queries, k=k, query_cut=qc, heap_factor=hf, threads=args.threads),
+            "theirs": lambda: theirs.batch_search(qbin, k, qc, hf, 0, True, args.threads),
+        }, args.repeats)  # fmt: skip
+        batch.append([qc, hf, f"{len(queries) / best['ours']:.0f}", f"{len(queries) / best['theirs']:.0f}"])
+    print(markdown_table(["query_cut", "heap_factor", "ours q/s", "pyseismic q/s"], batch))
     shutil.rmtree(tmp, ignore_errors=True)
 
 

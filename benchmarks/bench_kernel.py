@@ -19,15 +19,13 @@ Benchmarks print numbers; they never assert on timings.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
+
+from harness import ChildFailed, child_report, markdown_table, peak_rss_mib, reset_peak_rss, rss_mib, run_child, time_alternating
 
 
 # --------------------------------------------------------------------------- the variants
@@ -88,11 +86,6 @@ def run_once(fn, inputs, mode):
 # --------------------------------------------------------------------------- CPU (child per variant)
 
 
-def _status_kb(field):
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"{field}:\s+(\d+) kB", f.read()).group(1))
-
-
 def cpu_child(variant, mode, repeats, real_frac, measure):
     B, S, D, V = 32, 256, 384, 30522
     inputs = make_inputs(B, S, D, V, torch.float32, "cpu", real_frac)
@@ -102,48 +95,34 @@ def cpu_child(variant, mode, repeats, real_frac, measure):
         # freed memory leaves the RSS; torch.compile is warmed up (compiled) first.
         if variant == "compile":
             run_once(fn, inputs, mode)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        base = _status_kb("VmRSS")
+        reset_peak_rss()
+        base = rss_mib()
         run_once(fn, inputs, mode)
-        print(json.dumps({"peak_mib": (_status_kb("VmHWM") - base) / 1024}))
+        child_report(peak_mib=peak_rss_mib() - base)
         return
     # Timing: every variant in this one process, warmed up, then timed round-robin so that
     # load from other processes on a shared machine hits all variants alike.
-    variants = variant.split(",")
-    warm, times, failed = {}, {v: [] for v in variants}, {}
-    for v in variants:
+    warm, failed = {}, {}
+    for v in variant.split(","):
         t0 = time.perf_counter()
         try:
             run_once(VARIANTS[v], inputs, mode)  # warm-up (and compilation for torch.compile)
         except Exception as e:  # e.g. torch.compile without a working C++ toolchain
             failed[v] = f"n/a ({type(e).__name__}: {str(e)[:60]})"
         warm[v] = time.perf_counter() - t0
-    ok = [v for v in variants if v not in failed]
-    for _ in range(repeats):
-        for v in ok:
-            t0 = time.perf_counter()
-            run_once(VARIANTS[v], inputs, mode)
-            times[v].append(time.perf_counter() - t0)
-    out = {v: {"time": statistics.median(times[v]), "warmup": warm[v]} for v in ok}
-    print(json.dumps({**out, **failed}))
+    ok = {v: (lambda v=v: run_once(VARIANTS[v], inputs, mode)) for v in variant.split(",") if v not in failed}
+    median, _ = time_alternating(ok, repeats, warmup=False, keep=statistics.median)
+    child_report(**{v: {"time": median[v], "warmup": warm[v]} for v in ok}, **failed)
 
 
 def _child(args, variant, mode, real_frac, measure):
-    env = dict(os.environ)
-    if measure == "mem":
-        env.update(MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    cmd = [sys.executable, __file__, "--child", variant, "--mode", mode, "--measure", measure,
+    env = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"} if measure == "mem" else {}
+    cmd = [__file__, "--child", variant, "--mode", mode, "--measure", measure,
            "--repeats", str(args.repeats), "--real-frac", str(real_frac)]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.child_timeout)
-    except subprocess.TimeoutExpired:
-        return f"n/a (over {args.child_timeout}s incl. compile)"
-    line = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode != 0 or not line:
-        err = (p.stderr.strip().splitlines() or ["failed"])[-1]
-        return f"n/a ({err[:70]})"
-    return json.loads(line[-1])
+        return run_child(cmd, env=env, timeout=args.child_timeout)[0]
+    except ChildFailed as error:
+        return f"n/a ({str(error)[:70]})"
 
 
 def cpu_main(args):
@@ -176,10 +155,8 @@ def cpu_main(args):
     _print_table(results, ("fwd", "fwd+bwd"), unit="MiB (RSS)")
 
 
-def _print_table(results, modes, unit, prefix=""):
-    hdr = f"{prefix}{'mode':<8} {'variant':<8} {'time (ms)':>10} {'peak ' + unit:>16} {'speed-up vs eager':>18} {'mem vs eager':>13}"
-    print(hdr)
-    print("-" * len(hdr))
+def _print_table(results, modes, unit):
+    rows = []
     for mode in modes:
         eager = results.get(("eager", mode))
         for variant in ("ours", "eager", "compile"):
@@ -187,13 +164,14 @@ def _print_table(results, modes, unit, prefix=""):
             if r is None:
                 continue
             if isinstance(r, str):
-                print(f"{prefix}{mode:<8} {variant:<8} {r}")
+                rows.append([mode, variant, r, "", "", ""])
                 continue
             sp = mem = "n/a"
             if isinstance(eager, dict):
                 sp = f"{eager['time'] / r['time']:.2f}x"
                 mem = f"{r['peak_mib'] / max(eager['peak_mib'], 1e-9):.3f}"
-            print(f"{prefix}{mode:<8} {variant:<8} {r['time'] * 1e3:>10.1f} {r['peak_mib']:>16.1f} {sp:>18} {mem:>13}")
+            rows.append([mode, variant, f"{r['time'] * 1e3:.1f}", f"{r['peak_mib']:.1f}", sp, mem])
+    print(markdown_table(["mode", "variant", "time (ms)", f"peak {unit}", "speed-up vs eager", "mem vs eager"], rows))
 
 
 # --------------------------------------------------------------------------- CUDA

@@ -3,7 +3,8 @@
 A synthetic run over the real MS MARCO dev qrels (6,980 queries): every query gets `--hits`
 random passage ids, with its relevant passages mixed in for about 60% of queries; scores
 are rounded to 2 decimals so that ties occur. Each tool scores the same dict run; times are
-the best of `--repeat` runs, after one warm-up (Numba compilation is not counted).
+the best of `--repeat` rounds, the tools alternating within each round, after one warm-up
+each (Numba compilation is not counted).
 
     .venv/bin/python benchmarks/bench_metrics.py [--hits 1000] [--queries 6980] [--repeat 3]
 """
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from harness import markdown_table, time_alternating
 from lsr.eval import evaluate, evaluate_arrays, load_qrels
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -43,16 +44,6 @@ def synthetic_run(qrels, hits: int, seed: int = 0):
     return run, qids, docs, scores
 
 
-def best(fn, repeat: int):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hits", type=int, default=1000)
@@ -71,12 +62,6 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {platform.python_version()}; "
           f"run: {len(run)} queries x {args.hits} hits = {n:,} entries; metrics: {', '.join(METRICS)}")  # fmt: skip
 
-    rows = []
-    t_ours, ours = best(lambda: evaluate(qrels, run, METRICS), args.repeat)
-    rows.append(("lsr.eval.evaluate (dict run)", t_ours, ours))
-    t_arr, arr = best(lambda: evaluate_arrays(qrels, qids, docs, scores, METRICS), args.repeat)
-    rows.append(("lsr.eval.evaluate_arrays", t_arr, arr))
-
     import pytrec_eval
 
     def trec():
@@ -84,13 +69,11 @@ def main() -> None:
         res = ev.evaluate(run)
         return {m: sum(res.get(q, {}).get(TREC[m], 0.0) for q in qrels) / len(qrels) for m in METRICS}
 
-    t_trec, trec_res = best(trec, args.repeat)
-    # MRR@10 is trec_eval -M 10 recip_rank: pytrec_eval has no -M, so score a truncated run
-    cut = {q: dict(sorted(h.items(), key=lambda x: (np.float32(x[1]), x[0]), reverse=True)[:10]) for q, h in run.items()}
-    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
-    trec_res["mrr@10"] = sum(rr.get(q, {}).get("recip_rank", 0.0) for q in qrels) / len(qrels)
-    rows.append(("pytrec_eval (build + evaluate + -c mean)", t_trec, trec_res))
-
+    tools = {
+        "lsr.eval.evaluate (dict run)": lambda: evaluate(qrels, run, METRICS),
+        "lsr.eval.evaluate_arrays": lambda: evaluate_arrays(qrels, qids, docs, scores, METRICS),
+        "pytrec_eval (build + evaluate + -c mean)": trec,
+    }
     if not args.no_ranx:
         try:
             import ranx
@@ -102,12 +85,17 @@ def main() -> None:
                 # ranx averages over the run's queries; every judged query is in this run
                 return {m: float(res[RANX[m]]) for m in METRICS}
 
-            t_ranx, ranx_res = best(with_ranx, args.repeat)
-            rows.append(("ranx (Qrels + Run + evaluate)", t_ranx, ranx_res))
+            tools["ranx (Qrels + Run + evaluate)"] = with_ranx
+    seconds, results = time_alternating(tools, args.repeat)
+    ours, trec_res = results["lsr.eval.evaluate (dict run)"], results["pytrec_eval (build + evaluate + -c mean)"]
+    # MRR@10 is trec_eval -M 10 recip_rank: pytrec_eval has no -M, so score a truncated run
+    cut = {q: dict(sorted(h.items(), key=lambda x: (np.float32(x[1]), x[0]), reverse=True)[:10]) for q, h in run.items()}
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
+    trec_res["mrr@10"] = sum(rr.get(q, {}).get("recip_rank", 0.0) for q in qrels) / len(qrels)
 
-    print(f"\n{'tool':42s} {'seconds':>8s} {'vs ours':>8s}  " + "  ".join(f"{m:>10s}" for m in METRICS))
-    for name, t, res in rows:
-        print(f"{name:42s} {t:8.3f} {t / t_ours:7.1f}x  " + "  ".join(f"{res[m]:10.6f}" for m in METRICS))
+    t_ours = seconds["lsr.eval.evaluate (dict run)"]
+    rows = [[name, f"{t:.3f}", f"{t / t_ours:.1f}x", *(f"{results[name][m]:.6f}" for m in METRICS)] for name, t in seconds.items()]
+    print("\n" + markdown_table(["tool", "seconds", "vs ours", *METRICS], rows))
     worst = max(abs(ours[m] - trec_res[m]) for m in METRICS)
     print(f"\nlargest |ours - pytrec_eval| over the metrics: {worst:.2e}")
 

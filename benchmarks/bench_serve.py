@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import markdown_table
+
 SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 
 
@@ -162,11 +164,13 @@ def main() -> None:
         server.wait(10)
 
     print(f"lsr serve on 127.0.0.1, {args.clients} concurrent clients, POST /search k=10 (bm25, exact index):")
-    print(f"{'phase':<10} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  index generations")
+    print(markdown_table(["phase", "requests", "errors", "req/s", "p50 ms", "p99 ms", "index generations"], [
+        [name, r["requests"], r["errors"], f"{r['requests_per_s']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", r["generations"]]
+        for name, r in results.items()
+    ]))  # fmt: skip
     for name, r in results.items():
-        print(f"{name:<10} {r['requests']:>8} {r['errors']:>6} {r['requests_per_s']:>8.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}  {r['generations']}")
         for e in r["first_errors"]:
-            print(f"  error: {e}")
+            print(f"  error ({name}): {e}")
     print(f"rebuilds finished during the hot-swap phase: {results['hot swap']['rebuilds_during_load']}; "
           f"server generation at the end: {final['generation']}")  # fmt: skip
     print(f"HTTP / in-process: {results['steady']['requests_per_s'] / ref:.2f}x the queries/s")

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import markdown_table
+
 ROOT = Path(__file__).resolve().parents[1]
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
 SPLADE_TINY = ROOT.parent / "shared" / "models" / "splade-tiny"
@@ -105,9 +107,9 @@ def main() -> None:
         scores = {name: read_scores(path) for name, path in files.items()}
 
     n = len(next(iter(scores.values())))
-    print(f"{'teacher':<14}{'wall s':>10}{'CPU s':>10}{'queries/s':>11}   ({n} queries, {args.negatives} bm25 negatives)")
-    for spec, name in zip(specs, scores):
-        print(f"{name:<14}{seconds[spec]:>10.1f}{cpu[spec]:>10.1f}{n / seconds[spec]:>11.2f}")
+    print(f"{n} queries, {args.negatives} bm25 negatives")
+    print(markdown_table(["teacher", "wall s", "CPU s", "queries/s"],
+                         [[name, f"{seconds[spec]:.1f}", f"{cpu[spec]:.1f}", f"{n / seconds[spec]:.2f}"] for spec, name in zip(specs, scores)]))  # fmt: skip
     agreement(scores)
 
 
@@ -122,17 +124,14 @@ def agreement(scores: dict[str, dict[str, tuple[int, np.ndarray]]]) -> None:
     qids = list(scores[names[0]])
     n_cands = np.mean([len(scores[names[0]][q][1]) for q in qids])
     print(f"{len(qids)} queries, {n_cands:.2f} candidates per query")
-    print(f"{'teacher':<14}{'MRR':>8}{'top-1':>8}")
-    for name in names:
-        mrr, top1 = summary(scores[name])
-        print(f"{name:<14}{mrr:>8.4f}{top1:>8.4f}")
     ensemble = {}
     for q in qids:
         n_pos = scores[names[0]][q][0]
         stacked = torch.tensor(np.stack([scores[n][q][1] for n in names]))[:, None, :]
         ensemble[q] = (n_pos, ensemble_normalize(stacked)[0].double().numpy())
-    mrr, top1 = summary(ensemble)
-    print(f"{'ensemble':<14}{mrr:>8.4f}{top1:>8.4f}   (min-max per query, mean of {len(names)})")
+    rows = [[name, *(f"{x:.4f}" for x in summary(scores[name]))] for name in names]
+    rows.append([f"ensemble (min-max per query, mean of {len(names)})", *(f"{x:.4f}" for x in summary(ensemble))])
+    print(markdown_table(["teacher", "MRR", "top-1"], rows))
     for a, b in itertools.combinations(names, 2):
         taus = [kendalltau(scores[a][q][1], scores[b][q][1]).statistic for q in qids]
         print(f"kendall tau {a} vs {b}: {np.nanmean(taus):.3f}")

@@ -20,13 +20,13 @@ Never asserts on timings.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import ChildFailed, child_report, markdown_table, peak_rss_mib, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
@@ -49,13 +49,6 @@ def triples(n: int) -> list[tuple[str, str, str]]:
         neg = ids[(i * 7919) % len(ids)]
         out.append((queries[qid], texts[pos], texts[neg]))
     return out
-
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def ours(data, args) -> list[float]:
@@ -130,9 +123,8 @@ def worker(variant: str, args) -> None:
     base_rss = peak_rss_mib()
     times = (ours if variant == "ours" else theirs)(data, args)
     measured = np.asarray(times[args.warmup:] or times)
-    print(json.dumps({"variant": variant, "step_s": float(np.median(measured[:, 0])), "cpu_s": float(np.median(measured[:, 1])),
-                      "peak_rss_mib": peak_rss_mib(),
-                      "rss_before_mib": base_rss, "steps": len(times)}))
+    child_report(variant=variant, step_s=float(np.median(measured[:, 0])), cpu_s=float(np.median(measured[:, 1])),
+                 rss_before_mib=base_rss, steps=len(times))
 
 
 def main() -> None:
@@ -150,24 +142,23 @@ def main() -> None:
     best: dict[str, dict] = {}
     for r in range(args.rounds):
         for variant in ("ours", "theirs"):
-            cmd = [sys.executable, __file__, "--worker", variant, "--batch-size", str(args.batch_size),
+            cmd = [__file__, "--worker", variant, "--batch-size", str(args.batch_size),
                    "--max-length", str(args.max_length), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-            res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-            line = [x for x in res.stdout.splitlines() if x.startswith("{")]
-            if res.returncode or not line:
-                sys.exit(f"{variant} failed:\n{res.stderr[-3000:]}")
-            got = json.loads(line[-1])
+            try:
+                got, _ = run_child(cmd, env={"TOKENIZERS_PARALLELISM": "false"})
+            except ChildFailed as error:
+                sys.exit(f"{variant} failed: {error}")
             print(f"round {r + 1} {variant:6s}: {got['step_s']:.3f} s/step ({got['cpu_s']:.3f} CPU s), peak RSS {got['peak_rss_mib']:.0f} MiB", flush=True)
             if variant not in best or got["step_s"] < best[variant]["step_s"]:
                 best[variant] = {**got, "peak_rss_mib": min(got["peak_rss_mib"], best.get(variant, got)["peak_rss_mib"])}
     o, t = best["ours"], best["theirs"]
     print(f"\nsplade-tiny, batch {args.batch_size} x (query, positive, negative), max length {args.max_length}, CPU "
           f"({os.cpu_count()} cores), best of {args.rounds}")
-    print(f"{'':28s}{'lsr.train':>12s}{'ST SparseEncoderTrainer':>26s}{'ratio':>10s}")
-    print(f"{'steps/s':28s}{1 / o['step_s']:12.3f}{1 / t['step_s']:26.3f}{t['step_s'] / o['step_s']:9.2f}x")
-    print(f"{'CPU seconds per step':28s}{o['cpu_s']:12.3f}{t['cpu_s']:26.3f}{o['cpu_s'] / t['cpu_s']:9.2f}x")
-    print(f"{'peak RSS (MiB)':28s}{o['peak_rss_mib']:12.0f}{t['peak_rss_mib']:26.0f}{o['peak_rss_mib'] / t['peak_rss_mib']:9.2f}x")
-
+    print(markdown_table(["", "lsr.train", "ST SparseEncoderTrainer", "ratio"], [
+        ["steps/s", f"{1 / o['step_s']:.3f}", f"{1 / t['step_s']:.3f}", f"{t['step_s'] / o['step_s']:.2f}x"],
+        ["CPU seconds per step", f"{o['cpu_s']:.3f}", f"{t['cpu_s']:.3f}", f"{o['cpu_s'] / t['cpu_s']:.2f}x"],
+        ["peak RSS (MiB)", f"{o['peak_rss_mib']:.0f}", f"{t['peak_rss_mib']:.0f}", f"{o['peak_rss_mib'] / t['peak_rss_mib']:.2f}x"],
+    ]))  # fmt: skip
 
 if __name__ == "__main__":
     main()

@@ -95,21 +95,45 @@ PrecisionOption = typer.Option(
 )  # fmt: skip
 
 
-def _progress_bar():
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+class _Bars:
+    """Rich progress bars on stderr, one per task name: an `lsr.progress.Progress` to hand to the
+    library. The display starts with the first report (an error in the input shows no empty
+    bar) and stops when the `with` block ends. A numeric field (`docs=N`) is shown as a count
+    and a rate measured from the task's first report on; `info=` as it is."""
 
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[docs]:,} docs"),
-        TextColumn("{task.fields[rate]:,.0f} docs/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    )
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False,
+        )  # fmt: skip
+        self.tasks: dict[str, tuple[int, float, dict]] = {}  # name -> (bar task, first report's time and fields)
+
+    def __call__(self, task: str, done: int, total: int | None = None, **fields) -> None:
+        import time
+
+        now = time.perf_counter()
+        if not self.bar.live.is_started:
+            self.bar.start()
+        if task not in self.tasks:
+            self.tasks[task] = (self.bar.add_task(task, total=total, info=""), now, dict(fields))
+        task_id, start, first = self.tasks[task]
+        info = [str(fields.pop("info"))] if "info" in fields else []
+        # a rate over what came after the first report: when the first batch began is not known
+        info += [f"{value:,} {name}  {(value - first[name]) / max(now - start, 1e-9):,.0f} {name}/s" for name, value in fields.items()]
+        self.bar.update(task_id, completed=done, total=total, info="  ".join(info))
+
+    def print(self, *args, **kwargs) -> None:
+        """Print on stderr above the bars."""
+        self.bar.console.print(*args, **kwargs)
+
+    def __enter__(self) -> "_Bars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar.live.is_started:
+            self.bar.stop()
 
 
 @app.command()
@@ -133,35 +157,20 @@ def index(
     precision: Precision = PrecisionOption,
 ) -> None:
     """Encode and index every document under PATH."""
-    import time
-
     from lsr.encoders import resolve_model
     from lsr.retriever import Retriever
 
     index_dir = index_dir or default_index()
     if not path.exists():  # before a model is resolved (and perhaps warned about)
         raise LsrError(f"{path}: no such file or folder")
-    encoder = resolve_model(model, precision=precision)
-    start = time.perf_counter()  # after the model is resolved: docs/s is indexing only
-    bar = _progress_bar()
-    task = bar.add_task("indexing", total=None, docs=0, rate=0.0)
-
-    def progress(docs: int, done: int, total: int) -> None:
-        if not bar.live.is_started:
-            bar.start()  # on the first batch: an error in the input shows no empty bar
-        rate = docs / max(time.perf_counter() - start, 1e-9)
-        bar.update(task, completed=done, total=total, docs=docs, rate=rate)
-
-    try:
+    encoder = resolve_model(model, precision=precision)  # before the bar: docs/s is indexing only
+    with _Bars() as bars:
         seismic = dict(n_postings=n_postings, max_fraction=max_fraction, centroid_fraction=centroid_fraction,
                        summary_energy=summary_energy, doc_cut=doc_cut, values=values)  # fmt: skip
         retriever = Retriever.build(
-            path, model=encoder, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=progress,
+            path, model=encoder, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=bars,
             index=index_type, seismic=seismic, dense=dense,
         )  # fmt: skip
-    finally:
-        if bar.live.is_started:
-            bar.stop()
     report = retriever.last_build
     out.print(
         f"indexed {report.n_docs:,} documents in {report.seconds:.1f} s ({report.docs_per_second:,.0f} docs/s) "
@@ -255,77 +264,36 @@ def evaluate_command(
     precision: Precision = PrecisionOption,
 ) -> None:
     """Encode, index, search and score datasets; print one table, write JSON and run files."""
-    import time
-
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from lsr.eval.experiment import results_table, run_experiment
     from lsr.eval.metrics import Metric
-    from lsr.eval.runner import Dataset, EvalResult, resolve_systems, run_baseline, run_fusion, run_model, save_results
     from lsr.prf import Prf
 
-    prf = Prf(prf_docs, prf_terms, prf_weight)
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     for name in metric_names:
         Metric.parse(name)  # a misspelt metric is an error now, not after every index is built
-    lucene = [b for b in baselines if b != "bm25"]
-    opened = [Dataset.open(path, split=split, queries=queries, qrels=qrels, remove_query_id=remove_query_id) for path in datasets]
-    systems = resolve_systems((models or [None]) + [b for b in baselines if b == "bm25"], precision=precision)
-    results: list[EvalResult] = []
+    with _Bars() as bars:
 
-    def attempt(dataset: Dataset, system: str, run) -> None:
-        """One row: a failure (a crash in Lucene, a bad corpus line) is reported and kept as a
-        failed row; the other rows go on."""
-        try:
-            rows = run()
-            results.extend(rows if isinstance(rows, list) else [rows])
-        except Exception as error:  # noqa: BLE001  (one row's failure must not lose the others)
-            text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")  # not a Java stack
-            message = text if isinstance(error, LsrError) else f"{type(error).__name__}: {text}"
-            err.print(f"[bold red]error:[/bold red] {dataset.name} · {system} failed: ", end="")
-            err.print(message, markup=False)
-            results.append(EvalResult(dataset.name, system, {}, error=message))
+        def report(result) -> None:
+            if result.error:
+                bars.print(f"[bold red]error:[/bold red] {result.dataset} · {result.system} failed: ", end="")
+                bars.print(result.error, markup=False)
 
-    for dataset in opened:
-        for system in systems:
-            bar = _progress_bar()
-            task = bar.add_task(f"{dataset.name} · {system.name}", total=None, docs=0, rate=0.0)
-            start = time.perf_counter()
-
-            def progress(docs: int, done: int, total: int) -> None:
-                if not bar.live.is_started:
-                    bar.start()
-                bar.update(task, completed=done, total=total, docs=docs, rate=docs / max(time.perf_counter() - start, 1e-9))
-
-            try:
-                if fuse:
-                    train = Dataset.open(dataset.corpus, split=tune_split, remove_query_id=remove_query_id)
-                    attempt(dataset, system.name, lambda: run_fusion(dataset, train, system, dense=dense, k=k, metrics=metric_names, output=output,
-                                                                     batch_size=batch_size, progress=progress, prf=prf, fusion=fusion))  # fmt: skip
-                else:
-                    attempt(dataset, system.name, lambda: run_model(dataset, system, k=k, metrics=metric_names, output=output,
-                                                                    batch_size=batch_size, progress=progress))  # fmt: skip
-                    if prf.enabled:
-                        attempt(dataset, f"{system.name}+prf", lambda: run_model(dataset, system, k=k, metrics=metric_names, output=output,
-                                                                                 batch_size=batch_size, prf=prf))  # fmt: skip
-            finally:
-                if bar.live.is_started:
-                    bar.stop()
-        for baseline in lucene:
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as spin:
-                spin.add_task(f"{dataset.name} · {baseline} (Lucene index + search)")
-                attempt(dataset, baseline, lambda: run_baseline(dataset, baseline, k=k, metrics=metric_names, output=output))
-    output.mkdir(parents=True, exist_ok=True)
-    save_results(results, output / "results.json")
+        results = run_experiment(
+            datasets, models or [None], metric_names, baselines=baselines, split=split, queries=queries, qrels=qrels,
+            remove_query_id=remove_query_id, k=k, output=output, batch_size=batch_size, precision=precision, fuse=fuse,
+            dense=dense, fusion=fusion, tune_split=tune_split, prf=Prf(prf_docs, prf_terms, prf_weight),
+            progress=bars, on_result=report,
+        )  # fmt: skip
+    columns, rows = results_table(results, metric_names)
     table = Table(title=f"split: {split}, k={k} (trec_eval -c)")
-    table.add_column("dataset", overflow="fold")
-    table.add_column("system", overflow="fold")
-    for m in metric_names:
+    table.add_column(columns[0], overflow="fold")
+    table.add_column(columns[1], overflow="fold")
+    for m in columns[2:]:
         table.add_column(m, justify="right", no_wrap=True, min_width=max(len(m), 6))  # headers never cut
-    names = _short_names([r.system for r in results])
-    for r in results:
-        cells = ["failed" for _ in metric_names] if r.error else [f"{r.metrics[m]:.4f}" for m in metric_names]
-        table.add_row(r.dataset, names[r.system], *cells)
+    for row in rows:
+        table.add_row(*row)
     if out.is_terminal:
         out.print(table)
     else:  # a pipe or a file gets the table at its full width, never squeezed into 80 columns
@@ -336,18 +304,6 @@ def evaluate_command(
     if failed:
         err.print(f"[bold red]error:[/bold red] {len(failed)} of {len(results)} runs failed (see above and results.json)")
         raise typer.Exit(1)
-
-
-def _short_names(systems: list[str]) -> dict[str, str]:
-    """Display names for the table: a model path or hub id shortened to its last parts, as few
-    as keep the names distinct (`/tmp/ckpt/run-a/model` -> `model`, or `run-a/model` when
-    another system also ends in `model`). results.json keeps the full names."""
-    parts = {s: s.rstrip("/").split("/") for s in systems}
-    for keep in range(1, max((len(p) for p in parts.values()), default=1) + 1):
-        names = {s: "/".join(p[-keep:]) for s, p in parts.items()}
-        if len(set(names.values())) == len(names):
-            return names
-    return {s: s for s in systems}
 
 
 @app.command()
@@ -393,31 +349,13 @@ def teacher_scores(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Queries scored per batch, and texts per model batch."),
 ) -> None:
     """Score each query's positives and bm25 hard negatives with teachers (distillation data)."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from lsr.train.teachers import write_teacher_scores
 
-    tasks: dict[str, int] = {}
-    bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-        TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False,
-    )  # fmt: skip
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if not bar.live.is_started:
-            bar.start()
-        if stage not in tasks:
-            tasks[stage] = bar.add_task("bm25 index (negatives)" if stage == "index" else stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    try:
+    with _Bars() as bars:
         written = write_teacher_scores(
             dataset, teachers, output, split=split, negatives=negatives,
-            max_queries=max_queries, batch_size=batch_size, progress=progress,
+            max_queries=max_queries, batch_size=batch_size, progress=bars,
         )  # fmt: skip
-    finally:
-        if bar.live.is_started:
-            bar.stop()
     for name, path in written.items():
         out.print(f"{name}: {path}", markup=False)
 
@@ -470,8 +408,6 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder."),
 ) -> None:
     """Train a sparse encoder (SPLADE or inference-free); the output folder loads with --model."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from lsr.train import Trainer
 
     overrides: dict = {}
@@ -479,34 +415,25 @@ def train_command(
         overrides["output"] = {"dir": str(output.absolute())}
     if max_steps is not None:
         overrides["trainer"] = {"max_steps": max_steps}
-    trainer = Trainer(config, overrides=overrides)
-    bar = Progress(
-        TextColumn("[bold]training"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False,
-    )  # fmt: skip
-    state: dict = {}
+    with _Bars() as bars:
+        first: list[int] = []
 
-    def progress(event: dict) -> None:
-        kind = event["event"]
-        if kind == "start":
-            bar.start()
-            state["task"] = bar.add_task("training", total=event["max_steps"], completed=event["step"], info="")
-            state["first"] = event["step"]
-        elif kind == "step":
-            done = event["step"] - state["first"]
-            rate = done / max(event["elapsed"], 1e-9)
-            info = (f"loss {event['loss']:.3f}  reg {event['reg']:.3f}  q {event['query_terms']:.0f} d {event['doc_terms']:.0f} terms"
-                    f"  {rate:.2f} step/s")
-            bar.update(state["task"], completed=event["step"], info=info)
-        elif kind == "eval":
-            bar.console.print(f"step {event['step']}: nDCG@10 {event['ndcg@10']:.4f}, {event['doc_terms']:.1f} terms/doc, "
-                              f"{event['query_terms']:.1f} terms/query", markup=False)
+        def progress(event: dict) -> None:
+            """The trainer's events drawn: a bar for the steps, a line per evaluation."""
+            kind = event["event"]
+            if kind == "start":
+                first.append(event["step"])
+                bars("training", event["step"], event["max_steps"], info="")
+            elif kind == "step":
+                rate = (event["step"] - first[0]) / max(event["elapsed"], 1e-9)
+                info = (f"loss {event['loss']:.3f}  reg {event['reg']:.3f}  q {event['query_terms']:.0f} d {event['doc_terms']:.0f} terms"
+                        f"  {rate:.2f} step/s")
+                bars("training", event["step"], event["max_steps"], info=info)
+            elif kind == "eval":
+                bars.print(f"step {event['step']}: nDCG@10 {event['ndcg@10']:.4f}, {event['doc_terms']:.1f} terms/doc, "
+                           f"{event['query_terms']:.1f} terms/query", markup=False)
 
-    try:
-        folder = trainer.train(resume=resume)
-    finally:
-        if bar.live.is_started:
-            bar.stop()
+        folder = Trainer(config, progress, overrides=overrides).train(resume=resume)
     out.print(f"model saved to {folder} (use it with --model {folder})", markup=False)
 
 

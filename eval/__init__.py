@@ -1,4 +1,5 @@
-"""Evaluation: loaders for qrels/runs/queries, trec_eval-exact metrics, significance tests.
+"""Evaluation: loaders for qrels/runs/queries, trec_eval-exact metrics, significance tests,
+and experiments (`run_experiment`: what `lsr eval` runs, from Python).
 
 Metrics code is NumPy/Numba only; nothing here imports torch.
 """
@@ -15,6 +16,7 @@ from lsr.eval.loaders import (
     load_topics,
 )
 from lsr.eval.metrics import DEFAULT_METRICS, Metric, evaluate, evaluate_arrays
+from lsr.eval.experiment import results_table, run_experiment
 from lsr.eval.significance import compare, paired_t_test, randomization_test
 
 __all__ = [
@@ -34,4 +36,6 @@ __all__ = [
     "paired_t_test",
     "randomization_test",
     "compare",
+    "run_experiment",
+    "results_table",
 ]

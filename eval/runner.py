@@ -17,7 +17,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -25,8 +25,9 @@ from lsr.corpus import CorpusReader
 from lsr.encoders import Encoder
 from lsr.errors import LsrError
 from lsr.eval.loaders import load_beir, load_qrels, load_queries
-from lsr.eval.metrics import DEFAULT_METRICS, evaluate, evaluate_arrays
+from lsr.eval.metrics import DEFAULT_METRICS, evaluate_arrays
 from lsr.formats.runs import trec_run_lines, write_trec_run  # noqa: F401  (trec_run_lines: re-exported)
+from lsr.progress import Progress
 
 log = logging.getLogger(__name__)
 BASELINES = ("pyserini-bm25",)
@@ -187,7 +188,7 @@ def run_model(
     output: Path | None = None,
     cache: Path | None = None,
     batch_size: int = 32,
-    progress: Callable[[int, int, int], None] | None = None,
+    progress: Progress | None = None,
     prf: Any = None,
 ) -> EvalResult:
     """Encode + index (or reuse the cached index), search all queries, score.
@@ -229,16 +230,8 @@ def run_baseline(
     docs = ((d.doc_id, d.title, d.text) for d in CorpusReader(dataset.corpus))
     run = bm25_run(docs, dataset.queries, lucene_dir, k=k)
     seconds = {"total": time.perf_counter() - start}
-    if dataset.remove_query_id:
-        run = {q: {d: v for d, v in hits.items() if d != q} for q, hits in run.items()}
-    per_query = evaluate(dataset.qrels, run, metrics=list(metrics), per_query=True)
-    result = EvalResult(dataset.name, baseline, _means(per_query), per_query, seconds)
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        result.run_file = output / f"run.{_safe(dataset.name)}.{baseline}.txt"
-        ranked = {q: sorted(hits.items(), key=lambda h: (-h[1], h[0])) for q, hits in run.items()}
-        write_trec_run(result.run_file, ranked, baseline)
-    return result
+    ranked = {q: sorted(hits.items(), key=lambda h: (-h[1], h[0])) for q, hits in run.items()}
+    return score_run(dataset, baseline, ranked, metrics, output, seconds, tag=baseline)
 
 
 def save_results(results: Sequence[EvalResult], path: Path) -> None:
@@ -271,7 +264,7 @@ def cached_retriever(
     dense: str | None = None,
     cache: Path | None = None,
     batch_size: int = 32,
-    progress: Callable[[int, int, int], None] | None = None,
+    progress: Progress | None = None,
 ):
     """The `Retriever` over `dataset`'s corpus encoded by `encoder` (plus a dense index with
     `dense`): loaded from `index_cache_dir(dataset, key, cache)`, or built there first; the key
@@ -304,17 +297,33 @@ def score_rows(
     output: Path | None = None,
     seconds: dict[str, float] | None = None,
 ) -> EvalResult:
-    """Score `(rows, scores)` of `retriever` for `qids` (hits whose doc id equals the query id
-    dropped when `dataset.remove_query_id`); the run file (with `output`) holds exactly the hits
-    scored, so scoring it again gives the same numbers."""
+    """Score `(rows, scores)` of `retriever` for `qids` (see `score_run`)."""
     all_ids = retriever.docs.all_ids()
     run = {}
     for qid, r, s in zip(qids, rows[0], rows[1]):
         found = r >= 0  # -1 / -inf padding
-        hits = list(zip(all_ids[r[found]].tolist(), s[found].tolist()))
-        run[qid] = [(d, v) for d, v in hits if d != qid] if dataset.remove_query_id else hits
+        run[qid] = list(zip(all_ids[r[found]].tolist(), s[found].tolist()))
+    return score_run(dataset, name, run, metrics, output, seconds, tag=f"lsr-{_safe(name)}")
+
+
+def score_run(
+    dataset: Dataset,
+    name: str,
+    run: dict[str, list[tuple[str, float]]],
+    metrics: Sequence[str],
+    output: Path | None = None,
+    seconds: dict[str, float] | None = None,
+    tag: str | None = None,
+) -> EvalResult:
+    """Score a ranked run `{qid: [(doc_id, score), ...]}` as the system `name`: hits whose doc id
+    equals the query id are dropped first when `dataset.remove_query_id`. With `output`, the
+    run file `run.DATASET.NAME.txt` (tagged `tag`) holds exactly the hits scored, so scoring it
+    again gives the same numbers."""
+    if dataset.remove_query_id:
+        run = {q: [(d, v) for d, v in hits if d != q] for q, hits in run.items()}
+    qids = list(run)
     per_query = evaluate_arrays(
-        dataset.qrels, list(qids), [[d for d, _ in run[q]] for q in qids],
+        dataset.qrels, qids, [[d for d, _ in run[q]] for q in qids],
         [np.array([v for _, v in run[q]], dtype=np.float64) for q in qids],
         metrics=list(metrics), per_query=True,
     )  # fmt: skip
@@ -322,7 +331,7 @@ def score_rows(
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         result.run_file = output / f"run.{_safe(dataset.name)}.{_safe(name)}.txt"
-        write_trec_run(result.run_file, run, f"lsr-{_safe(name)}")  # exactly what was scored
+        write_trec_run(result.run_file, run, tag or _safe(name))
     return result
 
 
@@ -367,7 +376,7 @@ def run_fusion(
     output: Path | None = None,
     cache: Path | None = None,
     batch_size: int = 32,
-    progress: Callable[[int, int, int], None] | None = None,
+    progress: Progress | None = None,
     prf: Any = None,
     fusion: str = "interp",
     norm: str = "minmax",

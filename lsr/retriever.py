@@ -12,7 +12,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from lsr.indexer.storage import (
     read_manifest,
     write_manifest,
 )
+from lsr.progress import Progress
 from lsr.sparse import SparseVectors
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class Retriever:
         batch_size: int = 32,
         max_length: int = 256,
         skip_bad: bool = False,
-        progress: Callable[[int, int, int], None] | None = None,
+        progress: Progress | None = None,
         index: str = "auto",
         seismic: dict[str, Any] | None = None,
         dense: str | None = None,
@@ -125,8 +126,9 @@ class Retriever:
         `index`: "exact", "seismic", or "auto" (Seismic from `SEISMIC_THRESHOLD` documents
         on); `seismic`: build parameters of `SeismicIndex.build`; `dense`: also embed every
         document with this sentence-transformers model ("minilm": the packaged
-        all-MiniLM-L6-v2) into `dense/` (see `lsr.dense`). `progress(docs_done,
-        bytes_read, bytes_total)` is called after each batch. The previous index at `path`,
+        all-MiniLM-L6-v2) into `dense/` (see `lsr.dense`). `progress("indexing",
+        bytes_read, bytes_total, docs=documents_so_far)` (`lsr.progress.Progress`) is called
+        after each batch. The previous index at `path`,
         if any, stays intact until the new one is complete; anything at `path` that is not
         an lsr index or an empty folder, or a `path` inside the corpus (or around it), is
         refused (`LsrError`) before anything is written.
@@ -151,11 +153,11 @@ class Retriever:
                     run.add(batch)
                     batch = []
                     if progress:
-                        progress(len(docs), reader.bytes_read, reader.bytes_total)
+                        progress("indexing", reader.bytes_read, reader.bytes_total, docs=len(docs))
             if batch:
                 run.add(batch)
             if progress:
-                progress(len(docs), reader.bytes_total, reader.bytes_total)
+                progress("indexing", reader.bytes_total, reader.bytes_total, docs=len(docs))
             if len(docs) == 0:
                 raise LsrError(f"{corpus_path}: no documents to index")
             docs.close()

@@ -298,7 +298,7 @@ def test_piped_eval_table_keeps_every_header_and_system_whole(tmp_path, data_dir
 
 
 def test_short_system_names_stay_distinct():
-    from lsr.cli.app import _short_names
+    from lsr.eval.experiment import short_names as _short_names
 
     names = ["bm25", "/tmp/a/run-1/model", "/tmp/b/run-2/model", "naver/splade-v3"]
     assert _short_names(names) == {"bm25": "bm25", "/tmp/a/run-1/model": "run-1/model", "/tmp/b/run-2/model": "run-2/model",
@@ -348,3 +348,35 @@ def test_pyserini_bm25_long_queries_and_a_quiet_log(tmp_path):
     assert rows["pyserini-bm25"]["error"] is None and rows["pyserini-bm25"]["per_query"]["ndcg@10"] == {"q1": 1.0, "q2": 1.0}
     assert " INFO " not in result.stdout and len(result.stdout.splitlines()) < 12
     assert " INFO " not in result.stderr and "sun.misc.Unsafe" not in result.stderr
+
+
+def test_run_experiment_from_python_matches_lsr_eval(tmp_path, data_dir):
+    """The dataset × model loop is library code: `run_experiment` gives the rows (and table)
+    `lsr eval` prints and writes, failed rows included, and reports progress per row."""
+    from lsr.eval.experiment import results_table, run_experiment
+
+    good = tiny_beir(tmp_path / "tiny")
+    bad = tiny_beir(tmp_path / "bad")
+    with open(bad / "corpus.jsonl", "a") as f:
+        f.write('{"_id": "d4", "text": oops}\n')
+    datasets, metrics = [data_dir / "scifact", good, bad], ["ndcg@10", "recall@100"]
+    reports, finished = [], []
+    results = run_experiment(datasets, ["bm25"], metrics, k=100, output=tmp_path / "lib", cache=tmp_path / "cache",
+                             progress=lambda task, done, total=None, **fields: reports.append((task, done, total, fields)),
+                             on_result=finished.append)  # fmt: skip
+    assert finished == results and [(r.dataset, r.error is None) for r in results] == [("scifact", True), ("tiny", True), ("bad", False)]
+    assert results[0].metrics["ndcg@10"] >= 0.665 and results[1].metrics["ndcg@10"] == 1.0
+    last = [r for r in reports if r[0] == "scifact · bm25"][-1]
+    assert last[1] == last[2] > 0 and last[3]["docs"] == 5183  # every byte and document of the corpus
+    assert {r[0] for r in reports} == {"scifact · bm25", "tiny · bm25"}  # bad failed before its first report
+
+    cli = lsr_eval(tmp_path, *datasets, "--model", "bm25", "--metrics", ",".join(metrics), "-k", "100", "-o", tmp_path / "cli")
+    assert cli.returncode == 1, cli.stderr  # the bad dataset's row failed, the others ran
+    from_cli = json.loads((tmp_path / "cli" / "results.json").read_text())
+    from_lib = json.loads((tmp_path / "lib" / "results.json").read_text())
+    fields = ("dataset", "system", "metrics", "error", "per_query")
+    assert [{f: r[f] for f in fields} for r in from_lib] == [{f: r[f] for f in fields} for r in from_cli]
+    columns, rows = results_table(results, metrics)
+    assert columns == ["dataset", "system", *metrics]
+    printed = [[c.strip() for c in line.strip("│").split("│")] for line in cli.stdout.splitlines() if line.startswith("│")]
+    assert printed == rows and rows[2][2:] == ["failed", "failed"]

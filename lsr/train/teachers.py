@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import numpy as np
 
 from lsr.errors import LsrError
+from lsr.progress import Progress, renamed
 
 __all__ = [
     "Teacher",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 SPEC_HELP = "bm25, dense, dense:PATH or a model folder"
+INDEX_TASK = "bm25 index (negatives)"  # the progress task while the index for negatives is built
 
 
 class Teacher(Protocol):
@@ -304,7 +306,7 @@ def candidates(
     negatives: int = 8,
     max_queries: int | None = None,
     cache: Path | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Candidates:
     """Each judged query's positives and hard negatives in a BEIR folder's `split`.
 
@@ -323,8 +325,7 @@ def candidates(
         qids = qids[:max_queries]
     if not qids:
         raise LsrError(f"{dataset}: no query with a judged positive in split {split!r}")
-    index_progress = (lambda done, read, total: progress("index", read, total)) if progress else None
-    retriever = cached_retriever(data, Bm25Encoder(), cache=cache, progress=index_progress)
+    retriever = cached_retriever(data, Bm25Encoder(), cache=cache, progress=renamed(progress, INDEX_TASK))
     depth = negatives + max(len(data.qrels[q]) for q in qids)
     ids, _ = retriever.search_batch([data.queries[q] for q in qids], k=depth)
     rows = []
@@ -350,7 +351,7 @@ def write_teacher_scores(
     batch_size: int = 32,
     cache: Path | None = None,
     device: str | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Path]:
     """Score each query's positives and `negatives` bm25 hard negatives with every teacher.
 
@@ -358,8 +359,9 @@ def write_teacher_scores(
     `NAME.jsonl` per teacher (NAME: `bm25`, `dense`, `dense-FOLDER` or the model folder's
     name). Each line: `{"qid", "pos": [[docid, score], ...], "neg": [[docid, score], ...]}`.
     Files are written under temporary names and renamed once every teacher is done.
-    `progress(stage, done, total)`: stage "index" (bytes of the corpus while the bm25 index
-    is built), then each teacher's NAME (queries scored; 0 while it loads). Returns name → file.
+    `progress(task, done, total)` (`lsr.progress.Progress`): task `INDEX_TASK` (bytes of the
+    corpus while the bm25 index is built), then each teacher's NAME (queries scored; 0 while
+    it loads). Returns name → file.
     """
     if not teachers:
         raise LsrError("give at least one teacher")
@@ -387,7 +389,7 @@ def write_teacher_scores(
     return paths
 
 
-def _score_file(teacher: Teacher, name: str, cands: Candidates, path: Path, batch_size: int, progress) -> None:
+def _score_file(teacher: Teacher, name: str, cands: Candidates, path: Path, batch_size: int, progress: Progress | None) -> None:
     rows, texts = cands.rows, cands.texts
     with open(path, "w", encoding="utf-8") as f:
         for start in range(0, len(rows), batch_size):
