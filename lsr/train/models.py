@@ -188,7 +188,7 @@ class AsymmetricSpladeModel(torch.nn.Module):
     def __init__(self, base: str | Path, query_base: str | Path | None = None, **kwargs: Any) -> None:
         super().__init__()
         query_base = query_base or base
-        reason = vocabulary_difference(base, query_base)
+        reason = vocabulary_difference(base, query_base) if str(query_base) != str(base) else None
         if reason:
             raise LsrError(reason)
         self.document = SpladeModel(base, **kwargs)
