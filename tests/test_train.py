@@ -1,6 +1,7 @@
 """Training: the fused head's gradients, a few steps reduce the loss, exact resume, saved
 folders load in lsr and sentence-transformers with equal vectors, inference-free training."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +269,151 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_bert):
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4), name
+
+
+# ---- the asymmetric model: separate query and document encoders ----------------------------
+
+
+def _route_weights(folder: Path, route: str) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / f"{route}_0_MLMTransformer" / "model.safetensors")
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_asymmetric_training_reduces_the_loss_and_trains_two_independent_encoders(tiny_bert, tmp_path, make_beir):
+    from safetensors.torch import load_file
+
+    from lsr.train.models import AsymmetricSpladeModel
+
+    beir, _, _ = make_beir(tmp_path / "beir")
+    cfg = config(beir, tiny_bert, tmp_path / "out", model={"kind": "asymmetric", "query_base": str(tiny_bert)},
+                 trainer={"max_steps": 20, "batch_size": 3, "lr": 5e-4}, loss={"temperature": 10.0},
+                 regularizer={"kind": "none"})
+    trainer = Trainer(cfg)
+    data, _ = trainer.build_data()
+    init = trainer.build_model()
+    assert isinstance(init, AsymmetricSpladeModel)
+    assert init.query.head.weight.data_ptr() != init.document.head.weight.data_ptr(), "the two sides share weights"
+    before = np.mean([_batch_loss(trainer, init, data, i) for i in range(2)])
+    out = trainer.train()
+    trained = AsymmetricSpladeModel(out / "document_0_MLMTransformer", out / "query_0_MLMTransformer")
+    after = np.mean([_batch_loss(trainer, trained, data, i) for i in range(2)])
+    assert after < 0.75 * before, (before, after)
+    base, query, document = load_file(tiny_bert / "model.safetensors"), _route_weights(out, "query"), _route_weights(out, "document")
+    assert _max_difference(query, base) > 1e-3 and _max_difference(document, base) > 1e-3, "a side did not train"
+    assert _max_difference(query, document) > 1e-3, "the two sides trained as one"
+
+
+def test_asymmetric_query_lr_is_the_query_encoders_own(tiny_bert, tmp_path, make_beir):
+    from safetensors.torch import load_file
+
+    beir, _, _ = make_beir(tmp_path / "beir")
+    out = train(config(beir, tiny_bert, tmp_path / "out", model={"kind": "asymmetric", "query_lr": 0.0}, trainer={"max_steps": 2}))
+    base = load_file(tiny_bert / "model.safetensors")
+    assert _max_difference(_route_weights(out, "query"), base) == 0.0, "query_lr = 0 moved the query encoder"
+    assert _max_difference(_route_weights(out, "document"), base) > 0.0, "the document encoder did not train"
+
+
+def test_asymmetric_resume_gives_the_parameters_of_an_uninterrupted_run(tiny_bert, tmp_path, make_beir):
+    beir, _, _ = make_beir(tmp_path / "beir")
+    sections = dict(model={"kind": "asymmetric", "query_lr": 2e-3}, trainer={"save_steps": 2})
+    straight = train(config(beir, tiny_bert, tmp_path / "a", **sections))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(event):
+        if event["event"] == "step" and event["step"] == 3:
+            raise Killed
+
+    cfg = config(beir, tiny_bert, tmp_path / "b", **sections)
+    with pytest.raises(Killed):
+        train(cfg, callback=kill_at_3)
+    assert not (tmp_path / "b" / "modules.json").exists()
+    steps = []
+    resumed = train(cfg, callback=lambda e: steps.append(e["step"]) if e["event"] == "step" else None, resume=True)
+    assert steps == [3, 4]
+    for route in ("query", "document"):
+        assert _max_difference(_route_weights(straight, route), _route_weights(resumed, route)) <= 1e-6, route
+
+
+def test_asymmetric_folder_loads_in_lsr_and_sentence_transformers_with_equal_vectors(tiny_bert, tmp_path, make_beir):
+    from sentence_transformers import SparseEncoder
+
+    from lsr import Retriever
+    from lsr.encoders import load_encoder
+    from lsr.encoders.asymmetric import AsymmetricEncoder
+    from lsr.train.models import AsymmetricSpladeModel
+
+    beir, _, queries = make_beir(tmp_path / "beir")
+    out = train(config(beir, tiny_bert, tmp_path / "out", model={"kind": "asymmetric"}, trainer={"max_steps": 2, "lr": 5e-3}))
+    ours = load_encoder(str(out))
+    assert isinstance(ours, AsymmetricEncoder)
+    st = SparseEncoder(str(out), device="cpu")
+    trained = AsymmetricSpladeModel(out / "document_0_MLMTransformer", out / "query_0_MLMTransformer")
+    q_ours, d_ours = ours.encode_queries(TEXTS).to_dense(), ours.encode_documents(TEXTS, max_length=32).to_dense()
+    q_st = st.encode_query(TEXTS, convert_to_tensor=True).to_dense().numpy()
+    d_st = st.encode_document(TEXTS, convert_to_tensor=True).to_dense().numpy()
+    np.testing.assert_allclose(q_ours, q_st, atol=1e-5)
+    np.testing.assert_allclose(d_ours, d_st, atol=1e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(trained.encode_queries(TEXTS, 64).numpy(), q_ours, atol=1e-5)
+        np.testing.assert_allclose(trained.encode_documents(TEXTS, 32).numpy(), d_ours, atol=1e-5)
+    assert np.abs(q_ours - d_ours).max() > 1e-4, "queries and documents went through one encoder"
+    # an index of the folder answers queries through the query route
+    index = tmp_path / "index"
+    Retriever.build(beir / "corpus.jsonl", model=ours, path=index, index="exact")
+    retriever = Retriever.load(index)
+    hits = retriever.search(queries["q0"], k=3)
+    docs = ours.encode_documents([json.loads(line)["text"] for line in (beir / "corpus.jsonl").read_text().splitlines()])
+    expected = docs.to_dense() @ ours.encode_queries([queries["q0"]]).to_dense()[0]
+    assert [h.doc_id for h in hits] == [f"d{i}" for i in np.argsort(-expected, kind="stable")[:3]]
+
+
+def test_asymmetric_distillation_accumulation_and_periodic_eval(tiny_bert, tmp_path, make_beir):
+    beir, _, queries = make_beir(tmp_path / "beir")
+    scores = tmp_path / "teacher.jsonl"
+    with open(scores, "w") as f:
+        for i in range(len(queries)):
+            f.write(json.dumps({"qid": f"q{i}", "pos": [[f"d{i}", 5.0]], "neg": [[f"d{j}", float(-j)] for j in range(20, 23)]}) + "\n")
+    seen = []
+    cfg = config(beir, tiny_bert, tmp_path / "out", model={"kind": "asymmetric"}, data={"teacher_scores": [str(scores)]},
+                 loss={"kind": "margin-mse"}, trainer={"max_steps": 2, "grad_accum": 2, "eval_steps": 2, "eval_split": "test"})
+    out = train(cfg, callback=lambda e: seen.append(e) if e["event"] in ("step", "eval") else None)
+    steps = [e for e in seen if e["event"] == "step"]
+    evals = [e for e in seen if e["event"] == "eval"]
+    assert [e["step"] for e in steps] == [1, 2] and all(np.isfinite(e["loss"]) and e["loss"] > 0 for e in steps)
+    assert [e["step"] for e in evals] == [2] and 0.0 <= evals[0]["ndcg@10"] <= 1.0 and evals[0]["query_terms"] > 0
+    assert (out / "modules.json").is_file()
+
+
+def _other_vocabulary_mlm(directory: Path) -> Path:
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    directory.mkdir(parents=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "alpha", "beta", "gamma", "delta", "sky", "sea"]
+    (directory / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    cfg = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    BertForMaskedLM(cfg).save_pretrained(directory)
+    return directory
+
+
+def test_asymmetric_config_errors_name_the_key(tiny_bert, tmp_path):
+    other = _other_vocabulary_mlm(tmp_path / "other")
+    run = tmp_path / "run.toml"
+    run.write_text(f'[model]\nkind = "asymmetric"\nbase = "{tiny_bert}"\nquery_base = "other"\n'
+                   f'[data]\ndataset = "missing-dataset"\n[trainer]\nmax_steps = 1\n[output]\ndir = "out"\n')
+    with pytest.raises(LsrError) as err:  # before any data is read: the dataset does not exist
+        Trainer(run).train()
+    message = str(err.value)
+    assert message.startswith(f"{run}: [model] query_base: {other} has another vocabulary than {tiny_bert}")
+    assert "one vocabulary" in message and "\n" not in message
+    good = {"model": {"base": "x", "query_base": "y"}, "data": {"dataset": "d"}, "trainer": {"max_steps": 1}, "output": {"dir": "o"}}
+    with pytest.raises(LsrError, match=r"\[model\] query_base: needs \[model\] kind = 'asymmetric'"):
+        load_config(good)

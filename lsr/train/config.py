@@ -21,13 +21,14 @@ REQUIRED = object()
 SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, tuple | None]]] = {
     "model": {
         "base": (str, REQUIRED, None),
-        "kind": (str, "splade", ("splade", "inference-free")),
+        "kind": (str, "splade", ("splade", "inference-free", "asymmetric")),
+        "query_base": (str, "", None),
         "pooling": (str, "max", ("max", "sum")),
         "activation": (str, "relu", ("relu", "log1p_relu")),
         "query_max_length": (int, 64, None),
         "doc_max_length": (int, 256, None),
         "gradient_checkpointing": (bool, False, None),
-        "query_lr": (float, 1e-3, None),
+        "query_lr": (float, None, None),  # None: 1e-3 (inference-free table), [trainer] lr (asymmetric)
     },
     "data": {
         "dataset": (str, REQUIRED, None),
@@ -77,7 +78,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, tuple | None]]] 
         "dir": (str, REQUIRED, None),
     },
 }
-PATH_KEYS = {("model", "base"), ("data", "dataset"), ("data", "corpus"), ("data", "triples"), ("data", "cache_dir"),
+PATH_KEYS = {("model", "base"), ("model", "query_base"), ("data", "dataset"), ("data", "corpus"), ("data", "triples"), ("data", "cache_dir"),
              ("data", "negatives"), ("trainer", "eval_dataset"), ("output", "dir")}
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
 
@@ -125,6 +126,8 @@ def validate(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
             out[section][key] = value
     if out["loss"]["kind"] in ("margin-mse", "kl", "disco") and not out["data"]["teacher_scores"]:
         raise LsrError(f"{source}: [loss] kind: {out['loss']['kind']!r} needs [data] teacher_scores")
+    if out["model"]["query_base"] and out["model"]["kind"] != "asymmetric":
+        raise LsrError(f"{source}: [model] query_base: needs [model] kind = 'asymmetric'")
     if out["regularizer"]["kind"] == "idf-flops" and out["model"]["kind"] != "inference-free":
         raise LsrError(f"{source}: [regularizer] kind: 'idf-flops' needs [model] kind = 'inference-free'")
     return out
@@ -137,7 +140,7 @@ def _resolve(cfg: dict[str, Any], base: Path) -> None:
         if not value or value == "bm25" or Path(value).is_absolute():
             continue
         candidate = base / value
-        if key in ("base", "negatives") and not candidate.exists() and not value.startswith("."):
+        if key in ("base", "query_base", "negatives") and not candidate.exists() and not value.startswith("."):
             continue  # a Hugging Face id
         cfg[section][key] = os.path.normpath(candidate)
     cfg["data"]["teacher_scores"] = [os.path.normpath(base / p) for p in cfg["data"]["teacher_scores"]]

@@ -1,17 +1,19 @@
-"""Trainable sparse encoders: siamese SPLADE and inference-free.
+"""Trainable sparse encoders: siamese SPLADE, inference-free and asymmetric.
 
-Both run the masked LM up to its output embeddings (`lsr.encoders.splade.mlm_hidden`) and
-the decoder + activation + max pooling through `lsr.kernels.splade_max`, so the
+Each masked LM runs up to its output embeddings (`lsr.encoders.splade.mlm_hidden`) and the
+decoder + activation + max pooling through `lsr.kernels.splade_max`, so the
 `[batch, seq, vocab]` logits are never materialised, in training either.
 
-`save(directory)` writes a Hugging Face masked-LM folder (config, safetensors, tokenizer)
-that `lsr.load_encoder` and sentence-transformers' `SparseEncoder` both load; the
-inference-free model adds `idf.json` (token → query weight) beside it.
+`save(directory)` writes a folder that `lsr.load_encoder` and sentence-transformers'
+`SparseEncoder` both load: a Hugging Face masked-LM folder (config, safetensors, tokenizer);
+the inference-free model adds `idf.json` (token → query weight) beside it; the asymmetric
+model writes a sentence-transformers `Router` folder with a `query` and a `document` route.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +23,8 @@ import torch
 
 from lsr.errors import LsrError
 
-KINDS = ("splade", "inference-free")
+KINDS = ("splade", "inference-free", "asymmetric")
+DEFAULT_QUERY_WEIGHTS_LR = 1e-3  # inference-free: the query weight table learns much faster than the LM
 
 
 class SpladeModel(torch.nn.Module):
@@ -130,7 +133,8 @@ class InferenceFreeModel(SpladeModel):
 
     def param_groups(self, lr: float, weight_decay: float, query_lr: float | None = None) -> list[dict[str, Any]]:
         groups = super().param_groups(lr, weight_decay)
-        groups.append({"params": [self.query_weights], "lr": query_lr if query_lr is not None else lr, "weight_decay": 0.0})
+        table_lr = query_lr if query_lr is not None else DEFAULT_QUERY_WEIGHTS_LR
+        groups.append({"params": [self.query_weights], "lr": table_lr, "weight_decay": 0.0})
         return groups
 
     def save(self, directory: str | Path) -> None:
@@ -145,10 +149,98 @@ class InferenceFreeModel(SpladeModel):
         IdfQueryEncoder(tok, weights, dim=self.vocab_size).write_idf_json(directory / "idf.json")
 
 
-def build_model(kind: str, base: str | Path, idf_texts: Sequence[str] | None = None, **kwargs: Any) -> SpladeModel:
-    """`splade` or `inference-free` (query weights initialised from the idf of `idf_texts`)."""
+def vocabulary_difference(base: str | Path, query_base: str | Path) -> str | None:
+    """Why the checkpoints `query_base` and `base` cannot share one term space (their
+    tokenizers map tokens to ids differently, or their vocabulary sizes differ), or None."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    vocabs, sizes = [], []
+    for name in (base, query_base):
+        try:
+            vocabs.append(AutoTokenizer.from_pretrained(str(name)).get_vocab())
+            sizes.append(AutoConfig.from_pretrained(str(name)).vocab_size)
+        except (OSError, ValueError, KeyError) as err:
+            raise LsrError(f"cannot load a masked-LM model from {name}: {err}") from None
+    if vocabs[0] == vocabs[1] and sizes[0] == sizes[1]:
+        return None
+    moved = sum(1 for token, i in vocabs[1].items() if vocabs[0].get(token) != i)
+    return (f"{query_base} has another vocabulary than {base} ({len(vocabs[1]):,} vs {len(vocabs[0]):,} tokens, "
+            f"{moved:,} absent or at other ids; output sizes {sizes[1]:,} vs {sizes[0]:,}): "
+            "an asymmetric model needs one vocabulary for queries and documents")
+
+
+# sentence-transformers type names, as v5 wrote them (v6 maps them to its own modules)
+ST_ROUTER = "sentence_transformers.models.Router"
+ST_MLM = "sentence_transformers.sparse_encoder.models.MLMTransformer"
+ST_POOLING = "sentence_transformers.sparse_encoder.models.SpladePooling"
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
+class AsymmetricSpladeModel(torch.nn.Module):
+    """Queries through one SPLADE model (`query`, from `query_base`), documents through
+    another (`document`, from `base`): independent weights over one vocabulary. The same
+    checkpoint for both gives two independent copies of it."""
+
+    def __init__(self, base: str | Path, query_base: str | Path | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        query_base = query_base or base
+        reason = vocabulary_difference(base, query_base) if str(query_base) != str(base) else None
+        if reason:
+            raise LsrError(reason)
+        self.document = SpladeModel(base, **kwargs)
+        self.query = SpladeModel(query_base, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.document.device
+
+    @property
+    def vocab_size(self) -> int:
+        return self.document.vocab_size
+
+    def encode_queries(self, texts: Sequence[str], max_length: int = 64) -> torch.Tensor:
+        return self.query.encode(texts, max_length)
+
+    def encode_documents(self, texts: Sequence[str], max_length: int = 256) -> torch.Tensor:
+        return self.document.encode(texts, max_length)
+
+    def param_groups(self, lr: float, weight_decay: float, query_lr: float | None = None) -> list[dict[str, Any]]:
+        """The document model at `lr`, the query model at `query_lr` (default: `lr`)."""
+        return self.document.param_groups(lr, weight_decay) + self.query.param_groups(lr if query_lr is None else query_lr, weight_decay)
+
+    def save(self, directory: str | Path) -> None:
+        """A sentence-transformers `SparseEncoder` folder: one `Router` module whose `query`
+        and `document` routes are each an MLMTransformer (a masked-LM folder) + SpladePooling."""
+        directory = Path(directory)
+        types: dict[str, str] = {}
+        structure: dict[str, list[str]] = {}
+        for route, model in (("query", self.query), ("document", self.document)):
+            mlm, pooling = f"{route}_0_MLMTransformer", f"{route}_1_SpladePooling"
+            model.save(directory / mlm)
+            _write_json(directory / mlm / "sentence_bert_config.json", {"do_lower_case": False})
+            _write_json(directory / pooling / "config.json", {"pooling_strategy": model.pooling, "activation_function": model.activation})
+            types.update({mlm: ST_MLM, pooling: ST_POOLING})
+            structure[route] = [mlm, pooling]
+        _write_json(directory / "router_config.json",
+                    {"types": types, "structure": structure, "parameters": {"default_route": "document", "allow_empty_key": True}})
+        _write_json(directory / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": ST_ROUTER}])
+        _write_json(directory / "config_sentence_transformers.json",
+                    {"model_type": "SparseEncoder", "prompts": {"query": "", "document": ""}, "default_prompt_name": None,
+                     "similarity_fn_name": "dot"})
+
+
+def build_model(kind: str, base: str | Path, idf_texts: Sequence[str] | None = None, query_base: str | Path | None = None,
+                **kwargs: Any) -> SpladeModel | AsymmetricSpladeModel:
+    """`splade`, `inference-free` (query weights initialised from the idf of `idf_texts`) or
+    `asymmetric` (queries through `query_base`, default `base`)."""
     if kind == "splade":
         return SpladeModel(base, **kwargs)
+    if kind == "asymmetric":
+        return AsymmetricSpladeModel(base, query_base, **kwargs)
     if kind == "inference-free":
         from transformers import AutoTokenizer
 

@@ -8,8 +8,10 @@ is also appended to `OUTPUT/train_log.jsonl`.
 Output folder:
 
     OUTPUT/                      the trained model (config.json, model.safetensors, tokenizer
-                                 files; idf.json for inference-free), loadable by
-                                 `lsr.load_encoder` and sentence-transformers' `SparseEncoder`
+                                 files; idf.json for inference-free; for asymmetric, a
+                                 sentence-transformers Router: modules.json, router_config.json,
+                                 query_*/ and document_*/), loadable by `lsr.load_encoder` and
+                                 sentence-transformers' `SparseEncoder`
     OUTPUT/lsr_train.json        the resolved configuration
     OUTPUT/train_log.jsonl       one JSON line per logged step / evaluation
     OUTPUT/checkpoints/step-N/   state.pt: model, optimiser, scheduler, RNG states, step (the
@@ -51,6 +53,7 @@ class Trainer:
     def __init__(self, config: str | Path | dict[str, Any], callback: Callable[[dict[str, Any]], None] | None = None,
                  overrides: dict[str, dict[str, Any]] | None = None) -> None:
         self.cfg = load_config(config, overrides)
+        self.source = "config" if isinstance(config, dict) else str(config)  # names the file in errors
         self.callback = callback or (lambda event: None)
         self.output = Path(self.cfg["output"]["dir"])
 
@@ -109,8 +112,19 @@ class Trainer:
 
         mc = self.cfg["model"]
         idf_texts = list(texts.values()) if (mc["kind"] == "inference-free" and texts) else None
-        return build_model(mc["kind"], mc["base"], idf_texts=idf_texts, pooling=mc["pooling"], activation=mc["activation"],
-                           gradient_checkpointing=mc["gradient_checkpointing"])
+        return build_model(mc["kind"], mc["base"], idf_texts=idf_texts, query_base=mc["query_base"] or None, pooling=mc["pooling"],
+                           activation=mc["activation"], gradient_checkpointing=mc["gradient_checkpointing"])
+
+    def check_model(self) -> None:
+        """Configuration errors only the checkpoints reveal, before any data work: an
+        asymmetric model's two sides must share one vocabulary."""
+        mc = self.cfg["model"]
+        if mc["kind"] == "asymmetric" and mc["query_base"]:
+            from lsr.train.models import vocabulary_difference
+
+            reason = vocabulary_difference(mc["base"], mc["query_base"])
+            if reason:
+                raise LsrError(f"{self.source}: [model] query_base: {reason}")
 
     # ---- the step ---------------------------------------------------------------------------
 
@@ -226,6 +240,7 @@ class Trainer:
         from lsr.train.regularizers import Regularizer, active_terms, flops_metric
 
         tc, rc = self.cfg["trainer"], self.cfg["regularizer"]
+        self.check_model()
         self.output.mkdir(parents=True, exist_ok=True)
         (self.output / "lsr_train.json").write_text(json.dumps(self.cfg, indent=2), encoding="utf-8")
         device = self._device()
@@ -314,7 +329,10 @@ class Trainer:
         try:
             model.save(tmp)
             for f in tmp.iterdir():
-                os.replace(f, self.output / f.name)
+                target = self.output / f.name
+                if target.is_dir():  # an earlier run's route folder: os.replace cannot overwrite it
+                    shutil.rmtree(target)
+                os.replace(f, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
