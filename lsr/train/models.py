@@ -169,7 +169,7 @@ def vocabulary_difference(base: str | Path, query_base: str | Path) -> str | Non
             "an asymmetric model needs one vocabulary for queries and documents")
 
 
-# sentence-transformers type names, as v5 wrote them (v6 maps them to its own modules)
+# sentence-transformers type names: the v5 module paths, which v6 maps to its own modules
 ST_ROUTER = "sentence_transformers.models.Router"
 ST_MLM = "sentence_transformers.sparse_encoder.models.MLMTransformer"
 ST_POOLING = "sentence_transformers.sparse_encoder.models.SpladePooling"
