@@ -1,0 +1,116 @@
+"""Scale-out on Ray (`lsr.shards`): a local 2-CPU cluster, one per module (Ray starts in seconds)."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from lsr.encoders.bm25 import Bm25Encoder  # noqa: E402
+from lsr.errors import LsrError  # noqa: E402
+from lsr.retriever import Retriever  # noqa: E402
+from lsr.shards import build_sharded  # noqa: E402
+
+SEISMIC_EXHAUSTIVE = dict(n_postings=100_000, centroid_fraction=0.2)  # no pruning: searched exactly below
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors need KillOnce below
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def scifact_sample(tmp_path_factory, data_dir):
+    """The first 600 SciFact documents (real text: BM25 statistics, ties and all)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    with open(data_dir / "scifact" / "corpus.jsonl") as src, open(folder / "corpus.jsonl", "w") as dst:
+        for _, line in zip(range(600), src):
+            dst.write(line)
+    queries = [json.loads(line)["text"] for _, line in zip(range(40), open(data_dir / "scifact" / "queries.jsonl"))]
+    return folder / "corpus.jsonl", queries
+
+
+def assert_same_results(single: Retriever, split: Retriever, queries, **options):
+    assert len(single) == len(split)
+    assert split.docs.all_ids().tolist() == single.docs.all_ids().tolist()
+    for k in (10, 100):
+        want_ids, want_scores = single.search_batch(queries, k=k, threads=2, **options)
+        got_ids, got_scores = split.search_batch(queries, k=k, threads=2, **options)
+        assert got_ids == want_ids
+        np.testing.assert_array_equal(got_scores, want_scores)
+    hits = split.search(queries[0], k=5, **options)
+    assert [h.doc_id for h in hits] == [h.doc_id for h in single.search(queries[0], k=5, **options)]
+
+
+@pytest.mark.parametrize("kind", ["exact", "seismic"])
+def test_sharded_build_and_search_equal_a_single_node_index(cluster, scifact_sample, tmp_path, kind):
+    corpus, queries = scifact_sample
+    seismic = SEISMIC_EXHAUSTIVE if kind == "seismic" else None
+    single = Retriever.build(corpus, model="bm25", path=tmp_path / "single", index=kind, seismic=seismic)
+    seen = []
+    report = build_sharded(
+        corpus, model=Bm25Encoder(), path=tmp_path / "sharded", shards=3, actors=2, block_docs=64,
+        index=kind, seismic=seismic, progress=lambda docs, done, total: seen.append((docs, total)),
+    )  # fmt: skip
+    assert (report.n_docs, report.n_shards, report.n_actors) == (600, 3, 2)
+    assert seen[-1] == (600, 600) and len(seen) == 10  # one call per block of 64
+    split = Retriever.load(tmp_path / "sharded")
+    assert split.index.kind == "sharded" and [s.kind for s in split.index.shards] == [kind] * 3
+    assert [len(s) for s in split.index.shards] == [200, 200, 200]
+    assert split.manifest["nnz"] == single.manifest["nnz"]
+    assert (tmp_path / "sharded" / "encoder" / "vocab.txt").read_text() == (tmp_path / "single" / "encoder" / "vocab.txt").read_text()
+    options = dict(query_cut=1000, heap_factor=0.0) if kind == "seismic" else {}
+    assert_same_results(single, split, queries, **options)
+    assert split.verify() > 0
+
+
+class KillOnce:
+    """A BM25 analyzer that kills its process (the encoding actor) the first time it meets
+    the document holding `marker`, leaving a file so that the restarted actor goes on."""
+
+    def __init__(self, analyzer, marker: str, flag: str) -> None:
+        self.analyzer, self.marker, self.flag = analyzer, marker, flag
+
+    def __call__(self, text: str):
+        if self.marker in text and not os.path.exists(self.flag):
+            open(self.flag, "w").close()
+            os._exit(1)
+        return self.analyzer(text)
+
+
+def test_an_actor_killed_mid_encode_still_gives_the_full_identical_index(cluster, scifact_sample, tmp_path):
+    corpus, queries = scifact_sample
+    single = Retriever.build(corpus, model="bm25", path=tmp_path / "single", index="exact")
+    marker = single.docs.text(300)[:40]  # a document in the middle of the corpus
+    encoder = Bm25Encoder()
+    flag = tmp_path / "killed"
+    encoder.analyzer = KillOnce(encoder.analyzer, marker, str(flag))
+    report = build_sharded(corpus, model=encoder, path=tmp_path / "sharded", shards=2, actors=2, block_docs=50, index="exact")
+    assert flag.exists()  # an actor did die
+    assert report.n_docs == 600
+    split = Retriever.load(tmp_path / "sharded")
+    assert split.docs.all_ids().tolist() == single.docs.all_ids().tolist()  # no document lost or doubled
+    assert sum(len(s) for s in split.index.shards) == 600
+    assert_same_results(single, split, queries)
+
+
+def test_a_failed_sharded_build_leaves_the_previous_index(cluster, scifact_sample, tmp_path):
+    corpus, queries = scifact_sample
+    build_sharded(corpus, model=Bm25Encoder(), path=tmp_path / "ix", shards=2, block_docs=200)
+    before = (tmp_path / "ix" / "manifest.json").read_text()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(corpus.read_text() + "{not json\n")
+    with pytest.raises(LsrError, match="bad.jsonl:601"):
+        build_sharded(bad, model=Bm25Encoder(), path=tmp_path / "ix", shards=2, block_docs=200)
+    assert (tmp_path / "ix" / "manifest.json").read_text() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ix.tmp-")]
+    assert len(Retriever.load(tmp_path / "ix")) == 600
