@@ -124,7 +124,7 @@ def build_sharded(
     corpus_path: str | Path,
     model: str | Encoder = "bm25",
     path: str | Path = ".lsr",
-    shards: int = 2,
+    shards: int | None = None,
     address: str | None = None,
     actors: int | None = None,
     block_docs: int = 1024,
@@ -135,11 +135,13 @@ def build_sharded(
     seismic: dict[str, Any] | None = None,
     precision: str = "fp32",
     progress: Callable[[int, int, int], None] | None = None,
+    encoder: Encoder | None = None,
 ) -> ShardedBuildReport:
     """Encode every document under `corpus_path` on a Ray actor pool into a sharded index at `path`.
 
     `model`: an encoder, or a name each actor loads itself (`lsr.encoders.load_encoder`,
-    at `precision`; on a GPU when the cluster has one). `address`: the Ray cluster ("auto",
+    at `precision`; on a GPU when the cluster has one); `encoder`: the driver's copy of that
+    model when already loaded (it saves the query side). `shards`: default one per actor. `address`: the Ray cluster ("auto",
     "ray://host:10001"), None or "local" for a local one (started and stopped here unless Ray
     is already initialised). `actors`: encoding actors (default: one per GPU, else one per
     CPU of the cluster); `block_docs`: documents per block (the unit an actor encodes, and
@@ -153,40 +155,38 @@ def build_sharded(
 
     if index not in INDEX_TYPES:
         raise LsrError(f"unknown index type {index!r} (expected one of {', '.join(INDEX_TYPES)})")
-    if shards < 1:
+    if shards is not None and shards < 1:
         raise LsrError(f"--shards must be at least 1, got {shards}")
     reader = CorpusReader(corpus_path, skip_bad=skip_bad)
     path, protect = Path(path), (Path(corpus_path),)
     check_target(path, protect)
-    encoder = load_encoder(model, precision=precision) if isinstance(model, str) else model
+    if encoder is None:
+        encoder = load_encoder(model, precision=precision) if isinstance(model, str) else model
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=None if address in (None, "local") else address, log_to_driver=False)
+        ray.init(address=None if address in (None, "local") else address, log_to_driver=False, logging_level=logging.WARNING)
     try:
         start = time.perf_counter()
         with atomic_directory(path, protect, expected_bytes=2 * reader.bytes_total) as tmp:
             docs = DocStoreWriter(tmp / "docs")
-            blocks: list[dict[str, Any]] = []
             texts: list[str] = []
             for doc in reader:
                 docs.add(doc.doc_id, doc.title, doc.text, doc.where)
                 texts.append(doc.full_text())
-                if len(texts) == block_docs:
-                    blocks.append({"start": len(docs) - len(texts), "texts": texts})
-                    texts = []
-            if texts:
-                blocks.append({"start": len(docs) - len(texts), "texts": texts})
             n_docs = len(docs)
             if n_docs == 0:
                 raise LsrError(f"{corpus_path}: no documents to index")
             docs.close()
             gpus = _cluster_gpus()
             n_actors = actors or int(gpus) or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            size = max(1, min(block_docs, -(-n_docs // n_actors)))  # every actor gets a block
+            blocks = [{"start": i, "texts": texts[i : i + size]} for i in range(0, n_docs, size)]
+            del texts
             n_actors = min(n_actors, len(blocks))
             payloads = _encode_blocks(blocks, encoder, model, precision, batch_size, max_length, n_actors,
                                       1.0 if gpus else 0.0, n_docs, progress)  # fmt: skip
             encode_seconds = time.perf_counter() - start
-            shard_vectors = _shard_vectors(encoder, payloads, n_docs, min(shards, n_docs))
+            shard_vectors = _shard_vectors(encoder, payloads, n_docs, min(shards or n_actors, n_docs))
             kind = "exact" if index == "exact" or (index == "auto" and n_docs < SEISMIC_THRESHOLD) else "seismic"
             (tmp / "index").mkdir()
             names = [shard_name(i) for i in range(len(shard_vectors))]
@@ -221,6 +221,7 @@ def _encode_blocks(blocks, encoder, model, precision, batch_size, max_length, n_
 
     # a learned model is loaded by name in each actor (on its GPU); BM25 or an Encoder object is shipped
     shipped = model if isinstance(model, str) and not isinstance(encoder, Bm25Encoder) else encoder
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the caller shows progress
     dataset = ray.data.from_items(blocks, override_num_blocks=len(blocks))
     with warnings.catch_warnings():  # Ray 2.60 deprecates **ray_remote_args, the only way to set these
         warnings.simplefilter("ignore", DeprecationWarning)

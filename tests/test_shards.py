@@ -114,3 +114,40 @@ def test_a_failed_sharded_build_leaves_the_previous_index(cluster, scifact_sampl
     assert (tmp_path / "ix" / "manifest.json").read_text() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ix.tmp-")]
     assert len(Retriever.load(tmp_path / "ix")) == 600
+
+
+def lsr_cli(*args):
+    import shutil
+    import subprocess
+
+    script = shutil.which("lsr", path=os.path.dirname(sys.executable))
+    return subprocess.run([script, *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def test_cli_index_on_the_running_cluster_then_search_info_and_serve_unchanged(cluster, scifact_sample, tmp_path):
+    """`lsr index --ray ADDRESS` joins this module's cluster; search, info and serve need no flag."""
+    corpus, queries = scifact_sample
+    address = ray.get_runtime_context().gcs_address
+    result = lsr_cli("index", corpus, "-m", "bm25", "-i", tmp_path / "sharded", "--ray", address, "--shards", "2", "--actors", "2")
+    assert result.returncode == 0, result.stderr
+    assert "indexed 600 documents" in result.stdout and "2 shards, 2 encoding actors" in result.stdout
+    result = lsr_cli("index", corpus, "-m", "bm25", "-i", tmp_path / "single")
+    assert result.returncode == 0, result.stderr
+    searches = [lsr_cli("search", queries[1], "--json", "-k", "20", "-i", tmp_path / name) for name in ("single", "sharded")]
+    assert all(r.returncode == 0 for r in searches), searches[1].stderr
+    assert json.loads(searches[1].stdout) == json.loads(searches[0].stdout)
+    info = lsr_cli("info", "--json", "--verify", "-i", tmp_path / "sharded")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["index_kind"] == "sharded"
+    bad = lsr_cli("index", corpus, "-m", "bm25", "-i", tmp_path / "x", "--shards", "2")
+    assert bad.returncode == 1 and "need --ray ADDRESS" in bad.stderr
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from lsr.serve import create_app
+
+    with TestClient(create_app(tmp_path / "sharded")) as client:
+        got = client.post("/search", json={"query": queries[1], "k": 20}).json()
+    want = json.loads(searches[0].stdout)
+    assert [h["doc_id"] for h in got["hits"]] == [h["doc_id"] for h in want]
