@@ -80,7 +80,12 @@ class _EncodeActor:
             run.add(texts)
             counts, lengths = run.term_counts()
             return blank.vocab, counts, lengths
-        return self.encoder.encode_documents(texts, batch_size=self.batch_size, max_length=self.max_length)
+        # batch by batch as `Retriever.build` feeds the encoder (blocks start at a multiple of
+        # batch_size): a model's numbers depend on the batch it runs in, so the vectors are the same
+        run = self.encoder.document_pass(batch_size=self.batch_size, max_length=self.max_length)
+        for i in range(0, len(texts), self.batch_size):
+            run.add(texts[i : i + self.batch_size])
+        return run.finish()
 
 
 def _build_shard(vectors: SparseVectors, kind: str, seismic: dict[str, Any], directory: str) -> int:
@@ -145,7 +150,7 @@ def build_sharded(
     "ray://host:10001"), None or "local" for a local one (started and stopped here unless Ray
     is already initialised). `actors`: encoding actors (default: one per GPU, else one per
     CPU of the cluster); `block_docs`: documents per block (the unit an actor encodes, and
-    redoes after a failure). `index`: each shard's kind, as in `Retriever.build`.
+    redoes after a failure; whole batches of `batch_size`, as a single-node build encodes them). `index`: each shard's kind, as in `Retriever.build`.
     `progress(docs_encoded, docs_encoded, docs_total)` after each block. The previous index
     at `path` stays intact until the whole sharded index is complete.
     """
@@ -180,6 +185,7 @@ def build_sharded(
             gpus = _cluster_gpus()
             n_actors = actors or int(gpus) or max(1, int(ray.cluster_resources().get("CPU", 1)))
             size = max(1, min(block_docs, -(-n_docs // n_actors)))  # every actor gets a block
+            size = -(-size // batch_size) * batch_size  # whole batches, as a single-node build makes them
             blocks = [{"start": i, "texts": texts[i : i + size]} for i in range(0, n_docs, size)]
             del texts
             n_actors = min(n_actors, len(blocks))

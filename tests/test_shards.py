@@ -151,3 +151,18 @@ def test_cli_index_on_the_running_cluster_then_search_info_and_serve_unchanged(c
         got = client.post("/search", json={"query": queries[1], "k": 20}).json()
     want = json.loads(searches[0].stdout)
     assert [h["doc_id"] for h in got["hits"]] == [h["doc_id"] for h in want]
+
+
+@pytest.mark.slow
+def test_a_splade_model_loaded_in_each_actor_gives_the_single_node_vectors(cluster, scifact_sample, tmp_path, data_dir):
+    """The real splade-tiny, loaded by path in each actor: batches as a single-node build makes
+    them (a model's numbers depend on its batch), so the scores are bit-identical."""
+    model = data_dir.parent / "models" / "splade-tiny"
+    corpus, queries = scifact_sample
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(corpus.read_text().splitlines(keepends=True)[:48]))
+    single = Retriever.build(small, model=str(model), path=tmp_path / "single", batch_size=8, index="exact")
+    build_sharded(small, model=str(model), path=tmp_path / "sharded", shards=2, actors=2, block_docs=10, batch_size=8)
+    split = Retriever.load(tmp_path / "sharded")
+    assert split.manifest["encoder"] == single.manifest["encoder"]
+    assert_same_results(single, split, queries[:10])
