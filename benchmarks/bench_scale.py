@@ -83,9 +83,11 @@ def main() -> None:
             r = build_sharded(corpus, model=model, path=tmp / f"s{shards}", shards=shards, actors=shards,
                               index=args.index, seismic=seismic)  # fmt: skip
             built[shards] = Retriever.load(tmp / f"s{shards}")
+            index_bytes = sum(f.stat().st_size for f in (tmp / f"s{shards}" / "index").rglob("*") if f.is_file())
+            sizes = f"{built[shards].manifest['nnz'] / r.n_docs:.0f} postings/doc, index {index_bytes / r.n_docs:.0f} B/doc"
             rate = r.n_docs / r.encode_seconds
             print(f"{f'{shards} shard(s), {r.n_actors} actor(s)':<26}{r.seconds:>9.1f}{r.encode_seconds:>10.1f}"
-                  f"{r.n_docs / r.seconds:>9.0f}{rate / r.n_actors:>14.0f}")  # fmt: skip
+                  f"{r.n_docs / r.seconds:>9.0f}{rate / r.n_actors:>14.0f}   {sizes}")  # fmt: skip
     ray.shutdown()
 
     vectors = single.encoder.encode_queries(queries)
