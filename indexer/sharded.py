@@ -48,7 +48,8 @@ def manifest_digest(directory: str | Path) -> str:
     return hashlib.sha256((Path(directory) / MANIFEST).read_bytes()).hexdigest()
 
 
-def _load_shard(path: Path, kind: str):
+def load_shard(path: Path, kind: str):
+    """One shard directory opened as the index kind its entry names."""
     if kind == "exact":
         return ExactIndex.load(path)
     if kind == "seismic":
@@ -173,7 +174,7 @@ class ShardedIndex:
                 raise damaged(where, "shard missing") from None
             if digest != entry.get("manifest_sha256"):
                 raise damaged(where / MANIFEST, "does not match the sharded manifest's checksum")
-            shard = _load_shard(where, read_manifest(where)["kind"])
+            shard = load_shard(where, read_manifest(where)["kind"])
             if len(shard) != entry.get("n_docs"):
                 raise damaged(where / MANIFEST, f"{len(shard)} documents, the sharded manifest says {entry.get('n_docs')!r}")
             shards.append(shard)

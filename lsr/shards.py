@@ -269,3 +269,52 @@ def _shard_vectors(encoder: Encoder, payloads: list[Any], n_docs: int, n_shards:
     if sum(len(p) for p in parts) != n_docs:
         raise LsrError(f"encoded {sum(len(p) for p in parts)} documents, read {n_docs}")
     return parts
+
+
+class _ShardActor:
+    """A Ray actor holding a group of shards (memory-mapped from the index directory)."""
+
+    def __init__(self, directory: str, entries: list[dict[str, Any]]) -> None:
+        from lsr.indexer.sharded import ShardedIndex, load_shard
+
+        shards = [load_shard(Path(directory) / e["path"], e["kind"]) for e in entries]
+        self.index = ShardedIndex(shards, starts=[e["start"] for e in entries])
+
+    def search(self, queries: SparseVectors, k: int, threads: int, params: dict[str, Any]):
+        return self.index.search(queries, k, threads=threads, **params)
+
+
+class RayShardedIndex:
+    """A sharded index searched in Ray actors, each holding a group of shards (mmap): the
+    same protocol and results as `ShardedIndex`, for a cluster whose nodes share the index
+    directory. `Retriever.load(path)` then `retriever.index = RayShardedIndex(retriever.index.path)`."""
+
+    kind = "sharded"
+
+    def __init__(self, path: str | Path, actors: int | None = None, threads: int = 1) -> None:
+        import ray
+
+        from lsr.indexer.sharded import ShardedIndex
+
+        index = ShardedIndex.load(path)  # checks manifests and digests; the arrays are only mapped
+        self.path, self.n_docs, self.dim = Path(path), index.n_docs, index.dim
+        groups = [list(g) for g in np.array_split(np.arange(len(index.shards)), actors or len(index.shards)) if len(g)]
+        actor = ray.remote(num_cpus=threads)(_ShardActor)
+        self.actors = [actor.remote(str(self.path), [index._entries[i] for i in g]) for g in groups]
+        self.threads = threads
+
+    def __len__(self) -> int:
+        return self.n_docs
+
+    def search(self, queries: SparseVectors, k: int = 10, *, threads: int = 1, **params: Any):
+        """Every actor's top k (collection-wide ids), merged as `ShardedIndex.search` merges."""
+        import ray
+
+        from lsr.indexer.exact import clamp_k
+        from lsr.indexer.sharded import merge_top_k
+
+        k = clamp_k(k, self.n_docs)
+        parts = ray.get([a.search.remote(queries, k, self.threads, params) for a in self.actors])
+        ids = np.concatenate([p[0] for p in parts], axis=1)
+        scores = np.concatenate([p[1] for p in parts], axis=1)
+        return merge_top_k(ids, scores, k)

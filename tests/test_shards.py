@@ -166,3 +166,15 @@ def test_a_splade_model_loaded_in_each_actor_gives_the_single_node_vectors(clust
     split = Retriever.load(tmp_path / "sharded")
     assert split.manifest["encoder"] == single.manifest["encoder"]
     assert_same_results(single, split, queries[:10])
+
+
+def test_search_in_ray_actors_holding_shards_equals_local_threads(cluster, scifact_sample, tmp_path):
+    from lsr.shards import RayShardedIndex
+
+    corpus, queries = scifact_sample
+    build_sharded(corpus, model=Bm25Encoder(), path=tmp_path / "ix", shards=3, index="exact")
+    local = Retriever.load(tmp_path / "ix")
+    remote = Retriever.load(tmp_path / "ix")
+    remote.index = RayShardedIndex(tmp_path / "ix" / "index", actors=2)
+    assert (len(remote.index), remote.index.dim, remote.index.kind) == (600, local.index.dim, "sharded")
+    assert_same_results(local, remote, queries)
