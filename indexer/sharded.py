@@ -91,7 +91,7 @@ class ShardedIndex:
         self.starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64) if starts is None else np.asarray(starts, np.int64)
         self.n_docs = int(sum(sizes))
         self.path: Path | None = None
-        self._entries: list[dict[str, Any]] = []  # the loaded manifest's shard entries
+        self.entries: list[dict[str, Any]] = []  # the loaded manifest's shard entries
 
     @property
     def dim(self) -> int:
@@ -138,7 +138,7 @@ class ShardedIndex:
         for shard in self.shards:
             shard.check_values(full=full)
         if full and self.path is not None:  # each shard's files against the digests in its manifest
-            for entry in self._entries:
+            for entry in self.entries:
                 read_manifest(self.path / entry["path"], verify=True)
 
     # ---- persistence ---------------------------------------------------------------------
@@ -183,7 +183,7 @@ class ShardedIndex:
         if next_start != manifest["n_docs"]:
             raise damaged(path / MANIFEST, f"shards hold {next_start} documents, the manifest says {manifest['n_docs']}")
         index = cls(shards, starts)
-        index.path, index._entries = path, entries
+        index.path, index.entries = path, entries
         return index
 
 

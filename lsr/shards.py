@@ -53,7 +53,6 @@ class ShardedBuildReport:
     ignored_files: int = 0
     seconds: float = 0.0
     encode_seconds: float = 0.0
-    index_kind: str = "sharded"
 
     @property
     def docs_per_second(self) -> float:
@@ -300,7 +299,7 @@ class RayShardedIndex:
         self.path, self.n_docs, self.dim = Path(path), index.n_docs, index.dim
         groups = [list(g) for g in np.array_split(np.arange(len(index.shards)), actors or len(index.shards)) if len(g)]
         actor = ray.remote(num_cpus=threads)(_ShardActor)
-        self.actors = [actor.remote(str(self.path), [index._entries[i] for i in g]) for g in groups]
+        self.actors = [actor.remote(str(self.path), [index.entries[i] for i in g]) for g in groups]
         self.threads = threads
 
     def __len__(self) -> int:
