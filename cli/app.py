@@ -155,6 +155,12 @@ def index(
     values: Values = typer.Option("float16", "--values", help="Seismic: forward-index values, float16 (half the memory) or float32 (exact scores)."),
     dense: Optional[str] = typer.Option(None, "--dense", help="Also store a dense index: a sentence-transformers model, or 'minilm' (the packaged all-MiniLM-L6-v2)."),
     precision: Precision = PrecisionOption,
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray", metavar="ADDRESS",
+        help="Encode on a Ray cluster into a sharded index (docs/scale.md): 'local' starts one here, 'auto' joins the running one, or ray://HOST:10001.",
+    ),
+    shards: int = typer.Option(0, "--shards", min=0, help="With --ray: shards in the index \\[default: one per encoding actor]."),
+    actors: int = typer.Option(0, "--actors", min=0, help="With --ray: encoding actors \\[default: one per GPU, else one per CPU of the cluster]."),
 ) -> None:
     """Encode and index every document under PATH."""
     from lsr.encoders import resolve_model
@@ -164,9 +170,12 @@ def index(
     if not path.exists():  # before a model is resolved (and perhaps warned about)
         raise LsrError(f"{path}: no such file or folder")
     encoder = resolve_model(model, precision=precision)  # before the bar: docs/s is indexing only
+    seismic = dict(n_postings=n_postings, max_fraction=max_fraction, centroid_fraction=centroid_fraction,
+                   summary_energy=summary_energy, doc_cut=doc_cut, values=values)  # fmt: skip
+    if ray_address or shards or actors:
+        return _index_on_ray(path, model, encoder, index_dir, ray_address, shards, actors, batch_size, skip_bad,
+                             index_type, seismic, dense, precision)  # fmt: skip
     with _Bars() as bars:
-        seismic = dict(n_postings=n_postings, max_fraction=max_fraction, centroid_fraction=centroid_fraction,
-                       summary_energy=summary_energy, doc_cut=doc_cut, values=values)  # fmt: skip
         retriever = Retriever.build(
             path, model=encoder, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=bars,
             index=index_type, seismic=seismic, dense=dense,
@@ -182,6 +191,44 @@ def index(
             err.print(f"  {line}", markup=False)
         if len(report.skipped) > 10:
             err.print(f"  ... and {len(report.skipped) - 10} more")
+
+
+def _index_on_ray(path, model, encoder, index_dir, address, shards, actors, batch_size, skip_bad, index_type,
+                  seismic, dense, precision) -> None:  # fmt: skip
+    """`lsr index --ray`: lsr.shards.build_sharded, with the same bar and summary line."""
+    import logging
+
+    from lsr.encoders import chosen_model
+    from lsr.encoders.bm25 import Bm25Encoder
+
+    if not address:
+        raise LsrError("--shards and --actors need --ray ADDRESS ('local' for a cluster on this machine)")
+    if dense:
+        raise LsrError("--dense is not available with --ray")
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise LsrError("--ray needs Ray: pip install 'lsr[ray]'")
+    from lsr.shards import build_sharded
+
+    import ray.data  # noqa: F401  (configures its loggers on import: quieten them after)
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO lines would mix with the bar
+    # a learned model is loaded by name in every actor (on its GPU); BM25 is shipped as it is
+    name = encoder if isinstance(encoder, Bm25Encoder) else chosen_model(model)
+    with _Bars() as bars:
+        report = build_sharded(
+            path, model=name, encoder=encoder, path=index_dir, shards=shards or None, address=address, actors=actors or None,
+            batch_size=batch_size, skip_bad=skip_bad, index=index_type, seismic=seismic, precision=precision,
+            progress=bars,
+        )  # fmt: skip
+    out.print(
+        f"indexed {report.n_docs:,} documents in {report.seconds:.1f} s ({report.docs_per_second:,.0f} docs/s) "
+        f"into {index_dir} ({report.n_shards} shards, {report.n_actors} encoding actors"
+        f"{', a GPU each' if report.gpus_per_actor else ''})"
+    )
+    if report.skipped:
+        err.print(f"skipped {len(report.skipped)} bad record(s)")
 
 
 def _snippet(text: str, width: int = 200) -> str:

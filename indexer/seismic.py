@@ -254,6 +254,8 @@ def unpack_words(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class SeismicIndex:
     """Seismic-style approximate index (see the module docstring for the algorithm)."""
 
+    kind = KIND
+
     def __init__(self, arrays: dict[str, np.ndarray], params: dict, dim: int, n_docs: int):
         self._a = arrays
         self.params = dict(params)

@@ -76,13 +76,16 @@ def _load_index(path: Path, exact: bool = False):
 
         index = SeismicIndex.load(path)
         return ExactIndex.build(index.forward_vectors()) if exact else index
+    if kind == "sharded":  # lsr.shards; the lead moves this into lsr.indexer.load's table
+        from lsr.indexer.sharded import ShardedIndex
+
+        index = ShardedIndex.load(path)
+        return index.exact() if exact else index
     raise IndexFormatError(f"{path}: unknown index kind {kind!r}")
 
 
 def index_kind(index: Any) -> str:
-    from lsr.indexer import ExactIndex
-
-    return "exact" if isinstance(index, ExactIndex) else "seismic"
+    return index.kind
 
 
 def _build_dense(tmp: Path, model: str, batch_size: int) -> dict[str, Any]:

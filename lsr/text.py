@@ -23,6 +23,14 @@ class Analyzer:
         self._stemmer = Stemmer.Stemmer(language)
         self._stem_cache: dict[str, str] = {}
 
+    def __getstate__(self) -> dict:
+        """Picklable (the stemmer, a C object, is made again): Ray ships BM25 encoders to actors."""
+        return {**self.__dict__, "_stemmer": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._stemmer = Stemmer.Stemmer(self.language)
+
     def __call__(self, text: str) -> list[str]:
         words = [w for w in _WORD.findall(text.lower()) if w not in self.stopwords]
         cache = self._stem_cache
