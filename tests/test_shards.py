@@ -59,10 +59,10 @@ def test_sharded_build_and_search_equal_a_single_node_index(cluster, scifact_sam
     seen = []
     report = build_sharded(
         corpus, model=Bm25Encoder(), path=tmp_path / "sharded", shards=3, actors=2, block_docs=64,
-        index=kind, seismic=seismic, progress=lambda docs, done, total: seen.append((docs, total)),
+        index=kind, seismic=seismic, progress=lambda task, done, total, docs: seen.append((task, docs, total)),
     )  # fmt: skip
     assert (report.n_docs, report.n_shards, report.n_actors) == (600, 3, 2)
-    assert seen[-1] == (600, 600) and len(seen) == 10  # one call per block of 64
+    assert seen[-1] == ("indexing", 600, 600) and len(seen) == 10  # one call per block of 64
     split = Retriever.load(tmp_path / "sharded")
     assert split.index.kind == "sharded" and [s.kind for s in split.index.shards] == [kind] * 3
     assert [len(s) for s in split.index.shards] == [200, 200, 200]
