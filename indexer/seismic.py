@@ -390,13 +390,13 @@ class SeismicIndex:
         threads = min(resolve_threads(threads), n)
         args = (
             queries.indptr, queries.indices, queries.values, k, int(query_cut), np.float32(heap_factor),
-            self._kernel_arrays, *self._thread_scratch(threads), out_ids, out_scores,
+            *self._thread_scratch(threads), out_ids, out_scores,
         )
         if threads == 1:
-            ks.search_batch(*args)
+            ks.search_batch(*args, *self._kernel_arrays)
         else:
             with numba_threads(threads):
-                ks.search_batch_parallel(*args, threads)
+                ks.search_batch_parallel(*args, threads, *self._kernel_arrays)
         lengths = np.diff(queries.indptr)
         short = np.flatnonzero((out_ids[:, -1] < 0) & (lengths > query_cut))
         if len(short):  # the heap never filled: the cut terms' lists hold < k documents
