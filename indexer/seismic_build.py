@@ -213,12 +213,23 @@ class Centroids(NamedTuple):
     dense: np.ndarray
 
 
+class ClusterScratch(NamedTuple):
+    """One thread's scratch for `_cluster_list`: `slot` (per component, all -1 between lists),
+    `cen_cnt`, `touched` (O(dim)), `scores`, `perm`, `bounds` (O(longest list))."""
+
+    slot: np.ndarray
+    cen_cnt: np.ndarray
+    touched: np.ndarray
+    scores: np.ndarray
+    perm: np.ndarray
+    bounds: np.ndarray
+
+
 @njit(cache=True)
-def _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_cluster_size, seed, slot,
-                  cen_cnt, touched, scores, perm, bounds):
+def _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_cluster_size, seed, scratch):
     """Reorder docs[lo:hi] (list t) into blocks; write the block ends (relative to lo) into
-    bounds[0:nb]; return nb. `slot` is all -1 on entry and on return; `cen_cnt`, `touched`,
-    `scores`, `perm` are scratch."""
+    scratch.bounds[0:nb]; return nb."""
+    slot, cen_cnt, touched, scores, perm, bounds = scratch
     n = hi - lo
     nc = min(max(int(np.float32(centroid_fraction) * np.float32(n)), 1), n)
     _sample_centroids(docs, lo, n, nc, seed, t, perm)
@@ -415,17 +426,15 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
     for t in range(t_lo, t_hi):
         max_len = max(max_len, list_ptr[t + 1] - list_ptr[t])
     # scratch (O(dim) + O(longest list))
-    cen_cnt = np.zeros(dim + 1, dtype=np.int64)
-    slot = np.full(dim, -1, dtype=np.int64)
-    scores = np.zeros(max_len, dtype=np.float32)
     touched = np.empty(dim + 1, dtype=np.int32)
-    perm = np.empty(max_len, dtype=np.int32)
+    bounds = np.zeros(max_len, dtype=np.int64)
+    scratch = ClusterScratch(np.full(dim, -1, dtype=np.int64), np.zeros(dim + 1, dtype=np.int64), touched,
+                             np.zeros(max_len, dtype=np.float32), np.empty(max_len, dtype=np.int32), bounds)
     maxv = np.full(dim, -np.inf, dtype=np.float32)
     bvals = np.empty(dim + 1, dtype=np.float32)
     cand = np.empty(dim + 1, dtype=np.int64)
     kept = np.empty(dim + 1, dtype=np.int32)
     hist = np.empty(64, dtype=np.float64)
-    bounds = np.zeros(max_len, dtype=np.int64)
     # outputs (entries grow by doubling)
     n_blocks = np.zeros(n_lists, dtype=np.int64)
     block_end = np.empty(n_post, dtype=np.int64)
@@ -448,8 +457,7 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
         hi = list_ptr[t + 1]
         if hi == lo:
             continue
-        nb = _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_cluster_size, seed, slot,
-                           cen_cnt, touched, scores, perm, bounds)
+        nb = _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_cluster_size, seed, scratch)
         n_blocks[t - t_lo] = nb
         m = 0
         b_lo = 0
