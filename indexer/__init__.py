@@ -1,13 +1,19 @@
 """Sparse indexes (NumPy + Numba only): exact inverted lists and a Seismic-style approximate index.
 
-`SeismicIndex` and the interchange formats load lazily: `lsr search` on an exact index
-never imports Numba.
+Every kind follows `Index` (`protocol.py`); `load(path)` opens an index directory of any
+kind registered in `KINDS`. `SeismicIndex` and the interchange formats load lazily: `lsr
+search` on an exact index never imports Numba.
 """
 
 from lsr.indexer.exact import ExactIndex
+from lsr.indexer.protocol import KINDS, Index, load, register_kind
 from lsr.indexer.storage import IndexFormatError, UnsafeTargetError
 
 __all__ = [
+    "Index",
+    "KINDS",
+    "load",
+    "register_kind",
     "ExactIndex",
     "IndexFormatError",
     "UnsafeTargetError",

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from lsr.errors import LsrError
+from lsr.indexer.protocol import check_kind, numba_threads, resolve_threads
 from lsr.indexer.storage import (
-    IndexFormatError,
     atomic_directory,
     check_pointer,
     check_range,
@@ -47,13 +47,6 @@ def clamp_k(k: int, n_docs: int) -> int:
     return min(int(k), int(n_docs))
 
 
-def resolve_threads(threads: int) -> int:
-    """0 or less means every core numba may use."""
-    import numba
-
-    return numba.config.NUMBA_NUM_THREADS if threads <= 0 else min(threads, numba.config.NUMBA_NUM_THREADS)
-
-
 class ExactIndex:
     """Every posting, exact top-k. Ties rank the lower row id first; only documents sharing a
     term with the query are candidates (missing slots are id -1, score -inf)."""
@@ -77,9 +70,11 @@ class ExactIndex:
     def build(cls, vectors: SparseVectors) -> "ExactIndex":
         return cls(*invert(vectors), n_docs=len(vectors))
 
-    def search(self, queries: SparseVectors, k: int = 10, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: SparseVectors, k: int = 10, *, threads: int = 1, **params) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows and scores per query: `(ids int64[n, k], scores float32[n, k])`, in query
-        order; `k` is capped at the number of documents."""
+        order; `k` is capped at the number of documents. `threads`: see `protocol.THREADS_DOC` (a single
+        query runs in NumPy on the calling thread); `params` (other kinds' knobs, such as
+        `query_cut`) have no effect: the answer is exact."""
         k = clamp_k(k, self.n_docs)
         n = len(queries)
         ids = np.empty((n, k), np.int64)
@@ -89,8 +84,6 @@ class ExactIndex:
         if n == 1:
             self._search_one(*queries.row(0), k, ids[0], scores[0])
             return ids, scores
-        import numba
-
         from lsr.indexer import exact_kernels
 
         self.check_values()
@@ -99,8 +92,8 @@ class ExactIndex:
         if threads == 1:
             exact_kernels.search_serial(*args, 0, n, ids, scores)
         else:
-            numba.set_num_threads(threads)
-            exact_kernels.search_parallel(*args, threads, ids, scores)
+            with numba_threads(threads):
+                exact_kernels.search_parallel(*args, threads, ids, scores)
         return ids, scores
 
     def _search_one(self, terms: np.ndarray, weights: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> None:
@@ -122,6 +115,15 @@ class ExactIndex:
         out_ids[: len(best)] = unique[best]
         out_scores[: len(best)] = acc[best]
 
+    def forward_vectors(self) -> SparseVectors:
+        """Every document's vector as CSR rows (terms ascending): the transpose of the lists."""
+        list_docs = np.asarray(self.list_docs)
+        terms = np.repeat(np.arange(self.dim, dtype=np.int32), np.diff(np.asarray(self.list_ptr)))
+        order = np.argsort(list_docs, kind="stable")  # stable: terms stay ascending within a document
+        indptr = np.zeros(self.n_docs + 1, np.int64)
+        np.cumsum(np.bincount(list_docs, minlength=self.n_docs), out=indptr[1:])
+        return SparseVectors(indptr, terms[order], np.asarray(self.list_weights)[order], self.dim)
+
     def save(self, path: str | Path, **manifest_fields) -> None:
         with atomic_directory(path) as tmp:
             save_arrays(tmp, {"list_ptr": self.list_ptr, "list_docs": self.list_docs, "list_weights": self.list_weights})
@@ -140,8 +142,7 @@ class ExactIndex:
         here (O(dim)); document ids before the first batch search or by `check_values()`."""
         path = Path(path)
         manifest = read_manifest(path)
-        if manifest["kind"] != KIND:
-            raise IndexFormatError(f"{path}: a {manifest['kind']} index, not {KIND}")
+        check_kind(path, manifest, KIND)
         dtypes = {"list_ptr": ("int64",), "list_docs": ("int32",), "list_weights": ("float32",)}
         a = load_arrays(path, list(dtypes), dtypes=dtypes)
         nnz, dim = len(a["list_docs"]), manifest.get("dim", len(a["list_ptr"]) - 1)

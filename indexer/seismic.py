@@ -26,14 +26,9 @@ Build (`SeismicIndex.build`):
    value: pyseismic's precision, 4 bytes a component) when ``dim <= 65536`` and
    ``values="float16"`` (the default), else ``uint64`` words (u32 component, float32 value).
 
-Layout (all flat NumPy arrays, saved as ``.npy`` and mmap'd on load): postings as i32
-document ids grouped by block (``list_block_ptr`` -> ``block_doc_ptr`` -> ``post_docs``),
-each block's quantisation ``block_min`` / ``block_scale``; summaries per group of 256
-consecutive blocks of a list (``list_group_ptr`` -> ``group_uniq_ptr``), component-major: the
-group's distinct summary components (``sum_ucomp``, sorted), each one's entry count - 1
-(``sum_ucount``, u8), the entry start of every 16th of them (``sum_ckpt``), and per entry
-``block_in_group | code << 8`` (``sum_entry``, u16), so a query term finds the blocks of a
-group that contain it with one binary search.
+Layout (all flat NumPy arrays, saved as ``.npy`` and mmap'd on load): see
+`lsr.indexer.layout`; summaries are stored per group of blocks, component-major, so a query
+term finds the blocks of a group that contain it with one binary search.
 
 Search (`SeismicIndex.search`): take the ``query_cut`` largest query terms; visit their lists
 in decreasing query weight. In each list, score every block summary against the *full*
@@ -59,14 +54,15 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-import numba
 import numpy as np
 
 from lsr.sparse import SparseVectors
 
 from . import seismic_build as kb
-from .exact import clamp_k
 from . import seismic_search as ks
+from .exact import clamp_k
+from .layout import BLOCK_MASK, CKPT, DTYPES, GROUP, LAYOUT, SeismicArrays
+from .protocol import check_kind, numba_threads, resolve_threads
 from .storage import (
     IndexFormatError,
     atomic_directory,
@@ -83,33 +79,9 @@ from .storage import (
 log = logging.getLogger(__name__)
 
 KIND = "seismic"
-LAYOUT = 2  # version of the array layout below; older indexes must be rebuilt
 VALUE_TYPES = ("float16", "float32")
 F16_MAX = 65504.0
-
-# the saved arrays, in the order the search kernels take them
-_ARRAYS = [
-    "fwd_ptr",
-    "fwd_words",
-    "post_docs",
-    "list_block_ptr",
-    "block_doc_ptr",
-    "block_min",
-    "block_scale",
-    "list_group_ptr",
-    "group_uniq_ptr",
-    "sum_ucomp",
-    "sum_ucount",
-    "sum_ckpt",
-    "sum_entry",
-]
-_DTYPES = {
-    "fwd_ptr": ("int64",), "fwd_words": ("uint32", "uint64"), "post_docs": ("int32",),
-    "list_block_ptr": ("int64",), "block_doc_ptr": ("int64",), "block_min": ("float32",),
-    "block_scale": ("float32",), "list_group_ptr": ("int64",), "group_uniq_ptr": ("int64",),
-    "sum_ucomp": ("uint16", "int32"), "sum_ucount": ("uint8",), "sum_ckpt": ("uint32", "int64"),
-    "sum_entry": ("uint16",),
-}  # fmt: skip
+_ARRAYS = SeismicArrays._fields  # the saved arrays
 
 
 class _SpilledForward:
@@ -164,15 +136,15 @@ def _build_lists_parallel(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_
     the GIL). Results in list order; independent of the number of threads."""
     from concurrent.futures import ThreadPoolExecutor
 
+    forward = kb.Forward(fwd_ptr, fwd_idx, fwd_val)
     total = int(list_ptr[-1])
     n_ranges = max(1, min(dim, n_threads * 16))
     cuts = np.searchsorted(list_ptr, np.linspace(0, total, n_ranges + 1)[1:-1], side="right")
     bounds = np.unique(np.concatenate([[0], cuts, [dim]]))
 
     def run(i: int) -> tuple:
-        return kb.build_lists(int(bounds[i]), int(bounds[i + 1]), list_ptr, docs, fwd_ptr, fwd_idx,
-                              fwd_val, top_c, top_v, dim, centroid_fraction, min_cluster_size,
-                              seed, energy)
+        return kb.build_lists(int(bounds[i]), int(bounds[i + 1]), list_ptr, docs, forward, top_c, top_v, dim,
+                              centroid_fraction, min_cluster_size, seed, energy)
 
     if n_threads == 1:
         return [run(i) for i in range(len(bounds) - 1)]
@@ -200,15 +172,15 @@ def _assemble(parts: list[tuple], list_ptr: np.ndarray, dim: int) -> dict[str, n
     block_doc_ptr[0] = 0
     block_doc_ptr[1:] = np.repeat(list_ptr[:-1], n_blocks) + block_end
     list_group_ptr = np.zeros(dim + 1, dtype=np.int64)
-    np.cumsum((n_blocks + kb.GROUP - 1) // kb.GROUP, out=list_group_ptr[1:])
+    np.cumsum((n_blocks + GROUP - 1) // GROUP, out=list_group_ptr[1:])
     group_uniq_ptr = np.zeros(len(group_uniq) + 1, dtype=np.int64)
     np.cumsum(group_uniq, out=group_uniq_ptr[1:])
     # entry start of every CKPT-th distinct component (the others add up counts from there):
     # component i holds ucount[i] + 1 entries
-    n_ckpt = -(-len(ucount) // ks.CKPT)
-    padded = np.zeros(n_ckpt * ks.CKPT, dtype=np.uint8)
+    n_ckpt = -(-len(ucount) // CKPT)
+    padded = np.zeros(n_ckpt * CKPT, dtype=np.uint8)
     padded[: len(ucount)] = ucount
-    per_ckpt = padded.reshape(n_ckpt, ks.CKPT).sum(axis=1, dtype=np.int64) + ks.CKPT
+    per_ckpt = padded.reshape(n_ckpt, CKPT).sum(axis=1, dtype=np.int64) + CKPT
     del padded
     ckpt = np.zeros(n_ckpt, dtype=np.int64)
     np.cumsum(per_ckpt[:-1], out=ckpt[1:])
@@ -264,10 +236,9 @@ class SeismicIndex:
         self.max_blocks = int(np.max(np.diff(arrays["list_block_ptr"]))) if self.dim else 0
         # block score rows cover every slot of a list's groups: a damaged summary entry (block
         # number in its group) cannot write past them
-        self._block_slots = kb.GROUP * int(np.max(np.diff(arrays["list_group_ptr"]))) if self.dim else 0
-        self._kernel_arrays = tuple(arrays[name] for name in _ARRAYS)
-        self._local = threading.local()  # per calling thread: scratch and work counters
-        self._all_counters: list[np.ndarray] = []
+        self._block_slots = GROUP * int(np.max(np.diff(arrays["list_group_ptr"]))) if self.dim else 0
+        self._kernel_arrays = SeismicArrays(**{name: arrays[name] for name in _ARRAYS})
+        self._local = threading.local()  # per calling thread: search scratch
         self.path: Path | None = None  # where it was loaded from (for error messages)
         self._checked = True  # built here; a loaded index is checked in full before Numba reads it
 
@@ -292,7 +263,7 @@ class SeismicIndex:
         numbered in order) streamed into a memory-mapped scratch file (in `scratch_dir`,
         default: the system's temporary directory; removed when done). Parameters have
         pyseismic-lsr's meaning; `values` is the forward index's value type (float16, as
-        pyseismic, or float32); `threads` defaults to all."""
+        pyseismic, or float32); `threads`: as in `search`, None or 0 for every core."""
         if values not in VALUE_TYPES:
             raise ValueError(f"values must be one of {VALUE_TYPES}, got {values!r}")
         if isinstance(vectors, SparseVectors):
@@ -320,8 +291,7 @@ class SeismicIndex:
             values = "float32"
         n_docs = len(fwd_ptr) - 1
         nnz = len(fwd_val)
-        n_threads = int(threads or numba.get_num_threads())
-        n_threads = max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS))
+        n_threads = resolve_threads(threads or 0)
         # 1. global-threshold pruning
         budget = int(n_postings) * dim
         if nnz <= budget:
@@ -334,12 +304,8 @@ class SeismicIndex:
         list_ptr, docs = kb._invert(fwd_ptr, fwd_idx, fwd_val, dim, np.float32(threshold), n_equal, cap)
         t1 = time.perf_counter()
         # 2.-3. blocking and summaries, list ranges of about equal postings on a thread pool
-        prev = numba.get_num_threads()
-        numba.set_num_threads(n_threads)
-        try:
+        with numba_threads(n_threads):
             top_c, top_v = kb._top_components(fwd_ptr, fwd_idx, fwd_val, int(doc_cut))
-        finally:
-            numba.set_num_threads(prev)
         parts = _build_lists_parallel(
             list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim, float(centroid_fraction),
             int(min_cluster_size), int(seed), float(summary_energy), n_threads,
@@ -367,6 +333,8 @@ class SeismicIndex:
 
     # ---- info ----------------------------------------------------------------------------
 
+    kind = KIND
+
     def __len__(self) -> int:
         return self.n_docs
 
@@ -385,10 +353,10 @@ class SeismicIndex:
 
     # ---- search --------------------------------------------------------------------------
 
-    def _thread_scratch(self, n_threads: int) -> tuple[tuple, np.ndarray]:
+    def _thread_scratch(self, n_threads: int) -> tuple:
         """The calling thread's scratch (per Numba thread: dense query, visited bitset,
-        documents seen, block scores) and work counters. Per calling thread because the search
-        kernels release the GIL: concurrent searches (`lsr serve`) must not share it."""
+        documents seen, block scores). Per calling thread because the search kernels release
+        the GIL: concurrent searches (`lsr serve`) must not share it."""
         local = self._local
         if getattr(local, "scratch", None) is None or len(local.scratch[0]) < n_threads:
             local.scratch = (
@@ -397,20 +365,19 @@ class SeismicIndex:
                 np.zeros((n_threads, max(self.n_docs, 1)), dtype=np.int32),
                 np.zeros((n_threads, 2, max(self.max_blocks, self._block_slots, 1)), dtype=np.float32),
             )
-            local.counters = np.zeros((n_threads, 2), dtype=np.int64)
-            self._all_counters.append(local.counters)  # earlier ones stay counted
-        return local.scratch, local.counters
+        return local.scratch
 
     def search(
         self,
         queries: SparseVectors,
         k: int = 10,
+        *,
+        threads: int = 1,
         query_cut: int = 10,
         heap_factor: float = 0.7,
-        threads: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by dot product: (ids int64[n, k], scores float32[n, k]), padded -1 / -inf;
-        `k` is capped at the number of documents.
+        `k` is capped at the number of documents; `threads`: see `protocol.THREADS_DOC`.
 
         A query that gets fewer than k hits from its `query_cut` largest terms is searched
         again with all its terms, so it never returns fewer hits than its (statically pruned)
@@ -422,25 +389,21 @@ class SeismicIndex:
         if n == 0 or k == 0:
             return out_ids, out_scores
         self.check_values()
-        threads = max(1, min(int(threads), n, numba.config.NUMBA_NUM_THREADS))
-        scratch, counters = self._thread_scratch(threads)
+        threads = min(resolve_threads(threads), n)
         args = (
             queries.indptr, queries.indices, queries.values, k, int(query_cut), np.float32(heap_factor),
-            *self._kernel_arrays, *scratch, out_ids, out_scores, counters,
+            *self._thread_scratch(threads), out_ids, out_scores,
         )
         if threads == 1:
-            ks.search_batch(*args)
+            ks.search_batch(*args, *self._kernel_arrays)
         else:
-            prev = numba.get_num_threads()
-            numba.set_num_threads(threads)
-            try:
-                ks.search_batch_parallel(*args, threads)
-            finally:
-                numba.set_num_threads(prev)
+            with numba_threads(threads):
+                ks.search_batch_parallel(*args, threads, *self._kernel_arrays)
         lengths = np.diff(queries.indptr)
         short = np.flatnonzero((out_ids[:, -1] < 0) & (lengths > query_cut))
         if len(short):  # the heap never filled: the cut terms' lists hold < k documents
-            more = self.search(queries[short], k, int(lengths[short].max()), heap_factor, threads)
+            more = self.search(queries[short], k, threads=threads, query_cut=int(lengths[short].max()),
+                               heap_factor=heap_factor)
             out_ids[short], out_scores[short] = more
         return out_ids, out_scores
 
@@ -448,12 +411,6 @@ class SeismicIndex:
         """Every document's full vector (the forward index), as float32 SparseVectors."""
         comps, vals = unpack_words(self._a["fwd_words"])
         return SparseVectors(np.asarray(self._a["fwd_ptr"]), comps, vals, self.dim)
-
-    @property
-    def search_counters(self) -> dict:
-        """Cumulative work done by `search` on this object: blocks and documents scored."""
-        c = sum((c.sum(axis=0) for c in self._all_counters), np.zeros(2, dtype=np.int64))
-        return {"blocks_scored": int(c[0]), "docs_scored": int(c[1])}
 
     # ---- persistence ---------------------------------------------------------------------
 
@@ -470,11 +427,10 @@ class SeismicIndex:
         first search or by `check_values()`."""
         path = Path(path)
         manifest = read_manifest(path)
-        if manifest.get("kind") != KIND:
-            raise IndexFormatError(f"{path}: a {manifest.get('kind')!r} index, not {KIND!r}")
+        check_kind(path, manifest, KIND)
         if not isinstance(manifest.get("params"), dict) or manifest["params"].get("layout") != LAYOUT:
             raise IndexFormatError(f"{path}: a Seismic index from an older lsr version; rebuild it")
-        a = load_arrays(path, _ARRAYS, mmap=mmap, dtypes=_DTYPES)
+        a = load_arrays(path, _ARRAYS, mmap=mmap, dtypes=DTYPES)
         dim, n_docs = manifest.get("dim"), manifest["n_docs"]
         if not isinstance(dim, int) or dim < 0 or (a["fwd_words"].dtype == np.uint32 and dim > 65536):
             raise damaged(path / "manifest.json", f"dimension {dim!r} does not fit the forward index")
@@ -486,9 +442,9 @@ class SeismicIndex:
         check_pointer(path, "list_group_ptr", a["list_group_ptr"], dim + 1, max(n_groups, 0))
         check_pointer(path, "group_uniq_ptr", a["group_uniq_ptr"], n_groups + 1, len(a["sum_ucomp"]))
         check_length(path, "sum_ucount", a["sum_ucount"], len(a["sum_ucomp"]))
-        check_length(path, "sum_ckpt", a["sum_ckpt"], -(-len(a["sum_ucomp"]) // ks.CKPT))
+        check_length(path, "sum_ckpt", a["sum_ckpt"], -(-len(a["sum_ucomp"]) // CKPT))
         groups = np.diff(a["list_group_ptr"])  # each list's groups hold its blocks, GROUP at most
-        if not np.array_equal(groups, (np.diff(a["list_block_ptr"]) + kb.GROUP - 1) // kb.GROUP):
+        if not np.array_equal(groups, (np.diff(a["list_block_ptr"]) + GROUP - 1) // GROUP):
             raise damaged(path / "list_group_ptr.npy", "group counts do not match the block counts")
         index = cls(a, manifest["params"], dim, n_docs)
         index.path, index._checked = path, False
@@ -512,13 +468,13 @@ class SeismicIndex:
         check_range(path, "sum_ucomp", a["sum_ucomp"], max(self.dim, 1))
         # entry ranges: checkpoint i must be the number of entries of components < 16 i
         n_u = len(a["sum_ucount"])
-        padded = np.zeros(len(a["sum_ckpt"]) * ks.CKPT, dtype=np.uint8)
+        padded = np.zeros(len(a["sum_ckpt"]) * CKPT, dtype=np.uint8)
         padded[:n_u] = a["sum_ucount"]
-        grid = padded.reshape(-1, ks.CKPT)
+        grid = padded.reshape(-1, CKPT)
         counts = np.zeros(len(grid), dtype=np.uint16)  # 16 x 255 fits; column adds: ~20x a row sum
-        for j in range(ks.CKPT):
+        for j in range(CKPT):
             counts += grid[:, j]
-        per_ckpt = counts.astype(np.int64) + ks.CKPT
+        per_ckpt = counts.astype(np.int64) + CKPT
         per_ckpt[-1:] -= len(padded) - n_u
         ends = np.cumsum(per_ckpt)
         if (len(ends) and ends[-1] != len(a["sum_entry"])) or np.any(np.asarray(a["sum_ckpt"][1:]) != ends[:-1]) or (
@@ -531,8 +487,8 @@ class SeismicIndex:
             nb = np.diff(a["list_block_ptr"])
             group_list = np.repeat(np.arange(self.dim), np.diff(a["list_group_ptr"]))
             in_list = np.arange(len(group_list)) - np.asarray(a["list_group_ptr"])[group_list]
-            blocks = np.minimum(kb.GROUP, nb[group_list] - kb.GROUP * in_list).astype(np.uint16)
+            blocks = np.minimum(GROUP, nb[group_list] - GROUP * in_list).astype(np.uint16)
             per_group = np.diff(starts[np.asarray(a["group_uniq_ptr"])])
-            if np.any((a["sum_entry"] & 0xFF) >= np.repeat(blocks, per_group)):
+            if np.any((a["sum_entry"] & BLOCK_MASK) >= np.repeat(blocks, per_group)):
                 raise damaged(path / "sum_entry.npy", "summary entries name blocks outside their group")
         self._checked = True

@@ -7,10 +7,13 @@ list per thread at a time, each thread with its own O(dim) scratch.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
 from ._intrinsics import prefetch
+from .layout import CODE_MAX, CODE_SHIFT, GROUP
 
 
 @njit(cache=True, inline="always")
@@ -188,18 +191,59 @@ def _energy_cut(maxv, touched, nt, energy, vals, cand, kept, hist):
         p = -np.inf  # rounding kept the candidates short of the target: take them all
 
 
+class Forward(NamedTuple):
+    """The collection as CSR rows (float32 values): what the build kernels read."""
+
+    ptr: np.ndarray
+    idx: np.ndarray
+    val: np.ndarray
+
+
+class Centroids(NamedTuple):
+    """A small inverted index over one list's centroids' full vectors: component c is slot
+    `slot[c]` (-1: no centroid has it), whose centroids and values are
+    `cen_id / cen_val[slot_ptr[u]:slot_ptr[u + 1]]`; components held by many centroids also
+    get a dense row `dense[dense_of[u]]` (-1: none), over the centroids."""
+
+    slot: np.ndarray
+    slot_ptr: np.ndarray
+    cen_id: np.ndarray
+    cen_val: np.ndarray
+    dense_of: np.ndarray
+    dense: np.ndarray
+
+
+class ClusterScratch(NamedTuple):
+    """One thread's scratch for `_cluster_list`: `slot` (per component, all -1 between lists),
+    `cen_cnt`, `touched` (O(dim)), `scores`, `perm`, `bounds` (O(longest list))."""
+
+    slot: np.ndarray
+    cen_cnt: np.ndarray
+    touched: np.ndarray
+    scores: np.ndarray
+    perm: np.ndarray
+    bounds: np.ndarray
+
+
 @njit(cache=True)
-def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, centroid_fraction,
-                  min_cluster_size, seed, cen_cnt, slot, scores, touched, perm, bounds):
-    """Reorder docs[lo:hi] into blocks; write the block ends (relative to lo) into
-    bounds[0:nb]; return nb."""
+def _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_cluster_size, seed, scratch):
+    """Reorder docs[lo:hi] (list t) into blocks; write the block ends (relative to lo) into
+    scratch.bounds[0:nb]; return nb."""
+    slot, cen_cnt, touched, scores, perm, bounds = scratch
     n = hi - lo
-    nc = int(np.float32(centroid_fraction) * np.float32(n))
-    if nc < 1:
-        nc = 1
-    if nc > n:
-        nc = n
-    # deterministic sample of nc documents (partial Fisher-Yates)
+    nc = min(max(int(np.float32(centroid_fraction) * np.float32(n)), 1), n)
+    _sample_centroids(docs, lo, n, nc, seed, t, perm)
+    cen, n_slots = _centroid_index(fwd, perm, nc, slot, cen_cnt, touched)
+    assign = _assign_dissolving(docs, lo, hi, nc, min_cluster_size, cen, top_c, top_v, scores)
+    for u in range(n_slots):
+        slot[touched[u]] = -1
+    return _group_blocks(docs, lo, n, nc, perm, assign, bounds)
+
+
+@njit(cache=True)
+def _sample_centroids(docs, lo, n, nc, seed, t, perm):
+    """perm[:nc] = a sample of nc of the documents docs[lo:lo+n], deterministic from `seed`
+    and the list `t` (a partial Fisher-Yates shuffle of perm[:n], a copy of them)."""
     for i in range(n):
         perm[i] = docs[lo + i]
     base = _mix64(np.uint64(seed) * np.uint64(0x100000001B3) + np.uint64(t))
@@ -209,78 +253,90 @@ def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, cent
         tmp = perm[i]
         perm[i] = perm[j]
         perm[j] = tmp
-    # small inverted index over the centroids' full vectors; slot[c] = -1 when absent
-    ntouch = 0
+
+
+@njit(cache=True)
+def _centroid_index(fwd, perm, nc, slot, cen_cnt, touched):
+    """The `Centroids` of the documents perm[:nc], and the number of slots (their distinct
+    components, listed in touched[:n] in first-seen order; `slot` is set for them)."""
+    n_slots = 0
     for ci in range(nc):
         d = perm[ci]
-        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
-            c = fwd_idx[j]
+        for j in range(fwd.ptr[d], fwd.ptr[d + 1]):
+            c = fwd.idx[j]
             if slot[c] < 0:
-                slot[c] = ntouch
-                cen_cnt[ntouch] = 0
-                touched[ntouch] = c
-                ntouch += 1
+                slot[c] = n_slots
+                cen_cnt[n_slots] = 0
+                touched[n_slots] = c
+                n_slots += 1
             cen_cnt[slot[c]] += 1
-    slot_ptr = np.empty(ntouch + 1, dtype=np.int64)
+    slot_ptr = np.empty(n_slots + 1, dtype=np.int64)
     slot_ptr[0] = 0
-    for u in range(ntouch):
+    for u in range(n_slots):
         slot_ptr[u + 1] = slot_ptr[u] + cen_cnt[u]
-    total = slot_ptr[ntouch]
-    cen_id = np.empty(total, dtype=np.int32)
-    cen_val = np.empty(total, dtype=np.float32)
-    for u in range(ntouch):
+    cen_id = np.empty(slot_ptr[n_slots], dtype=np.int32)
+    cen_val = np.empty(slot_ptr[n_slots], dtype=np.float32)
+    for u in range(n_slots):
         cen_cnt[u] = slot_ptr[u]
     for ci in range(nc):
         d = perm[ci]
-        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
-            u = slot[fwd_idx[j]]
+        for j in range(fwd.ptr[d], fwd.ptr[d + 1]):
+            u = slot[fwd.idx[j]]
             cen_id[cen_cnt[u]] = ci
-            cen_val[cen_cnt[u]] = fwd_val[j]
+            cen_val[cen_cnt[u]] = fwd.val[j]
             cen_cnt[u] += 1
-    tc = touched[:ntouch].copy()
     # components held by over 1/16 of the centroids get a dense row (vectorised accumulation
     # beats scattered updates from there on)
-    dense_of = np.full(ntouch, -1, dtype=np.int64)
+    dense_of = np.full(n_slots, -1, dtype=np.int64)
     n_dense = 0
-    for u in range(ntouch):
+    for u in range(n_slots):
         if (slot_ptr[u + 1] - slot_ptr[u]) * 16 > nc and nc >= 16:
             dense_of[u] = n_dense
             n_dense += 1
     dense = np.zeros((n_dense, nc), dtype=np.float32)
-    for u in range(ntouch):
+    for u in range(n_slots):
         r = dense_of[u]
         if r >= 0:
             for p in range(slot_ptr[u], slot_ptr[u + 1]):
                 dense[r, cen_id[p]] = cen_val[p]
+    return Centroids(slot, slot_ptr, cen_id, cen_val, dense_of, dense), n_slots
+
+
+@njit(cache=True)
+def _assign_dissolving(docs, lo, hi, nc, min_cluster_size, cen, top_c, top_v, scores):
+    """Each document of docs[lo:hi] assigned to its best centroid; then pyseismic's rule: a
+    cluster that got documents but no more than `min_cluster_size` is dissolved and its
+    documents go to their best remaining centroid (an empty one stays available)."""
+    n = hi - lo
     penalty = np.zeros(nc, dtype=np.float32)
     assign = np.empty(n, dtype=np.int32)
-    _assign_bs(docs, lo, hi, nc, penalty, slot, slot_ptr, cen_id, cen_val, dense_of, dense, top_c,
-               top_v, scores, assign, np.ones(n, dtype=np.bool_))
+    _assign_bs(docs, lo, hi, nc, penalty, cen, top_c, top_v, scores, assign, np.ones(n, dtype=np.bool_))
     sizes = np.zeros(nc, dtype=np.int64)
     for i in range(n):
         sizes[assign[i]] += 1
     n_removed = 0
     for ci in range(nc):
-        # pyseismic's rule: a cluster that got documents but no more than min_cluster_size is
-        # dissolved; an empty one stays available to the documents re-assigned
         if 0 < sizes[ci] <= min_cluster_size:
             penalty[ci] = _REMOVED
             n_removed += 1
     if n_removed == nc:
-        for i in range(n):
-            assign[i] = 0
+        assign[:] = 0
     elif n_removed > 0:
         redo = np.zeros(n, dtype=np.bool_)
         for i in range(n):
-            if penalty[assign[i]] != 0:
-                redo[i] = True
-        _assign_bs(docs, lo, hi, nc, penalty, slot, slot_ptr, cen_id, cen_val, dense_of, dense,
-                   top_c, top_v, scores, assign, redo)
-    # blocks in the order of their centroids' document ids (as pyseismic orders them), then
-    # a counting sort by block, ascending doc id inside a block
+            redo[i] = penalty[assign[i]] != 0
+        _assign_bs(docs, lo, hi, nc, penalty, cen, top_c, top_v, scores, assign, redo)
+    return assign
+
+
+@njit(cache=True)
+def _group_blocks(docs, lo, n, nc, perm, assign, bounds):
+    """Rewrite docs[lo:lo+n] block by block: blocks in the order of their centroids' document
+    ids perm[:nc] (as pyseismic orders them), ascending document id inside a block (a
+    counting sort by block); the ends of the non-empty blocks into bounds[:nb]; returns nb."""
     label = np.empty(nc, dtype=np.int32)
     label[np.argsort(perm[:nc])] = np.arange(nc, dtype=np.int32)
-    sizes[:] = 0
+    sizes = np.zeros(nc, dtype=np.int64)
     for i in range(n):
         assign[i] = label[assign[i]]
         sizes[assign[i]] += 1
@@ -296,12 +352,9 @@ def _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, cent
     nb = 0
     for ci in range(nc):
         if sizes[ci] > 0:
-            blk = np.sort(perm[start[ci] : start[ci + 1]])
-            docs[lo + start[ci] : lo + start[ci + 1]] = blk
+            docs[lo + start[ci] : lo + start[ci + 1]] = np.sort(perm[start[ci] : start[ci + 1]])
             bounds[nb] = start[ci + 1]
             nb += 1
-    for u in range(ntouch):
-        slot[tc[u]] = -1
     return nb
 
 
@@ -321,11 +374,11 @@ def _argmax(scores, n):
 
 
 @njit(cache=True, fastmath=True)
-def _assign_bs(docs, lo, hi, nc, penalty, slot, slot_ptr, cen_id, cen_val, dense_of, dense,
-               top_c, top_v, scores, assign, mask):
+def _assign_bs(docs, lo, hi, nc, penalty, cen, top_c, top_v, scores, assign, mask):
     """Best centroid (dot product of the doc's top components with the centroids' full
-    vectors; ties: lowest centroid index; dissolved centroids carry `_REMOVED` in `penalty`)
-    for docs[lo:hi] where mask is set."""
+    vectors, `Centroids`; ties: lowest centroid index; dissolved centroids carry `_REMOVED`
+    in `penalty`) for docs[lo:hi] where mask is set."""
+    slot, slot_ptr, cen_id, cen_val, dense_of, dense = cen
     n_top = top_c.shape[1]
     for i in range(lo, hi):
         if not mask[i - lo]:
@@ -356,19 +409,16 @@ def _assign_bs(docs, lo, hi, nc, penalty, slot, slot_ptr, cen_id, cen_val, dense
         assign[i - lo] = best
 
 
-GROUP = 256  # blocks per summary group: a block id inside a group fits a byte
-
-
 @njit(cache=True, nogil=True)
-def build_lists(t_lo, t_hi, list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim,
-                centroid_fraction, min_cluster_size, seed, energy):
+def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fraction, min_cluster_size, seed,
+                energy):
     """Blocks and summaries of the lists [t_lo, t_hi), in list order.
 
     Reorders each list's documents in `docs` into its blocks (lists own disjoint ranges, so
     concurrent calls on different lists are safe). Returns, concatenated over the lists:
     blocks per list; per block its end (relative to the list), summary min and scale; per
     summary group (GROUP blocks) its number of distinct components; per distinct component
-    its id and entry count - 1; per entry `block_in_group | code << 8`.
+    its id and entry count - 1; per entry `block_in_group | code << CODE_SHIFT`.
     """
     n_lists = t_hi - t_lo
     n_post = list_ptr[t_hi] - list_ptr[t_lo]
@@ -376,17 +426,15 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, to
     for t in range(t_lo, t_hi):
         max_len = max(max_len, list_ptr[t + 1] - list_ptr[t])
     # scratch (O(dim) + O(longest list))
-    cen_cnt = np.zeros(dim + 1, dtype=np.int64)
-    slot = np.full(dim, -1, dtype=np.int64)
-    scores = np.zeros(max_len, dtype=np.float32)
     touched = np.empty(dim + 1, dtype=np.int32)
-    perm = np.empty(max_len, dtype=np.int32)
+    bounds = np.zeros(max_len, dtype=np.int64)
+    scratch = ClusterScratch(np.full(dim, -1, dtype=np.int64), np.zeros(dim + 1, dtype=np.int64), touched,
+                             np.zeros(max_len, dtype=np.float32), np.empty(max_len, dtype=np.int32), bounds)
     maxv = np.full(dim, -np.inf, dtype=np.float32)
     bvals = np.empty(dim + 1, dtype=np.float32)
     cand = np.empty(dim + 1, dtype=np.int64)
     kept = np.empty(dim + 1, dtype=np.int32)
     hist = np.empty(64, dtype=np.float64)
-    bounds = np.zeros(max_len, dtype=np.int64)
     # outputs (entries grow by doubling)
     n_blocks = np.zeros(n_lists, dtype=np.int64)
     block_end = np.empty(n_post, dtype=np.int64)
@@ -409,21 +457,19 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, to
         hi = list_ptr[t + 1]
         if hi == lo:
             continue
-        nb = _cluster_list(t, docs, lo, hi, fwd_ptr, fwd_idx, fwd_val, top_c, top_v,
-                           centroid_fraction, min_cluster_size, seed, cen_cnt, slot, scores,
-                           touched, perm, bounds)
+        nb = _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_cluster_size, seed, scratch)
         n_blocks[t - t_lo] = nb
         m = 0
         b_lo = 0
         for b in range(nb):
             b_hi = bounds[b]
             block_end[nbk + b] = b_hi
-            nt = _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo + b_lo, lo + b_hi, maxv, touched)
+            nt = _block_max(fwd.ptr, fwd.idx, fwd.val, docs, lo + b_lo, lo + b_hi, maxv, touched)
             cnt, thr = _energy_cut(maxv, touched, nt, energy, bvals, cand, kept, hist)
             mx = thr
             for u in range(cnt):
                 mx = max(mx, maxv[kept[u]])
-            scale = (mx - thr) / np.float32(255.0)
+            scale = (mx - thr) / np.float32(CODE_MAX)
             block_min[nbk + b] = thr
             block_scale[nbk + b] = scale
             if m + cnt > l_comp.shape[0]:
@@ -437,7 +483,7 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, to
                 l_block[m] = b
                 if scale > 0:
                     q = np.round((maxv[c] - thr) / scale)
-                    l_code[m] = np.uint8(min(max(q, 0.0), 255.0))
+                    l_code[m] = np.uint8(min(max(q, 0.0), CODE_MAX))
                 else:
                     l_code[m] = 0
                 m += 1
@@ -470,7 +516,7 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, to
                     prev = c
                 else:
                     ucount[nu - 1] += 1
-                entry[ne] = np.uint16((l_block[e] - g0) | (np.int64(l_code[e]) << 8))
+                entry[ne] = np.uint16((l_block[e] - g0) | (np.int64(l_code[e]) << CODE_SHIFT))
                 ne += 1
             group_uniq[ngr] = nu - u_start
             ngr += 1

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lsr.indexer.exact import ExactIndex, clamp_k
+from lsr.indexer.exact import clamp_k
+from lsr.indexer.protocol import check_kind, index_class, resolve_threads
 from lsr.indexer.storage import (
     IndexFormatError,
     MANIFEST,
@@ -49,24 +50,10 @@ def manifest_digest(directory: str | Path) -> str:
 
 
 def load_shard(path: Path, kind: str):
-    """One shard directory opened as the index kind its entry names."""
-    if kind == "exact":
-        return ExactIndex.load(path)
-    if kind == "seismic":
-        from lsr.indexer.seismic import SeismicIndex
-
-        return SeismicIndex.load(path)
-    raise IndexFormatError(f"{path}: unknown shard index kind {kind!r}")
-
-
-def _exact_forward(index: ExactIndex) -> SparseVectors:
-    """An exact index's lists turned back into document rows (columns ascending in a row)."""
-    cols = np.repeat(np.arange(index.dim, dtype=np.int32), np.diff(index.list_ptr))
-    docs = np.asarray(index.list_docs)
-    order = np.argsort(docs, kind="stable")  # lists are visited by column: stable keeps columns sorted
-    indptr = np.zeros(index.n_docs + 1, np.int64)
-    np.cumsum(np.bincount(docs, minlength=index.n_docs), out=indptr[1:])
-    return SparseVectors(indptr, cols[order], np.asarray(index.list_weights)[order], index.dim)
+    """One shard directory opened as the index kind its entry names (`lsr.indexer.KINDS`)."""
+    if kind == KIND:
+        raise IndexFormatError(f"{path}: a shard cannot itself be sharded")
+    return index_class(kind, path).load(path)
 
 
 def merge_top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,12 +94,11 @@ class ShardedIndex:
         n = len(queries)
         if n == 0 or k == 0:
             return np.empty((n, k), np.int64), np.empty((n, k), np.float32)
-        threads = max(1, int(threads))
+        threads = resolve_threads(threads)
 
         def one(i: int, shard_threads: int) -> tuple[np.ndarray, np.ndarray]:
             shard = self.shards[i]
-            options = params if shard.kind == "seismic" else {}
-            ids, scores = shard.search(queries, k=k, threads=shard_threads, **options)
+            ids, scores = shard.search(queries, k=k, threads=shard_threads, **params)
             return np.where(ids >= 0, ids + self.starts[i], -1), scores
 
         if n >= threads or threads == 1 or len(self.shards) == 1:
@@ -126,13 +112,7 @@ class ShardedIndex:
 
     def forward_vectors(self) -> SparseVectors:
         """Every document's vector in collection order (for PRF and exact answers)."""
-        parts = [s.forward_vectors() if s.kind == "seismic" else _exact_forward(s) for s in self.shards]
-        return SparseVectors.concatenate(parts, dim=self.dim)
-
-    def exact(self) -> "ShardedIndex":
-        """The same shards as exact indexes (a Seismic shard's forward index inverted)."""
-        shards = [s if s.kind == "exact" else ExactIndex.build(s.forward_vectors()) for s in self.shards]
-        return ShardedIndex(shards, self.starts)
+        return SparseVectors.concatenate([s.forward_vectors() for s in self.shards], dim=self.dim)
 
     def check_values(self, full: bool = False) -> None:
         for shard in self.shards:
@@ -156,8 +136,7 @@ class ShardedIndex:
         contiguous with the previous one and its manifest matching the recorded digest."""
         path = Path(path)
         manifest = read_manifest(path)
-        if manifest["kind"] != KIND:
-            raise IndexFormatError(f"{path}: a {manifest['kind']} index, not {KIND}")
+        check_kind(path, manifest, KIND)
         entries = manifest.get("shards")
         if not isinstance(entries, list) or not entries:
             raise damaged(path / MANIFEST, "no shards listed")

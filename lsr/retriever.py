@@ -20,6 +20,7 @@ from lsr.corpus import CorpusReader, join_title
 from lsr.docstore import DocStore, DocStoreWriter
 from lsr.encoders import Encoder, from_spec, resolve_model
 from lsr.errors import LsrError
+from lsr.indexer.protocol import Index, load as load_index
 from lsr.indexer.storage import (
     Generation,
     IndexFormatError,
@@ -64,30 +65,6 @@ class BuildReport:
         return self.n_docs / self.seconds if self.seconds else 0.0
 
 
-def _load_index(path: Path, exact: bool = False):
-    """Open `path`; `exact=True` on a Seismic index inverts its forward index (every posting)."""
-    from lsr.indexer import ExactIndex
-
-    kind = read_manifest(path)["kind"]
-    if kind == "exact":
-        return ExactIndex.load(path)
-    if kind == "seismic":
-        from lsr.indexer.seismic import SeismicIndex
-
-        index = SeismicIndex.load(path)
-        return ExactIndex.build(index.forward_vectors()) if exact else index
-    if kind == "sharded":  # lsr.shards; the lead moves this into lsr.indexer.load's table
-        from lsr.indexer.sharded import ShardedIndex
-
-        index = ShardedIndex.load(path)
-        return index.exact() if exact else index
-    raise IndexFormatError(f"{path}: unknown index kind {kind!r}")
-
-
-def index_kind(index: Any) -> str:
-    return index.kind
-
-
 def _build_dense(tmp: Path, model: str, batch_size: int) -> dict[str, Any]:
     """Embed the documents already in `tmp/docs` (title + text) into `tmp/dense`; the spec."""
     from lsr.dense import DENSE_DIR, DenseEncoder, write_embeddings
@@ -100,7 +77,7 @@ def _build_dense(tmp: Path, model: str, batch_size: int) -> dict[str, Any]:
 class Retriever:
     """Search a built index by text: `Retriever.build(corpus, ...)` or `Retriever.load(path)`."""
 
-    def __init__(self, path: Path, encoder: Encoder, index: Any, docs: DocStore, manifest: dict[str, Any]) -> None:
+    def __init__(self, path: Path, encoder: Encoder, index: Index, docs: DocStore, manifest: dict[str, Any]) -> None:
         self.path, self.encoder, self.index, self.docs, self.manifest = path, encoder, index, docs, manifest
         self.last_build: BuildReport | None = None
         self._generation: Generation | None = None
@@ -177,7 +154,7 @@ class Retriever:
                 n_docs=len(docs),
                 dim=dim,
                 nnz=nnz,
-                index_kind=index_kind(built),
+                index_kind=built.kind,
                 corpus=str(Path(corpus_path).absolute()),
                 skipped=len(reader.skipped),
                 skip_subdirectories=["index"],
@@ -190,7 +167,7 @@ class Retriever:
             skipped=reader.skipped,
             ignored_files=len(reader.ignored_files),
             seconds=time.perf_counter() - start,
-            index_kind=index_kind(built),
+            index_kind=built.kind,
         )
         return retriever
 
@@ -249,10 +226,10 @@ class Retriever:
             raise IndexFormatError(f"{root}: a bare {manifest['kind']} index, not a retriever index")
         if not isinstance(manifest.get("encoder"), dict):
             raise damaged(root / "manifest.json", "no encoder spec")
-        index = _load_index(root / "index", exact=exact)
+        index = load_index(root / "index", exact=exact)
         docs = DocStore(root / "docs", manifest["n_docs"])
-        if index.n_docs != manifest["n_docs"]:
-            raise damaged(root / "index" / "manifest.json", f"{index.n_docs} documents, the index has {manifest['n_docs']}")
+        if len(index) != manifest["n_docs"]:
+            raise damaged(root / "index" / "manifest.json", f"{len(index)} documents, the index has {manifest['n_docs']}")
         try:
             encoder = encoder or from_spec(manifest["encoder"], root / "encoder")
         except (OSError, ValueError, KeyError, TypeError) as err:  # damaged spec or encoder files
@@ -281,11 +258,7 @@ class Retriever:
     # ---- searching --------------------------------------------------------------------
 
     def _search(self, vectors: SparseVectors, k: int, threads: int, options: dict[str, Any]):
-        if index_kind(self.index) == "exact":
-            return self.index.search(vectors, k=k, threads=threads)
-        from lsr.indexer.exact import resolve_threads
-
-        return self.index.search(vectors, k=k, threads=resolve_threads(threads), **options)
+        return self.index.search(vectors, k=k, threads=threads, **options)
 
     def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
         """One query's rows and scores as hits (padding, row -1, dropped)."""
@@ -348,13 +321,7 @@ class Retriever:
     def forward_vectors(self) -> SparseVectors:
         """Every document's sparse vector (CSR rows), built from the index once, for PRF."""
         if getattr(self, "_forward", None) is None:
-            if index_kind(self.index) == "exact":
-                from lsr.prf import forward_view
-
-                ix = self.index
-                self._forward = forward_view(ix.list_ptr, ix.list_docs, ix.list_weights, ix.n_docs)
-            else:
-                self._forward = self.index.forward_vectors()
+            self._forward = self.index.forward_vectors()
         return self._forward
 
     def search_rows(

@@ -135,7 +135,6 @@ def test_concurrent_callers_equal_serial(data, index):
 
     _, queries = data
     expected = index.search(queries, k=10, query_cut=5, heap_factor=0.8)
-    before = index.search_counters["docs_scored"]
 
     def one(i):
         return index.search(queries[i : i + 1], k=10, query_cut=5, heap_factor=0.8)
@@ -145,7 +144,6 @@ def test_concurrent_callers_equal_serial(data, index):
             for i, (ids, scores) in enumerate(pool.map(one, range(len(queries)))):
                 np.testing.assert_array_equal(ids[0], expected[0][i])
                 np.testing.assert_array_equal(scores[0], expected[1][i])
-    assert index.search_counters["docs_scored"] > before  # every thread's work is counted
 
 
 def test_deterministic_for_a_seed(data, index):
@@ -363,11 +361,7 @@ def test_summaries_equal_their_definition():
             qd[q.indices] = q.values
             acc = np.zeros((2, idx.max_blocks), np.float32)
             hits = np.zeros(len(q.indices), np.uint64), np.zeros(len(q.indices), np.uint64), np.zeros(len(q.indices), np.float32)
-            nb = ks._summary_scores(
-                t, q.indices, qd, acc[0], acc[1], *hits, a["list_block_ptr"], a["block_min"], a["block_scale"],
-                a["list_group_ptr"], a["group_uniq_ptr"], a["sum_ucomp"], a["sum_ucount"], a["sum_ckpt"],
-                a["sum_entry"],
-            )
+            nb = ks._summary_scores(t, q.indices, qd, acc[0], acc[1], *hits, idx._kernel_arrays)
             want = _reference_summary_scores(idx, docs, t, q)
             assert nb == len(want)
             np.testing.assert_allclose(acc[0, :nb], want, rtol=1e-5, atol=1e-4)
