@@ -15,10 +15,15 @@ from lsr.indexer import ExactIndex, Index, IndexFormatError
 from lsr.indexer import exact_kernels
 from lsr.indexer import seismic_search
 from lsr.indexer.seismic import SeismicIndex
+from lsr.indexer.sharded import ShardedIndex
 
-KINDS = ["exact", "seismic"]
-# the Numba batch kernel behind each kind's multi-threaded search
-PARALLEL_KERNEL = {"exact": (exact_kernels, "search_parallel"), "seismic": (seismic_search, "search_batch_parallel")}
+KINDS = ["exact", "seismic", "sharded"]
+# the Numba batch kernel behind each kind's multi-threaded search (a sharded index's first shard is exact)
+PARALLEL_KERNEL = {
+    "exact": (exact_kernels, "search_parallel"),
+    "seismic": (seismic_search, "search_batch_parallel"),
+    "sharded": (exact_kernels, "search_parallel"),
+}
 # settings under which Seismic is exact: no pruning, every query term, no block skipped
 EXACT_KNOBS = {"query_cut": 1000, "heap_factor": 0.0}
 
@@ -33,10 +38,16 @@ DOCS = vectors(300, 60, 0.1, 0)
 QUERIES = vectors(20, 60, 0.15, 1)
 
 
+def seismic(docs: SparseVectors) -> SeismicIndex:
+    return SeismicIndex.build(docs, n_postings=10**6, summary_energy=1.0, values="float32", threads=1)
+
+
 def build(kind: str):
     if kind == "exact":
         return ExactIndex.build(DOCS)
-    return SeismicIndex.build(DOCS, n_postings=10**6, summary_energy=1.0, values="float32", threads=1)
+    if kind == "sharded":  # one exact and one Seismic shard
+        return ShardedIndex([ExactIndex.build(DOCS[:120]), seismic(DOCS[120:])])
+    return seismic(DOCS)
 
 
 @pytest.fixture(params=KINDS)
@@ -69,7 +80,8 @@ def test_same_call_same_answer_for_every_kind():
     for ids, scores in results:
         assert ids.shape == scores.shape == (20, 5) and ids.dtype == np.int64 and scores.dtype == np.float32
         np.testing.assert_allclose(scores, -np.sort(-dense, axis=1)[:, :5], rtol=1e-5)
-    np.testing.assert_array_equal(results[0][0], results[1][0])
+    for ids, _ in results[1:]:
+        np.testing.assert_array_equal(ids, results[0][0])
 
 
 def test_threads_has_one_meaning(index, numba_one_thread):
