@@ -63,7 +63,8 @@ CHILD = """
 import numpy as np, lsr
 from lsr.indexer import ExactIndex
 from lsr.sparse import SparseVectors
-assert lsr.__file__.startswith({site!r}), lsr.__file__
+import lsr.indexer
+assert lsr.__file__.startswith({site!r}) and lsr.indexer.__file__.startswith({site!r}), lsr.indexer.__file__
 docs = SparseVectors.from_rows([([0, 2], [1.0, 2.0]), ([1, 2], [3.0, 1.0])], 3)
 ids, _ = ExactIndex.build(docs).search(docs, k=1, threads=1)
 print(ids.ravel().tolist())
