@@ -5,6 +5,8 @@ set, Numba reads and writes only there, never the package's `__pycache__`), so e
 a command uses is compiled. Warm: the same commands again with that cache filled. The wall
 time is the whole command as a user sees it (interpreter start, imports, encoding, build or
 search). BM25 encodes, so no model is loaded and the figures are the index's own.
+`lsr search` is timed twice cold: with a cache of its own (what a search compiles) and right
+after the first `lsr index` (the user's first search: the build warmed the one-query code).
 
     python benchmarks/bench_cold_start.py                       # SciFact, exact and seismic
     python benchmarks/bench_cold_start.py --kinds seismic --corpus PATH
