@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lsr.corpus import CorpusReader
+from lsr.cache import cache_root
 from lsr.encoders import Encoder
 from lsr.errors import LsrError
 from lsr.eval.loaders import load_beir, load_qrels, load_queries
@@ -31,13 +32,6 @@ from lsr.progress import Progress
 
 log = logging.getLogger(__name__)
 BASELINES = ("pyserini-bm25",)
-
-
-def cache_root() -> Path:
-    """`$LSR_CACHE`, else `$XDG_CACHE_HOME/lsr`, else `~/.cache/lsr`."""
-    if "LSR_CACHE" in os.environ:
-        return Path(os.environ["LSR_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lsr"
 
 
 # BEIR datasets whose queries are documents of the corpus: BEIR (ignore_identical_ids) and

@@ -2,8 +2,13 @@
 
 Every kind follows `Index` (`protocol.py`); `load(path)` opens an index directory of any
 kind registered in `KINDS`. `SeismicIndex` and the interchange formats load lazily: `lsr
-search` on an exact index never imports Numba.
+search` on an exact index never imports Numba. Numba's cache folder is chosen first
+(`lsr.cache.use_numba_cache`: a user cache folder when this package's is read-only).
 """
+
+from lsr.cache import use_numba_cache
+
+use_numba_cache()  # before any kernel module is imported: Numba fixes the cache folder then
 
 from lsr.indexer.exact import ExactIndex
 from lsr.indexer.protocol import KINDS, Index, load, register_kind

@@ -11,7 +11,7 @@ def top_k_of(candidates, n_candidates, acc, k, out_ids, out_scores):
     """Write the k best (score desc, id asc) of acc[candidates[:n]] into out_* (padded -1/-inf)."""
     heap_s = np.empty(k, np.float32)
     heap_d = np.empty(k, np.int64)
-    size = 0
+    size = np.int64(0)  # not the literal 0: see topk's note on literals
     for j in range(n_candidates):
         d = candidates[j]
         size = heap_push(heap_s, heap_d, size, k, acc[d], d)

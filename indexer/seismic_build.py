@@ -450,8 +450,8 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
     l_code = np.empty(16, dtype=np.uint8)
     nbk = 0
     ngr = 0
-    nu = 0
-    ne = 0
+    nu = np.int64(0)  # counters passed to _grow: int64, not the literal 0 (see topk)
+    ne = np.int64(0)
     for t in range(t_lo, t_hi):
         lo = list_ptr[t]
         hi = list_ptr[t + 1]
@@ -459,7 +459,7 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
             continue
         nb = _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_cluster_size, seed, scratch)
         n_blocks[t - t_lo] = nb
-        m = 0
+        m = np.int64(0)
         b_lo = 0
         for b in range(nb):
             b_hi = bounds[b]

@@ -197,12 +197,12 @@ def _scan_list(ix, t, sc, blocks, by_score, nb, heap_factor, k, qdense, visited,
     that its first documents are prefetched while this one is scored (a block skipped now
     stays skipped: the threshold only grows)."""
     b0 = ix.list_block_ptr[t]
-    bi = _next_block(sc, blocks, by_score, 0, nb, size == k, heap_factor * hs[0])
-    primed = False
+    bi = _next_block(sc, blocks, by_score, np.int64(0), nb, size == k, heap_factor * hs[0])
+    primed = np.bool_(False)  # not the literal False (see topk's note on literals)
     while bi < nb:
         b = blocks[bi] if by_score else bi
         if size == k and sc[b] < heap_factor * hs[0]:
-            bi = _next_block(sc, blocks, by_score, bi + 1, nb, True, heap_factor * hs[0])
+            bi = _next_block(sc, blocks, by_score, bi + 1, nb, np.bool_(True), heap_factor * hs[0])
             primed = False
             continue
         c0 = n_seen
@@ -210,7 +210,7 @@ def _scan_list(ix, t, sc, blocks, by_score, nb, heap_factor, k, qdense, visited,
                               visited, seen, n_seen)
         n_c = n_seen - c0
         nbi = _next_block(sc, blocks, by_score, bi + 1, nb, size == k, heap_factor * hs[0])
-        np0 = np1 = 0
+        np0 = np1 = np.int64(0)  # int64, not the literal 0 (see topk's note on literals)
         if nbi < nb:
             nb_ = blocks[nbi] if by_score else nbi
             np0 = ix.block_doc_ptr[b0 + nb_]
@@ -241,8 +241,8 @@ def search_one(q_idx, q_val, k, query_cut, heap_factor, ix, qdense, visited, see
     hit_hi = np.empty(nq, dtype=np.uint64)
     hit_q = np.empty(nq, dtype=np.float32)
     sc = acc[0]  # block summary scores of the current list (acc[1]: scratch)
-    size = 0
-    n_seen = 0
+    size = np.int64(0)  # int64, not the literal 0 (see topk's note on literals)
+    n_seen = np.int64(0)
     blocks = np.empty(0, dtype=np.int64)
     for r in range(min(query_cut, nq)):
         t = q_idx[order[r]]

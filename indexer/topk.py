@@ -10,6 +10,9 @@ def _worse(score_a, id_a, score_b, id_b):
     return score_a < score_b or (score_a == score_b and id_a > id_b)
 
 
+# Callers pass counters typed int64 (`np.int64(0)`, not `0`): while Numba types a caller, a
+# variable first bound to a constant is still the literal `0`, and a jitted callee is compiled
+# once for that literal and again for int64 (two compilations of every callee on the way).
 # The array functions here are plain calls (LLVM inlines them where it pays): with Numba's
 # IR inlining (inline="always") nested inside the Seismic query loop, Numba 0.68 gave a wrong
 # top-k, and IR-inlined array arguments cost reference-count updates on every call.
@@ -50,7 +53,7 @@ def heap_push(hs, hid, size, k, s, d):
         return size + 1
     if _worse(s, d, hs[0], hid[0]):
         return size
-    _sift_down(hs, hid, size, s, d)
+    _sift_down(hs, hid, size, s, np.int64(d))  # as heap_write_sorted: one compilation
     return size
 
 

@@ -250,10 +250,10 @@ class Retriever:
         return files
 
     def warm_up(self) -> None:
-        """Compile (and cache on disk) the batch search code now rather than at the first batch."""
-        empty = self.encoder.encode_queries(["", ""])
-        self._search(empty, 1, 1, {})
-        self._search(empty, 1, 2, {})
+        """Compile (and cache on disk) the one-query search code (`search`, `lsr search`, `lsr
+        serve`) now rather than at the first query. The parallel batch code is left to its
+        first batch (`lsr eval`): compiling it here would cost every build seconds."""
+        self._search(self.encoder.encode_queries([""]), 1, 1, {})
 
     # ---- searching --------------------------------------------------------------------
 

@@ -2,7 +2,11 @@
 scan), kept apart so that `lsr.formats` imports without Numba."""
 
 import numpy as np
-from numba import njit
+
+from lsr.cache import use_numba_cache
+
+use_numba_cache()  # before the kernel is decorated: Numba fixes its cache folder then
+from numba import njit  # noqa: E402
 
 
 @njit(cache=True)

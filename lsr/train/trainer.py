@@ -70,7 +70,7 @@ class Trainer:
     def _negatives_cache(self, corpus: Path, model: str) -> Path:
         if self.cfg["data"]["cache_dir"]:
             return Path(self.cfg["data"]["cache_dir"])
-        from lsr.eval.runner import cache_root
+        from lsr.cache import cache_root
 
         st = corpus.stat()
         key = hashlib.sha256(f"{corpus.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{model}".encode()).hexdigest()[:16]

@@ -1,0 +1,85 @@
+"""Cold vs warm start of the CLI: `lsr index` then `lsr search`, each a fresh process.
+
+Cold: the Numba cache is empty (`NUMBA_CACHE_DIR` points at a new temporary folder; with it
+set, Numba reads and writes only there, never the package's `__pycache__`), so every kernel
+a command uses is compiled. Warm: the same commands again with that cache filled. The wall
+time is the whole command as a user sees it (interpreter start, imports, encoding, build or
+search). BM25 encodes, so no model is loaded and the figures are the index's own.
+`lsr search` is timed twice cold: with a cache of its own (what a search compiles) and right
+after the first `lsr index` (the user's first search: the build warmed the one-query code).
+
+    python benchmarks/bench_cold_start.py                       # SciFact, exact and seismic
+    python benchmarks/bench_cold_start.py --kinds seismic --corpus PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
+LSR = Path(sys.executable).parent / "lsr"
+
+
+def timed_lsr(args: list[str], env: dict[str, str]) -> float:
+    """Run `lsr ARGS` in a fresh process; its wall time in seconds. Exits on failure."""
+    start = time.perf_counter()
+    done = subprocess.run([str(LSR), *args], capture_output=True, text=True, env=env)
+    took = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"lsr {' '.join(args)} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return took
+
+
+def with_cache(cache: Path) -> dict[str, str]:
+    """This environment with Numba's (and lsr's) cache at `cache`, offline."""
+    return {**os.environ, "NUMBA_CACHE_DIR": str(cache), "LSR_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+
+
+def cold_and_warm(kind: str, corpus: Path, query: str, work: Path) -> dict[str, float]:
+    """Index twice with one fresh cache (cold, then warm); search right after the first index
+    (the user's first search: what the build compiled is cached), then twice more with a
+    second fresh cache (a search's own compilation, cold, then warm)."""
+    env = with_cache(work / f"cache-{kind}-index")
+    search = ["search", query, "--json", "-i"]
+    times = {}
+    for run in ("cold", "warm"):
+        index = work / f"index-{kind}-{run}"
+        times[f"index {run}"] = timed_lsr(["index", str(corpus), "-i", str(index), "-m", "bm25", "--index-type", kind], env)
+        if run == "cold":
+            times["search after index"] = timed_lsr([*search, str(index)], env)
+    env = with_cache(work / f"cache-{kind}-search")
+    for run in ("cold", "warm"):
+        times[f"search {run}"] = timed_lsr([*search, str(work / f"index-{kind}-cold")], env)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=SCIFACT)
+    parser.add_argument("--kinds", nargs="+", default=["exact", "seismic"], choices=["exact", "seismic"])
+    parser.add_argument("--query", default="vitamin D deficiency and cancer risk")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lsr-cold-") as tmp:
+        for kind in args.kinds:
+            t = cold_and_warm(kind, args.corpus, args.query, Path(tmp))
+            print(f"{kind}: " + ", ".join(f"{name} {s:.2f} s" for name, s in t.items()), file=sys.stderr, flush=True)
+            for step in ("index", "search"):
+                cold, warm = t[f"{step} cold"], t[f"{step} warm"]
+                rows.append([kind, f"lsr {step}", f"{cold:.2f}", f"{warm:.2f}", f"{cold - warm:+.2f}"])
+            after = t["search after index"]
+            rows.append([kind, "lsr search, after the first index", f"{after:.2f}", f"{t['search warm']:.2f}", f"{after - t['search warm']:+.2f}"])
+    print(markdown_table(["index", "command", "cold (s)", "warm (s)", "cold − warm (s)"], rows))
+
+
+if __name__ == "__main__":
+    main()
