@@ -11,6 +11,9 @@ and the document store once at the top level, the shards under `index/`.
 BM25 needs the statistics of the whole corpus: the actors count terms per block, and the
 driver numbers the terms in corpus order and weighs the counts with the global statistics,
 so every vector equals a single-node build's.
+
+Search: `RayShardedIndex` searches a sharded index in Ray actors, each holding a group of
+shards, and merges their top k as `ShardedIndex` does (`Retriever.load(path, ray=ADDRESS)`).
 """
 
 from __future__ import annotations
@@ -124,7 +127,8 @@ def connect(address: str | None) -> bool:
     on this machine (it stops with the process, or `ray.shutdown()`), "auto" joins the one this
     machine belongs to, "HOST:PORT" or "ray://HOST:10001" a remote one, None lets Ray choose
     (`$RAY_ADDRESS`, else the cluster last started here, else a local one). True when this
-    call initialised Ray. Ray missing or an unreachable cluster is an `LsrError`."""
+    call initialised Ray. Ray missing or an address Ray rejects is an `LsrError` (an
+    unreachable one, Ray retries)."""
     try:
         import ray
     except ImportError:
@@ -332,9 +336,11 @@ class RayShardedIndex:
     of the same directory. Usually made by `Retriever.load(path, ray=ADDRESS, actors=N)`."""
 
     kind = "sharded"
+    START_SECONDS = 120  # actors not all started by then: the cluster lacks the CPUs (an error)
 
     def __init__(self, index: Any, actors: int | None = None, cpus: int = 1) -> None:
-        """`index`: a loaded `ShardedIndex` or its directory; `actors`: default one per shard."""
+        """`index`: a loaded `ShardedIndex` or its directory; `actors`: default one per shard,
+        as many as the cluster's CPUs hold (`cpus` each)."""
         import ray
 
         from lsr.indexer.sharded import ShardedIndex
@@ -347,11 +353,19 @@ class RayShardedIndex:
             raise ValueError(f"cpus must be >= 1, got {cpus}")
         self.path, self.cpus = Path(self.local.path).absolute(), cpus
         n_shards = len(self.local.shards)
-        groups = [g.tolist() for g in np.array_split(np.arange(n_shards), min(actors or n_shards, n_shards))]
+        cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
+        actors = min(actors or max(1, cluster_cpus // cpus), n_shards)
+        groups = [g.tolist() for g in np.array_split(np.arange(n_shards), actors)]
         actor = ray.remote(num_cpus=cpus, scheduling_strategy="SPREAD")(_ShardActor)
         self.actors = [actor.remote(str(self.path), [self.local.entries[i] for i in g]) for g in groups]
         try:
-            held = sum(ray.get([a.ready.remote() for a in self.actors]))
+            held = sum(ray.get([a.ready.remote() for a in self.actors], timeout=self.START_SECONDS))
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise LsrError(
+                f"{self.path}: {actors} Ray search actors of {cpus} CPU(s) did not start within {self.START_SECONDS} s "
+                f"(the cluster has {cluster_cpus} CPUs, some perhaps in use): ask for fewer with --actors"
+            ) from None
         except ray.exceptions.RayError as err:
             self.close()
             cause = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
