@@ -91,7 +91,9 @@ def main() -> None:
                   f"{r.n_docs / r.seconds:>9.0f}{rate / r.n_actors:>14.0f}   {sizes}")  # fmt: skip
 
     # the N-shard index searched in Ray actors, one shard and one CPU each (the build's actors are gone)
+    t = time.perf_counter()
     on_ray = RayShardedIndex(built[args.shards].index, actors=args.shards)
+    print(f"{len(on_ray.actors)} Ray search actors started (shards opened) in {time.perf_counter() - t:.2f} s")
     indexes = {f"{shards} shard(s), threads": r.index for shards, r in built.items()}
     indexes[f"{args.shards} shard(s), {len(on_ray.actors)} Ray actors"] = on_ray
     vectors = single.encoder.encode_queries(queries)
