@@ -333,14 +333,18 @@ class RayShardedIndex:
     index protocol (`lsr.indexer.Index`) and the results of `ShardedIndex`, for a cluster whose
     nodes all see the index directory. Actors are spread over the cluster's nodes, `cpus` CPUs
     reserved each. `forward_vectors`, `check_values` and `save` read the local `ShardedIndex`
-    of the same directory. Usually made by `Retriever.load(path, ray=ADDRESS, actors=N)`."""
+    of the same directory. Usually made by `Retriever.load(path, ray=ADDRESS, actors=N)`.
+
+    Actors reserve no CPUs (Ray's `num_cpus=0`; `SPREAD` still places them on different nodes
+    first): a busy cluster never holds them back, and a hot swap (`lsr serve`) starts the new
+    index's actors while the old ones still answer."""
 
     kind = "sharded"
-    START_SECONDS = 120  # actors not all started by then: the cluster lacks the CPUs (an error)
+    START_SECONDS = 120  # actors not all started by then (a node down, no memory): an error
 
     def __init__(self, index: Any, actors: int | None = None, cpus: int = 1) -> None:
-        """`index`: a loaded `ShardedIndex` or its directory; `actors`: default one per shard,
-        as many as the cluster's CPUs hold (`cpus` each)."""
+        """`index`: a loaded `ShardedIndex` or its directory; `actors`: default one per shard;
+        `cpus`: the threads each actor searches with at most."""
         import ray
 
         from lsr.indexer.sharded import ShardedIndex
@@ -353,19 +357,15 @@ class RayShardedIndex:
             raise ValueError(f"cpus must be >= 1, got {cpus}")
         self.path, self.cpus = Path(self.local.path).absolute(), cpus
         n_shards = len(self.local.shards)
-        cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
-        actors = min(actors or max(1, cluster_cpus // cpus), n_shards)
+        actors = min(actors or n_shards, n_shards)
         groups = [g.tolist() for g in np.array_split(np.arange(n_shards), actors)]
-        actor = ray.remote(num_cpus=cpus, scheduling_strategy="SPREAD")(_ShardActor)
+        actor = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(_ShardActor)
         self.actors = [actor.remote(str(self.path), [self.local.entries[i] for i in g]) for g in groups]
         try:
             held = sum(ray.get([a.ready.remote() for a in self.actors], timeout=self.START_SECONDS))
         except ray.exceptions.GetTimeoutError:
             self.close()
-            raise LsrError(
-                f"{self.path}: {actors} Ray search actors of {cpus} CPU(s) did not start within {self.START_SECONDS} s "
-                f"(the cluster has {cluster_cpus} CPUs, some perhaps in use): ask for fewer with --actors"
-            ) from None
+            raise LsrError(f"{self.path}: {actors} Ray search actors did not start within {self.START_SECONDS} s") from None
         except ray.exceptions.RayError as err:
             self.close()
             cause = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
