@@ -7,7 +7,8 @@ each build's time (and the Ray builds' encoding time and per-actor docs/s, the r
 sizing in docs/scale.md starts from), checks that all three give identical search results
 (ids and scores) for the SciFact queries, and measures the scatter-gather overhead per query
 (the sharded search minus the single index's search over the same documents, one query at a
-time and in batches). Never asserts on timings.
+time and in batches): the shards in local threads (`ShardedIndex`) and in Ray actors, one
+per shard (`RayShardedIndex`, asserted to give the same results). Never asserts on timings.
 
     .venv/bin/python benchmarks/bench_scale.py                                  # bm25, 2 shards, 2 CPUs
     .venv/bin/python benchmarks/bench_scale.py --model splade-tiny --docs 2000  # ../shared/models/splade-tiny
@@ -60,7 +61,7 @@ def main() -> None:
 
     from lsr.encoders import load_encoder
     from lsr.retriever import Retriever
-    from lsr.shards import build_sharded
+    from lsr.shards import RayShardedIndex, build_sharded
 
     model = str(MODELS / args.model) if (MODELS / args.model).is_dir() else args.model
     queries = [json.loads(line)["text"] for line in open(SCIFACT / "queries.jsonl")]
@@ -88,24 +89,32 @@ def main() -> None:
             rate = r.n_docs / r.encode_seconds
             print(f"{f'{shards} shard(s), {r.n_actors} actor(s)':<26}{r.seconds:>9.1f}{r.encode_seconds:>10.1f}"
                   f"{r.n_docs / r.seconds:>9.0f}{rate / r.n_actors:>14.0f}   {sizes}")  # fmt: skip
-    ray.shutdown()
 
+    # the N-shard index searched in Ray actors, one shard and one CPU each (the build's actors are gone)
+    t = time.perf_counter()
+    on_ray = RayShardedIndex(built[args.shards].index, actors=args.shards)
+    print(f"{len(on_ray.actors)} Ray search actors started (shards opened) in {time.perf_counter() - t:.2f} s")
+    indexes = {f"{shards} shard(s), threads": r.index for shards, r in built.items()}
+    indexes[f"{args.shards} shard(s), {len(on_ray.actors)} Ray actors"] = on_ray
     vectors = single.encoder.encode_queries(queries)
     want = single.index.search(vectors, k=100, threads=2, **options)
-    for shards, retriever in built.items():
-        got = retriever.index.search(vectors, k=100, threads=2, **options)
+    for name, index in indexes.items():
+        got = index.search(vectors, k=100, threads=2, **options)
         same = np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
-        print(f"{shards} shard(s) vs single node, {len(queries)} queries top-100: {'identical' if same else 'DIFFERENT'}")
+        print(f"{name} vs single node, {len(queries)} queries top-100: {'identical' if same else 'DIFFERENT'}")
+        assert same, name
 
     print(f"\nscatter-gather per query (best of {args.rounds}; sharded minus single, same documents)")
     one = [vectors[[i]] for i in range(len(queries))]
-    for name, run in (("one query at a time", lambda ix: [ix.search(q, k=10, threads=1, **options) for q in one]),
-                      ("batch, 2 threads", lambda ix: ix.search(vectors, k=10, threads=2, **options))):  # fmt: skip
+    for how, run in (("one query at a time", lambda ix: [ix.search(q, k=10, threads=1, **options) for q in one]),
+                     ("batch, 2 threads", lambda ix: ix.search(vectors, k=10, threads=2, **options))):  # fmt: skip
         base = best_of(lambda: run(single.index), args.rounds)
-        for shards, retriever in built.items():
-            t = best_of(lambda: run(retriever.index), args.rounds)
-            print(f"  {name:<22}{shards} shard(s): {t / len(queries) * 1e6:8.1f} µs/query "
+        for name, index in indexes.items():
+            t = best_of(lambda: run(index), args.rounds)
+            print(f"  {how:<22}{name:<26}{t / len(queries) * 1e6:9.1f} µs/query "
                   f"(single {base / len(queries) * 1e6:.1f}, overhead {(t - base) / len(queries) * 1e6:+.1f})")  # fmt: skip
+    on_ray.close()
+    ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
 
 

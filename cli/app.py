@@ -89,6 +89,11 @@ def default_index() -> Path:
 
 # Help texts are rich markup: a literal "[" is written "\\[" (else "[default: ...]" vanishes).
 IndexOption = typer.Option(None, "--index", "-i", help="Index directory \\[default: $LSR_INDEX or ./.lsr].")
+RayOption = typer.Option(
+    None, "--ray", metavar="ADDRESS",
+    help="Search a sharded index in Ray actors holding its shards (docs/scale.md): 'local', 'auto', HOST:PORT or ray://HOST:10001.",
+)  # fmt: skip
+ActorsOption = typer.Option(None, "--actors", min=1, help="With --ray: search actors \\[default: one per shard].")
 PrecisionOption = typer.Option(
     "fp32", "--precision",
     help="SPLADE backbone precision: fp32, bf16 or int8 (dynamic quantisation of its Linear layers; CPU).",
@@ -257,12 +262,14 @@ def search(
     prf_docs: int = typer.Option(0, "--prf-docs", min=0, help="Pseudo-relevance feedback: top documents fed back (0: off)."),
     prf_terms: int = typer.Option(20, "--prf-terms", min=1, help="PRF: feedback terms added to the query."),
     prf_weight: float = typer.Option(0.1, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
+    ray_address: Optional[str] = RayOption,
+    actors: Optional[int] = ActorsOption,
 ) -> None:
     """Search the index and print ranked hits."""
     from lsr.prf import Prf
     from lsr.retriever import Retriever
 
-    retriever = Retriever.load(index_dir or default_index(), exact=exact)
+    retriever = Retriever.load(index_dir or default_index(), exact=exact, ray=ray_address, actors=actors)
     if mode == "sparse" and not prf_docs:
         hits = retriever.search(query, k=k, query_cut=query_cut, heap_factor=heap_factor)
     else:
@@ -438,13 +445,15 @@ def serve(
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
     exact: bool = typer.Option(False, "--exact", help="Exact top-k even on an approximate (Seismic) index."),
     poll: float = typer.Option(1.0, "--poll", min=0.0, help="Seconds between checks for a rebuilt index (hot swap)."),
+    ray_address: Optional[str] = RayOption,
+    actors: Optional[int] = ActorsOption,
 ) -> None:
     """Serve the index over HTTP: POST /search, GET /health, GET /info (OpenAPI at /docs)."""
     from lsr.serve import serve as run_server
 
     path = index_dir or default_index()
     err.print(f"serving {path} on http://{host}:{port} (docs at /docs)", markup=False)
-    run_server(path, host=host, port=port, exact=exact, poll_seconds=poll)
+    run_server(path, host=host, port=port, exact=exact, poll_seconds=poll, ray=ray_address, actors=actors)
 
 
 @app.command("train")

@@ -186,7 +186,10 @@ class Retriever:
         return built, built.dim, built.stats()["nnz"]
 
     @classmethod
-    def load(cls, path: str | Path = ".lsr", exact: bool = False, encoder: Encoder | None = None) -> "Retriever":
+    def load(
+        cls, path: str | Path = ".lsr", exact: bool = False, encoder: Encoder | None = None,
+        ray: str | None = None, actors: int | None = None,
+    ) -> "Retriever":  # fmt: skip
         """Open an index directory written by `build` (arrays are memory-mapped).
 
         `encoder`: the query encoder to use, one equal to the index's (as `build` passes the
@@ -197,7 +200,16 @@ class Retriever:
         generation of the directory, even while a rebuild replaces it: the directory is
         opened once and read through that handle (kept open while the Retriever or its
         encoder lives).
+
+        `ray`: search a sharded index (`lsr index --ray`) in Ray actors, each holding a group of
+        shards, instead of local threads: the cluster's address ("local", "auto", "HOST:PORT",
+        "ray://HOST:10001"; `lsr.shards.connect`), `actors` of them (default one per shard).
+        Same results; another kind of index, or `exact`, is an `LsrError` (docs/scale.md).
         """
+        if ray is not None and exact:
+            raise LsrError("--exact cannot be combined with --ray (build the shards with --index-type exact instead)")
+        if actors is not None and ray is None:
+            raise LsrError("--actors needs --ray ADDRESS ('local' for a cluster on this machine)")
         path = Path(path)
         for attempt in range(5):
             handle = open_generation(path)
@@ -216,6 +228,10 @@ class Retriever:
             if encoder is None:  # the encoder was read from this generation
                 with contextlib.suppress(AttributeError):
                     retriever.encoder._lsr_generation = handle
+            if ray is not None:
+                from lsr.shards import search_on_ray
+
+                retriever.index = search_on_ray(retriever.index, ray, actors)
             return retriever
         raise AssertionError("unreachable")
 

@@ -43,8 +43,11 @@ def _signature(path: Path) -> tuple[int, int] | None:
 class IndexHolder:
     """The current `Retriever` of an index directory, reloaded when a rebuild replaces it."""
 
-    def __init__(self, path: str | Path, exact: bool = False, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self, path: str | Path, exact: bool = False, poll_seconds: float = 1.0, ray: str | None = None, actors: int | None = None
+    ) -> None:
         self.path, self.exact, self.poll_seconds = Path(path), exact, poll_seconds
+        self.ray, self.actors = ray, actors
         self._lock = threading.Lock()
         self.generation = 0
         self._signature = _signature(self.path)
@@ -54,7 +57,7 @@ class IndexHolder:
     def _open(self):
         from lsr.retriever import Retriever
 
-        retriever = Retriever.load(self.path, exact=self.exact)
+        retriever = Retriever.load(self.path, exact=self.exact, ray=self.ray, actors=self.actors)
         retriever.dense_index  # open dense/ now: the same generation as the rest (noqa: B018)
         self.generation += 1
         return retriever
@@ -78,8 +81,11 @@ class IndexHolder:
         return self.retriever
 
 
-def create_app(index_dir: str | Path, exact: bool = False, poll_seconds: float = 1.0):
-    """The FastAPI app serving the index at `index_dir` (loaded now)."""
+def create_app(
+    index_dir: str | Path, exact: bool = False, poll_seconds: float = 1.0, ray: str | None = None, actors: int | None = None
+):
+    """The FastAPI app serving the index at `index_dir` (loaded now); `ray`, `actors`: a sharded
+    index searched in Ray actors (`Retriever.load`), new actors for each reloaded index."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.responses import JSONResponse
@@ -88,7 +94,7 @@ def create_app(index_dir: str | Path, exact: bool = False, poll_seconds: float =
         raise LsrError("lsr serve needs FastAPI and uvicorn: pip install 'lsr[serve]'") from None
     from lsr.prf import Prf
 
-    holder = IndexHolder(index_dir, exact=exact, poll_seconds=poll_seconds)
+    holder = IndexHolder(index_dir, exact=exact, poll_seconds=poll_seconds, ray=ray, actors=actors)
 
     class SearchRequest(BaseModel):
         query: Optional[str] = Field(None, description="One query (or give `queries`).")
@@ -157,9 +163,12 @@ def create_app(index_dir: str | Path, exact: bool = False, poll_seconds: float =
     return app
 
 
-def serve(index_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, exact: bool = False, poll_seconds: float = 1.0) -> None:
+def serve(
+    index_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, exact: bool = False, poll_seconds: float = 1.0,
+    ray: str | None = None, actors: int | None = None,
+) -> None:  # fmt: skip
     """Load the index and serve it with uvicorn until interrupted."""
-    app = create_app(index_dir, exact=exact, poll_seconds=poll_seconds)
+    app = create_app(index_dir, exact=exact, poll_seconds=poll_seconds, ray=ray, actors=actors)
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level="warning")

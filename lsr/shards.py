@@ -11,6 +11,9 @@ and the document store once at the top level, the shards under `index/`.
 BM25 needs the statistics of the whole corpus: the actors count terms per block, and the
 driver numbers the terms in corpus order and weighs the counts with the global statistics,
 so every vector equals a single-node build's.
+
+Search: `RayShardedIndex` searches a sharded index in Ray actors, each holding a group of
+shards, and merges their top k as `ShardedIndex` does (`Retriever.load(path, ray=ADDRESS)`).
 """
 
 from __future__ import annotations
@@ -119,6 +122,26 @@ def _join_bm25(encoder: Bm25Encoder, blocks: list[tuple[list[str], SparseVectors
     return counts, np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
 
 
+def connect(address: str | None) -> bool:
+    """Join the Ray cluster at `address` unless Ray is initialised already: "local" starts one
+    on this machine (it stops with the process, or `ray.shutdown()`), "auto" joins the one this
+    machine belongs to, "HOST:PORT" or "ray://HOST:10001" a remote one, None lets Ray choose
+    (`$RAY_ADDRESS`, else the cluster last started here, else a local one). True when this
+    call initialised Ray. Ray missing or an address Ray rejects is an `LsrError` (an
+    unreachable one, Ray retries)."""
+    try:
+        import ray
+    except ImportError:
+        raise LsrError("--ray needs Ray: pip install 'lsr[ray]'") from None
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, ValueError) as err:
+        raise LsrError(f"cannot join the Ray cluster at {address}: {err}") from None
+    return True
+
+
 def _cluster_gpus() -> float:
     import ray
 
@@ -168,9 +191,7 @@ def build_sharded(
     check_target(path, protect)
     if encoder is None:
         encoder = load_encoder(model, precision=precision) if isinstance(model, str) else model
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=None if address in (None, "local") else address, log_to_driver=False, logging_level=logging.WARNING)
+    started_here = connect(address)
     try:
         start = time.perf_counter()
         with atomic_directory(path, protect, expected_bytes=2 * reader.bytes_total) as tmp:
@@ -273,49 +294,136 @@ def _shard_vectors(encoder: Encoder, payloads: list[Any], n_docs: int, n_shards:
 
 
 class _ShardActor:
-    """A Ray actor holding a group of shards (memory-mapped from the index directory)."""
+    """A Ray actor holding a group of shards (memory-mapped from the index directory, each
+    checked against the digest the top-level manifest recorded: a rebuilt index is refused,
+    never mixed with the driver's)."""
 
     def __init__(self, directory: str, entries: list[dict[str, Any]]) -> None:
-        from lsr.indexer.sharded import ShardedIndex, load_shard
+        from lsr.indexer.sharded import ShardedIndex, load_shard, manifest_digest
+        from lsr.indexer.storage import MANIFEST, damaged
 
-        shards = [load_shard(Path(directory) / e["path"], e["kind"]) for e in entries]
+        shards = []
+        for entry in entries:
+            where = Path(directory) / entry["path"]
+            if manifest_digest(where) != entry["manifest_sha256"]:
+                raise damaged(where / MANIFEST, "does not match the sharded manifest's checksum (rebuilt meanwhile?)")
+            shards.append(load_shard(where, entry["kind"]))
         self.index = ShardedIndex(shards, starts=[e["start"] for e in entries])
+
+    def ready(self) -> int:
+        return len(self.index)
 
     def search(self, queries: SparseVectors, k: int, threads: int, params: dict[str, Any]):
         return self.index.search(queries, k, threads=threads, **params)
 
 
+def actor_threads(threads: int, cpus: int) -> int:
+    """The threads each search actor uses for a search asked to run on `threads` (the
+    protocol's rule, `lsr.indexer.protocol.THREADS_DOC`, on the `cpus` an actor reserved):
+    0 = all of them, n = n up to that."""
+    from lsr.indexer.protocol import THREADS_DOC
+
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+        raise ValueError(f"threads must be an integer >= 0 ({THREADS_DOC}), got {threads!r}")
+    return cpus if threads == 0 else min(int(threads), cpus)
+
+
 class RayShardedIndex:
     """A sharded index searched in Ray actors, each holding a group of shards (mmap): the
-    same protocol and results as `ShardedIndex`, for a cluster whose nodes share the index
-    directory. `Retriever.load(path)` then `retriever.index = RayShardedIndex(retriever.index.path)`."""
+    index protocol (`lsr.indexer.Index`) and the results of `ShardedIndex`, for a cluster whose
+    nodes all see the index directory. Actors are spread over the cluster's nodes, `cpus` CPUs
+    reserved each. `forward_vectors`, `check_values` and `save` read the local `ShardedIndex`
+    of the same directory. Usually made by `Retriever.load(path, ray=ADDRESS, actors=N)`.
+
+    Actors reserve no CPUs (Ray's `num_cpus=0`; `SPREAD` still places them on different nodes
+    first): a busy cluster never holds them back, and a hot swap (`lsr serve`) starts the new
+    index's actors while the old ones still answer."""
 
     kind = "sharded"
+    START_SECONDS = 120  # actors not all started by then (a node down, no memory): an error
 
-    def __init__(self, path: str | Path, actors: int | None = None, threads: int = 1) -> None:
+    def __init__(self, index: Any, actors: int | None = None, cpus: int = 1) -> None:
+        """`index`: a loaded `ShardedIndex` or its directory; `actors`: default one per shard;
+        `cpus`: the threads each actor searches with at most."""
         import ray
 
         from lsr.indexer.sharded import ShardedIndex
 
-        index = ShardedIndex.load(path)  # checks manifests and digests; the arrays are only mapped
-        self.path, self.n_docs, self.dim = Path(path), index.n_docs, index.dim
-        groups = [list(g) for g in np.array_split(np.arange(len(index.shards)), actors or len(index.shards)) if len(g)]
-        actor = ray.remote(num_cpus=threads)(_ShardActor)
-        self.actors = [actor.remote(str(self.path), [index.entries[i] for i in g]) for g in groups]
-        self.threads = threads
+        # a path is opened here first: manifests and digests checked, the arrays only mapped
+        self.local = index if isinstance(index, ShardedIndex) else ShardedIndex.load(index)
+        if self.local.path is None:
+            raise ValueError("RayShardedIndex needs a ShardedIndex loaded from a directory (its actors open the shards there)")
+        if cpus < 1:
+            raise ValueError(f"cpus must be >= 1, got {cpus}")
+        self.path, self.cpus = Path(self.local.path).absolute(), cpus
+        n_shards = len(self.local.shards)
+        actors = min(actors or n_shards, n_shards)
+        groups = [g.tolist() for g in np.array_split(np.arange(n_shards), actors)]
+        actor = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(_ShardActor)
+        self.actors = [actor.remote(str(self.path), [self.local.entries[i] for i in g]) for g in groups]
+        try:
+            held = sum(ray.get([a.ready.remote() for a in self.actors], timeout=self.START_SECONDS))
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise LsrError(f"{self.path}: {actors} Ray search actors did not start within {self.START_SECONDS} s") from None
+        except ray.exceptions.RayError as err:
+            self.close()
+            cause = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise LsrError(f"{self.path}: a Ray search actor could not open its shards ({cause})") from None
+        assert held == len(self.local), (held, len(self.local))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RayShardedIndex":
+        return cls(path)
+
+    @property
+    def dim(self) -> int:
+        return self.local.dim
 
     def __len__(self) -> int:
-        return self.n_docs
+        return len(self.local)
 
     def search(self, queries: SparseVectors, k: int = 10, *, threads: int = 1, **params: Any):
-        """Every actor's top k (collection-wide ids), merged as `ShardedIndex.search` merges."""
+        """Every actor's top k (collection-wide ids), merged as `ShardedIndex.search` merges;
+        `threads` per actor (`actor_threads`); the actors search side by side."""
         import ray
 
         from lsr.indexer.exact import clamp_k
         from lsr.indexer.sharded import merge_top_k
 
-        k = clamp_k(k, self.n_docs)
-        parts = ray.get([a.search.remote(queries, k, self.threads, params) for a in self.actors])
+        k = clamp_k(k, len(self))
+        threads = actor_threads(threads, self.cpus)
+        if len(queries) == 0 or k == 0:
+            return np.empty((len(queries), k), np.int64), np.empty((len(queries), k), np.float32)
+        parts = ray.get([a.search.remote(queries, k, threads, params) for a in self.actors])
         ids = np.concatenate([p[0] for p in parts], axis=1)
         scores = np.concatenate([p[1] for p in parts], axis=1)
         return merge_top_k(ids, scores, k)
+
+    def forward_vectors(self) -> SparseVectors:
+        return self.local.forward_vectors()
+
+    def check_values(self, full: bool = False) -> None:
+        self.local.check_values(full=full)
+
+    def save(self, path: str | Path) -> None:
+        self.local.save(path)
+
+    def close(self) -> None:
+        """Stop the actors now (else they stop when this object is garbage-collected)."""
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+
+def search_on_ray(index: Any, address: str | None, actors: int | None = None, cpus: int = 1) -> RayShardedIndex:
+    """A loaded sharded index (`lsr.indexer.load`) searched in Ray actors instead of local
+    threads: joins the cluster (`connect`); anything but a sharded index is an `LsrError`."""
+    if getattr(index, "kind", None) != "sharded":
+        raise LsrError(
+            f"{index.path}: --ray searches a sharded index (built with lsr index --ray); this index is {index.kind!r}"
+        )
+    connect(address)
+    return RayShardedIndex(index, actors=actors, cpus=cpus)

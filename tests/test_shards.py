@@ -169,12 +169,80 @@ def test_a_splade_model_loaded_in_each_actor_gives_the_single_node_vectors(clust
 
 
 def test_search_in_ray_actors_holding_shards_equals_local_threads(cluster, scifact_sample, tmp_path):
+    from lsr.indexer import Index
+    from lsr.prf import Prf
     from lsr.shards import RayShardedIndex
 
     corpus, queries = scifact_sample
     build_sharded(corpus, model=Bm25Encoder(), path=tmp_path / "ix", shards=3, index="exact")
     local = Retriever.load(tmp_path / "ix")
-    remote = Retriever.load(tmp_path / "ix")
-    remote.index = RayShardedIndex(tmp_path / "ix" / "index", actors=2)
-    assert (len(remote.index), remote.index.dim, remote.index.kind) == (600, local.index.dim, "sharded")
-    assert_same_results(local, remote, queries)
+    remote = Retriever.load(tmp_path / "ix", ray=ray.get_runtime_context().gcs_address, actors=2)
+    try:
+        assert isinstance(remote.index, RayShardedIndex) and isinstance(remote.index, Index)
+        assert (len(remote.index), remote.index.dim, remote.index.kind, len(remote.index.actors)) == (600, local.index.dim, "sharded", 2)
+        assert_same_results(local, remote, queries)
+        vectors = local.encoder.encode_queries(queries[:5])
+        for threads in (0, 1, 7):  # the protocol's threads rule, capped at the CPUs an actor reserved
+            got = remote.index.search(vectors, k=10, threads=threads)
+            np.testing.assert_array_equal(got[0], local.index.search(vectors, k=10, threads=1)[0])
+        with pytest.raises(ValueError, match="threads must be"):
+            remote.index.search(vectors, k=10, threads=-1)
+        assert remote.index.search(vectors, k=0)[0].shape == (5, 0)
+        prf = Prf(docs=3, terms=10, weight=0.5)  # feedback vectors come from the local forward view
+        want = local.search_rows(queries[:5], k=10, prf=prf)
+        got = remote.search_rows(queries[:5], k=10, prf=prf)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        remote.index.check_values(full=True)
+    finally:
+        remote.index.close()
+
+
+def test_cli_search_and_serve_with_ray_answer_as_local_threads(cluster, scifact_sample, tmp_path):
+    """`lsr search --ray ADDRESS` joins this module's cluster; `lsr serve`'s app over a
+    Ray-backed retriever answers as the local one; --ray on an unsharded index is one line."""
+    corpus, queries = scifact_sample
+    address = ray.get_runtime_context().gcs_address
+    build_sharded(corpus, model=Bm25Encoder(), path=tmp_path / "sharded", shards=3, index="exact")
+    searches = [
+        lsr_cli("search", queries[2], "--json", "-k", "20", "-i", tmp_path / "sharded", *extra)
+        for extra in ((), ("--ray", address))  # 3 shards, 3 actors (default) on 2 CPUs: they reserve none
+    ]
+    assert all(r.returncode == 0 for r in searches), searches[1].stderr
+    assert json.loads(searches[1].stdout) == json.loads(searches[0].stdout) and len(json.loads(searches[0].stdout)) == 20
+
+    Retriever.build(corpus, model="bm25", path=tmp_path / "single", index="exact")
+    bad = lsr_cli("search", "x", "-i", tmp_path / "single", "--ray", address)
+    assert bad.returncode == 1 and "--ray searches a sharded index" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    bad = lsr_cli("search", "x", "-i", tmp_path / "sharded", "--actors", "2")
+    assert bad.returncode == 1 and "--actors needs --ray ADDRESS" in bad.stderr
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from lsr.serve import create_app
+
+    requests = [{"query": queries[2], "k": 20}, {"queries": queries[:8], "k": 5, "prf_docs": 2}]
+    answers = []
+    for options in ({}, {"ray": address, "actors": 2}):
+        app = create_app(tmp_path / "sharded", **options)
+        with TestClient(app) as client:
+            answers.append([client.post("/search", json=r).json() for r in requests])
+        if options:
+            assert type(app.state.holder.retriever.index).__name__ == "RayShardedIndex"
+            app.state.holder.retriever.index.close()
+    assert answers[1] == answers[0]
+    assert [h["doc_id"] for h in answers[0][0]["hits"]] == [h["doc_id"] for h in json.loads(searches[0].stdout)]
+
+
+def test_search_actors_that_cannot_start_or_ray_missing_are_one_clear_error(cluster, scifact_sample, tmp_path, monkeypatch):
+    from lsr.shards import RayShardedIndex
+
+    corpus, _ = scifact_sample
+    build_sharded(corpus, model=Bm25Encoder(), path=tmp_path / "ix", shards=3, block_docs=300)
+    monkeypatch.setattr(RayShardedIndex, "START_SECONDS", 0)  # an actor takes more than 0 s to start
+    with pytest.raises(LsrError, match="3 Ray search actors did not start within 0 s"):
+        RayShardedIndex(tmp_path / "ix" / "index")
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as without the extra
+    with pytest.raises(LsrError, match=r"--ray needs Ray: pip install 'lsr\[ray\]'"):
+        Retriever.load(tmp_path / "ix", ray="local")
