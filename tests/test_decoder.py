@@ -199,3 +199,74 @@ def test_a_250k_vocabulary_model_indexes_and_searches(tmp_path, index):
     _check_scores(loaded, loaded.search("cats purr in the sun", k=50))
     q = loaded.encoder.encode_queries(["cats purr in the sun"])
     assert q.dim == 250_002 and q.indices.max() >= 1000  # terms past the tokenizer's words: the full head
+
+
+def test_lora_steps_reduce_the_loss_change_only_adapters_and_save_a_loadable_model(tmp_path):
+    pytest.importorskip("peft")
+    from lsr.train.models import DecoderSpladeModel
+
+    folder = build_causal_lm(tmp_path / "base", "llama")
+    model = DecoderSpladeModel(folder, lora={"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
+    before = {n: p.detach().clone() for n, p in model.lm.named_parameters()}
+    assert all(("lora_" in n) == p.requires_grad for n, p in model.lm.named_parameters())
+    queries, docs = ["cats purr", "dogs bark", "a bird", "fish in the river"], ["cats purr in the sun", "dogs bark at the moon",
+                                                                                 "a bird in a tree", "fish in the river"]  # fmt: skip
+    optimizer = torch.optim.AdamW([p for g in model.param_groups(1e-2, 0.0) for p in g["params"]], lr=1e-2)
+
+    def loss() -> torch.Tensor:  # in-batch InfoNCE on a small scale
+        scores = model.encode_queries(queries, 16) @ model.encode_documents(docs, 32).T
+        return torch.nn.functional.cross_entropy(scores / 100.0, torch.arange(len(queries)))
+
+    with torch.no_grad():
+        first = float(loss())
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert float(loss()) < 0.7 * first
+    for name, p in model.lm.named_parameters():
+        changed = not torch.equal(p.detach(), before[name])
+        assert changed == ("lora_" in name), name
+    model.save(tmp_path / "trained")
+    with torch.no_grad():
+        trained = model.encode_documents(docs, 32).numpy()
+    loaded = load_encoder(str(tmp_path / "trained"), device="cpu")
+    assert loaded.spec["template"] == model.echo.template
+    np.testing.assert_allclose(loaded.encode_documents(docs, max_length=32).to_scipy().toarray(), trained, atol=1e-4, rtol=1e-4)
+
+
+def test_lsr_train_trains_a_decoder_with_lora(tmp_path, make_beir):
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    from lsr.train import train
+
+    beir, _, _ = make_beir(tmp_path / "beir")
+    base = build_causal_lm(tmp_path / "base", "qwen2")
+    cfg = {"model": {"base": str(base), "kind": "decoder", "template": "{text} : {text}", "query_max_length": 16, "doc_max_length": 32,
+                     "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+           "data": {"dataset": str(beir), "negatives": "bm25", "n_negatives": 1, "cache_dir": str(tmp_path / "neg")},
+           "regularizer": {"kind": "none"}, "loss": {"temperature": 100.0},
+           "trainer": {"max_steps": 3, "batch_size": 2, "lr": 5e-3, "threads": 1, "bf16": False},
+           "output": {"dir": str(tmp_path / "out")}}  # fmt: skip
+    out = train(cfg)
+    old, new = load_file(str(base / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)  # merged adapters only
+    enc = load_encoder(str(out), device="cpu")
+    assert enc.spec["type"] == "decoder" and enc.spec["template"] == "{text} : {text}"
+    assert enc.encode_queries(["alpha beta"]).nnz > 0
+
+
+def test_lora_config_is_checked():
+    from lsr.errors import LsrError
+    from lsr.train import load_config
+
+    base = {"model": {"base": "m", "kind": "decoder"}, "data": {"dataset": "d"}, "trainer": {"max_steps": 1}, "output": {"dir": "o"}}
+    cfg = load_config({**base, "model": {**base["model"], "lora": {"r": 2}}})
+    assert cfg["model"]["lora"]["r"] == 2 and cfg["model"]["lora"]["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    with pytest.raises(LsrError, match=r"\[model\] lora: needs \[model\] kind = 'decoder'"):
+        load_config({**base, "model": {"base": "m", "lora": {"r": 2}}})
+    with pytest.raises(LsrError, match=r"\[model\] lora: unknown key 'rank'"):
+        load_config({**base, "model": {**base["model"], "lora": {"rank": 2}}})
