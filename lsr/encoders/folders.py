@@ -7,6 +7,9 @@
   * `SparseStaticEmbedding` → `idf` (weights from `model.safetensors` or an idf json);
   * `Router` with a `query` and a `document` route of the above → `inference-free` when the
     query route is a SparseStaticEmbedding, otherwise `asymmetric`;
+* a causal-LM checkpoint (`config.json` whose architectures end in `ForCausalLM`, or GPT-2's
+  `LMHeadModel`) or a LoRA adapter folder (`adapter_config.json`) → `decoder`, with the echo
+  template and pooling of an `lsr_decoder.json` beside it (written by `lsr train`);
 * a masked-LM checkpoint (`config.json`) → `splade`, or `inference-free` with an `idf.json`
   (OpenSearch's layout) beside it.
 
@@ -20,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lsr.encoders.decoder import SETTINGS_FILE, is_causal_lm
 from lsr.errors import LsrError
 
 MODULES_FILE = "modules.json"
@@ -46,7 +50,11 @@ def folder_spec(directory: Path) -> dict[str, Any]:
     directory = Path(directory).resolve()
     if (directory / MODULES_FILE).is_file():
         return _sparse_encoder_spec(directory)
+    if (directory / "adapter_config.json").is_file():
+        return _decoder_spec(directory)
     config = _read_json(directory / "config.json")
+    if isinstance(config, dict) and is_causal_lm(config):
+        return _decoder_spec(directory)
     if config is None:
         raise LsrError(f"{directory}: no modules.json or config.json; not a model folder")
     splade = {"type": "splade", "model": str(directory)}
@@ -58,6 +66,14 @@ def folder_spec(directory: Path) -> dict[str, Any]:
     if isinstance(config, dict) and config.get("vocab_size"):
         query["dim"] = int(config["vocab_size"])
     return {"type": "inference-free", "query": query, "document": splade}
+
+
+def _decoder_spec(directory: Path) -> dict[str, Any]:
+    settings = _read_json(directory / SETTINGS_FILE) or {}
+    if not isinstance(settings, dict):
+        raise LsrError(f"{directory / SETTINGS_FILE}: expected a table")
+    keys = ("template", "pooling", "activation", "max_length", "padding_side")
+    return {"type": "decoder", "model": str(directory), **{k: settings[k] for k in keys if k in settings}}
 
 
 def _sparse_encoder_spec(directory: Path) -> dict[str, Any]:

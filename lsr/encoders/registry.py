@@ -16,6 +16,7 @@ from typing import Any
 from lsr.encoders.asymmetric import AsymmetricEncoder
 from lsr.encoders.base import Encoder
 from lsr.encoders.bm25 import Bm25Encoder
+from lsr.encoders.decoder import DecoderSpladeEncoder
 from lsr.encoders.inference_free import IdfQueryEncoder
 from lsr.encoders.splade import SpladeEncoder
 from lsr.errors import LsrError
@@ -23,6 +24,7 @@ from lsr.errors import LsrError
 ENCODERS: dict[str, type[Encoder]] = {
     "bm25": Bm25Encoder,
     "splade": SpladeEncoder,
+    "decoder": DecoderSpladeEncoder,  # a causal LM, echo input
     "idf": IdfQueryEncoder,
     "inference-free": AsymmetricEncoder,  # an IdfQueryEncoder query side
     "asymmetric": AsymmetricEncoder,
@@ -53,8 +55,8 @@ def load_encoder(name_or_path: str, device: str | None = None, precision: str = 
     """Load an encoder: `bm25` (lexical, no model), a local model folder or a Hugging Face id.
 
     Folders (see `lsr.encoders.folders`): a sentence-transformers SparseEncoder folder
-    (`modules.json`), a masked-LM checkpoint with `idf.json` beside it (inference-free), or a
-    masked-LM checkpoint (SPLADE). `precision` (`fp32`, `bf16`, `int8`) is the SPLADE
+    (`modules.json`), a masked-LM checkpoint with `idf.json` beside it (inference-free), a
+    masked-LM checkpoint (SPLADE), or a causal-LM checkpoint or LoRA adapter (decoder). `precision` (`fp32`, `bf16`, `int8`) is the SPLADE
     models'; other than `fp32` it needs an encoder with a SPLADE model.
     """
     from lsr.encoders.folders import folder_spec

@@ -21,7 +21,7 @@ REQUIRED = object()
 SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, tuple | None]]] = {
     "model": {
         "base": (str, REQUIRED, None),
-        "kind": (str, "splade", ("splade", "inference-free", "asymmetric")),
+        "kind": (str, "splade", ("splade", "inference-free", "asymmetric", "decoder")),
         "query_base": (str, "", None),
         "pooling": (str, "max", ("max", "sum")),
         "activation": (str, "relu", ("relu", "log1p_relu")),
@@ -29,6 +29,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, tuple | None]]] 
         "doc_max_length": (int, 256, None),
         "gradient_checkpointing": (bool, False, None),
         "query_lr": (float, None, None),  # None: 1e-3 (inference-free table), [trainer] lr (asymmetric)
+        "template": (str, "{text}\n{text}", None),  # decoder: the echo template (two {text} slots)
+        "lora": (dict, {}, None),  # decoder: LoRA adapters {r, alpha, target_modules, dropout}; {} trains every weight
     },
     "data": {
         "dataset": (str, REQUIRED, None),
@@ -80,7 +82,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, tuple | None]]] 
 }
 PATH_KEYS = {("model", "base"), ("model", "query_base"), ("data", "dataset"), ("data", "corpus"), ("data", "triples"), ("data", "cache_dir"),
              ("data", "negatives"), ("trainer", "eval_dataset"), ("output", "dir")}
-TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list", dict: "a table"}
+# [model] lora keys: (type, default); `target_modules` names the linear layers to adapt
+LORA_KEYS: dict[str, tuple[type, Any]] = {"r": (int, 8), "alpha": (float, 16.0), "dropout": (float, 0.0),
+                                          "target_modules": (list, ["q_proj", "k_proj", "v_proj", "o_proj"])}
 
 
 def _check(value: Any, kind: type, where: str) -> Any:
@@ -128,8 +133,30 @@ def validate(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
         raise LsrError(f"{source}: [loss] kind: {out['loss']['kind']!r} needs [data] teacher_scores")
     if out["model"]["query_base"] and out["model"]["kind"] != "asymmetric":
         raise LsrError(f"{source}: [model] query_base: needs [model] kind = 'asymmetric'")
+    out["model"]["lora"] = _lora(out["model"]["lora"], f"{source}: [model] lora")
+    decoder_only = [k for k in ("lora", "template") if out["model"][k] != SCHEMA["model"][k][1]]
+    if decoder_only and out["model"]["kind"] != "decoder":
+        raise LsrError(f"{source}: [model] {decoder_only[0]}: needs [model] kind = 'decoder'")
     if out["regularizer"]["kind"] == "idf-flops" and out["model"]["kind"] != "inference-free":
         raise LsrError(f"{source}: [regularizer] kind: 'idf-flops' needs [model] kind = 'inference-free'")
+    return out
+
+
+def _lora(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """The `[model] lora` table with defaults filled in ({} stays {}: no LoRA)."""
+    if not values:
+        return {}
+    unknown = sorted(set(values) - set(LORA_KEYS))
+    if unknown:
+        raise LsrError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(LORA_KEYS)})")
+    out = {}
+    for key, (kind, default) in LORA_KEYS.items():
+        value = _check(values[key], kind, f"{where} {key}") if key in values else copy.deepcopy(default)
+        if kind is list and not (value and all(isinstance(x, str) for x in value)):
+            raise LsrError(f"{where} {key}: expected a non-empty list of module names")
+        if key == "r" and value < 1:
+            raise LsrError(f"{where} r: expected a positive integer, got {value}")
+        out[key] = value
     return out
 
 

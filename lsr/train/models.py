@@ -1,4 +1,4 @@
-"""Trainable sparse encoders: siamese SPLADE, inference-free and asymmetric.
+"""Trainable sparse encoders: siamese SPLADE, inference-free, asymmetric and decoder-only (LoRA).
 
 Each masked LM runs up to its output embeddings (`lsr.encoders.splade.mlm_hidden`) and the
 decoder + activation + max pooling through `lsr.kernels.splade_max`, so the
@@ -23,7 +23,7 @@ import torch
 
 from lsr.errors import LsrError
 
-KINDS = ("splade", "inference-free", "asymmetric")
+KINDS = ("splade", "inference-free", "asymmetric", "decoder")
 DEFAULT_QUERY_WEIGHTS_LR = 1e-3  # inference-free: the query weight table learns much faster than the LM
 
 
@@ -233,12 +233,97 @@ class AsymmetricSpladeModel(torch.nn.Module):
                      "similarity_fn_name": "dot"})
 
 
+class DecoderSpladeModel(torch.nn.Module):
+    """SPLADE over a causal LM with echo input (`lsr.encoders.decoder`), trainable in full or
+    through LoRA adapters (`lora`: `{r, alpha, dropout, target_modules}`, needs peft): the
+    final hidden states come from `mlm_hidden`, the LM head + pooling from `splade_max`."""
+
+    def __init__(self, base: str | Path, pooling: str = "max", activation: str = "relu", gradient_checkpointing: bool = False,
+                 template: str = "{text}\n{text}", lora: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        from lsr.encoders.decoder import EchoTokenizer, load_causal_lm
+
+        self.tokenizer, lm = load_causal_lm(base)
+        self.echo = EchoTokenizer(self.tokenizer, template)
+        if gradient_checkpointing:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.lora = dict(lora or {})
+        if self.lora:
+            lm = _with_lora(lm, self.lora, str(base), gradient_checkpointing)
+        self.lm = lm
+        self.pooling, self.activation, self.name = pooling, activation, str(base)
+
+    @property
+    def head(self) -> torch.nn.Module:
+        return self.lm.get_output_embeddings()
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    @property
+    def vocab_size(self) -> int:
+        return self.head.weight.shape[0]
+
+    def encode(self, texts: Sequence[str], max_length: int = 256) -> torch.Tensor:
+        from lsr.encoders.decoder import decoder_weights
+        from lsr.encoders.splade import mlm_hidden
+
+        inputs, pool = self.echo.tensors(texts, max_length, self.device)
+        hidden = mlm_hidden(self.lm, self.head, inputs, self.name)
+        return decoder_weights(self.lm, hidden, pool, self.activation, self.pooling)
+
+    encode_queries = SpladeModel.encode_queries
+    encode_documents = SpladeModel.encode_documents
+
+    def param_groups(self, lr: float, weight_decay: float, query_lr: float | None = None) -> list[dict[str, Any]]:
+        decay = [p for p in self.lm.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in self.lm.parameters() if p.requires_grad and p.ndim < 2]
+        return [{"params": decay, "lr": lr, "weight_decay": weight_decay}, {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+
+    def save(self, directory: str | Path) -> None:
+        """A causal-LM folder (LoRA merged into a copy of the weights) with the tokenizer and
+        `lsr_decoder.json` (echo template, pooling, activation) for `lsr.load_encoder`."""
+        import copy
+
+        from lsr.encoders.decoder import SETTINGS_FILE
+
+        directory = Path(directory)
+        merged = copy.deepcopy(self.lm).merge_and_unload() if self.lora else self.lm
+        merged.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        _write_json(directory / SETTINGS_FILE, {"template": self.echo.template, "pooling": self.pooling, "activation": self.activation})
+
+
+def _with_lora(lm: Any, lora: dict[str, Any], name: str, gradient_checkpointing: bool = False) -> Any:
+    """`lm` with LoRA adapters on `lora["target_modules"]`: only the adapters train."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise LsrError("[model] lora needs peft: pip install 'lsr[lora]'") from None
+    head = {n for n, m in lm.named_modules() if m is lm.get_output_embeddings()}
+    if head & set(lora["target_modules"]) or any(t in ("lm_head", "embed_out") for t in lora["target_modules"]):
+        raise LsrError(f"{name}: [model] lora target_modules must not include the LM head (it runs in the fused kernel)")
+    config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                        target_modules=list(lora["target_modules"]), bias="none")  # fmt: skip
+    try:
+        model = get_peft_model(lm, config)
+    except ValueError as err:  # target modules not found in the model
+        raise LsrError(f"{name}: [model] lora: {err}") from None
+    if gradient_checkpointing:  # the frozen embeddings' output must carry gradients
+        model.enable_input_require_grads()
+    return model
+
+
 def build_model(kind: str, base: str | Path, idf_texts: Sequence[str] | None = None, query_base: str | Path | None = None,
-                **kwargs: Any) -> SpladeModel | AsymmetricSpladeModel:
-    """`splade`, `inference-free` (query weights initialised from the idf of `idf_texts`) or
-    `asymmetric` (queries through `query_base`, default `base`)."""
+                **kwargs: Any) -> torch.nn.Module:
+    """`splade`, `inference-free` (query weights initialised from the idf of `idf_texts`),
+    `asymmetric` (queries through `query_base`, default `base`) or `decoder` (a causal LM,
+    echo input, optional LoRA)."""
     if kind == "splade":
         return SpladeModel(base, **kwargs)
+    if kind == "decoder":
+        return DecoderSpladeModel(base, **kwargs)
     if kind == "asymmetric":
         return AsymmetricSpladeModel(base, query_base, **kwargs)
     if kind == "inference-free":

@@ -112,8 +112,9 @@ class Trainer:
 
         mc = self.cfg["model"]
         idf_texts = list(texts.values()) if (mc["kind"] == "inference-free" and texts) else None
+        extra = {"template": mc["template"], "lora": mc["lora"]} if mc["kind"] == "decoder" else {}
         return build_model(mc["kind"], mc["base"], idf_texts=idf_texts, query_base=mc["query_base"] or None, pooling=mc["pooling"],
-                           activation=mc["activation"], gradient_checkpointing=mc["gradient_checkpointing"])
+                           activation=mc["activation"], gradient_checkpointing=mc["gradient_checkpointing"], **extra)
 
     def check_model(self) -> None:
         """Configuration errors only the checkpoints reveal, before any data work: an

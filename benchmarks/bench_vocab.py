@@ -1,0 +1,185 @@
+"""Large vocabularies on the CPU: the fused SPLADE head against eager PyTorch, and a
+decoder-only model indexed through `lsr index` against a full-logits implementation.
+
+Mode `head` (default): at V = 250,002 (XLM-R), D = 768, S = 256, fp32, forward + backward
+through the head (`hidden` and `weight` both require grad), every trial in a fresh child
+process whose peak RSS is its own. Eager is `log1p(relu(hidden @ W.T + b)) * mask` → `amax`
+over positions. For each engine: the peak RSS at a few batches, the per-document slope, the
+largest batch within `--budget-mib` (measured directly for eager, whose batches are small;
+extrapolated from the measured slope for ours, whose fitting batches would take minutes of
+compute each on a 2-core machine: pass `--verify` to run that batch too), and the time per
+document at an equal batch.
+
+Mode `decoder`: a tiny random Qwen2 model (hidden 64, 2 layers) with Qwen's 151,936-entry
+head encodes `--docs` documents (SciFact, `../shared/data`) with `lsr index --model FOLDER`,
+and the same echo inputs through the full `[B, S, V]` logits (`naive`); docs/s and peak RSS
+of each, each in its own process.
+
+    python benchmarks/bench_vocab.py [--mode head|decoder] [--budget-mib 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import ChildFailed, child_report, markdown_table, run_child
+
+ROOT = Path(__file__).resolve().parents[1]
+V, D, S = 250_002, 768, 256
+
+
+# ---- head mode ------------------------------------------------------------------------------
+
+
+def head_trial(engine: str, batch: int) -> None:
+    """One forward + backward through the head at `batch` (in a child process)."""
+    import torch
+
+    torch.manual_seed(0)
+    hidden = (torch.randn(batch, S, D) * 0.05).requires_grad_()
+    weight = (torch.randn(V, D) * 0.05).requires_grad_()
+    bias = torch.zeros(V, requires_grad=True)
+    mask = torch.ones(batch, S, dtype=torch.bool)
+    mask[:, S - S // 8 :] = False  # some padding, as in a real batch
+    start = time.perf_counter()
+    if engine == "ours":
+        from lsr.kernels import splade_max
+
+        out = splade_max(hidden, weight, bias, mask)
+    else:
+        logits = hidden @ weight.T + bias
+        out = (torch.log1p(torch.relu(logits)) * mask[..., None]).amax(dim=1)
+    out.sum().backward()
+    child_report(engine=engine, batch=batch, seconds=time.perf_counter() - start)
+
+
+def _trial(engine: str, batch: int) -> dict | None:
+    try:
+        report, _ = run_child([__file__, "--child-head", engine, "--batch", str(batch)], timeout=900)
+        return report
+    except ChildFailed as err:  # killed for memory, or over time
+        print(f"  {engine} batch {batch}: failed ({err})", file=sys.stderr)
+        return None
+
+
+def head_mode(budget: float, verify: bool) -> None:
+    rows, fits, per_doc = [], {}, {}
+    for engine, batches in (("eager", [1, 2, 3, 4]), ("ours", [1, 2, 4])):
+        points = []
+        for b in batches:
+            r = _trial(engine, b)
+            if r is None or r["peak_rss_mib"] > budget:
+                break
+            points.append(r)
+            print(f"  {engine} batch {b}: {r['peak_rss_mib']:.0f} MiB, {r['seconds']:.1f} s", file=sys.stderr, flush=True)
+        (b0, m0), (b1, m1) = (points[0]["batch"], points[0]["peak_rss_mib"]), (points[-1]["batch"], points[-1]["peak_rss_mib"])
+        slope = (m1 - m0) / max(b1 - b0, 1)
+        if engine == "eager":
+            fits[engine], how = b1, "measured"
+        else:
+            fits[engine], how = int(b0 + (budget - m0) // max(slope, 1e-9)), "extrapolated"
+            if verify:
+                r = _trial(engine, fits[engine])
+                how = f"verified: {r['peak_rss_mib']:.0f} MiB" if r else "verify failed"
+        per_doc[engine] = {p["batch"]: p["seconds"] / p["batch"] for p in points}
+        rows.append([engine, ", ".join(f"{p['batch']}: {p['peak_rss_mib']:.0f}" for p in points), f"{slope:.1f}",
+                     f"{fits[engine]} ({how})"])  # fmt: skip
+    print(f"\nV={V:,} D={D} S={S} fp32 CPU, forward+backward, budget {budget:.0f} MiB (peak RSS of a fresh process)\n")
+    print(markdown_table(["engine", "peak RSS MiB at batch", "MiB per document", "largest batch in budget"], rows))
+    common = max(set(per_doc["eager"]) & set(per_doc["ours"]))
+    print(f"\nbatch ratio: {fits['ours'] / max(fits['eager'], 1):.0f}x; time per document at batch {common}: "
+          f"eager {per_doc['eager'][common]:.2f} s, ours {per_doc['ours'][common]:.2f} s")
+
+
+# ---- decoder mode ---------------------------------------------------------------------------
+
+
+def build_qwen(folder: Path, vocab: int = 151_936) -> None:
+    """A random Qwen2 model (hidden 64, 2 layers, tied head) over Qwen's vocabulary size, with
+    a byte-level BPE tokenizer trained on the corpus (the Hub's tokenizer is not offline)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    texts = [json.loads(line)["text"] for line in open(ROOT.parent / "shared/data/scifact/corpus.jsonl", encoding="utf-8")]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(texts[:2000], trainers.BpeTrainer(vocab_size=8000, special_tokens=["<|endoftext|>"],
+                                                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))  # fmt: skip
+    config = Qwen2Config(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True)  # fmt: skip
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>").save_pretrained(folder)
+
+
+def naive_child(folder: str, corpus: str, max_length: int, batch: int) -> None:
+    """The echo encoder's inputs through the model's full logits: [B, S, V] per batch."""
+    import torch
+
+    from lsr.encoders.decoder import EchoTokenizer, load_causal_lm
+
+    texts = [json.loads(line)["text"] for line in open(corpus, encoding="utf-8")]
+    tokenizer, model = load_causal_lm(folder)
+    echo = EchoTokenizer(tokenizer)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch):
+            inputs, pool = echo.tensors(texts[i : i + batch], max_length, "cpu")
+            logits = model(**inputs).logits
+            (torch.log1p(torch.relu(logits)) * pool[..., None]).amax(dim=1).to_sparse()
+    child_report(seconds=time.perf_counter() - start)
+
+
+def decoder_mode(n_docs: int, max_length: int, batch: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        build_qwen(tmp / "qwen")
+        corpus = tmp / "corpus.jsonl"
+        with open(ROOT.parent / "shared/data/scifact/corpus.jsonl", encoding="utf-8") as src, open(corpus, "w") as dst:
+            for _, line in zip(range(n_docs), src):
+                dst.write(line)
+        lsr = str(Path(sys.executable).parent / "lsr")
+        # `lsr index` timed from outside; its peak RSS is the waited-for child's maxrss
+        code = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
+                "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+                "print('RESULT ' + json.dumps({'seconds': time.perf_counter() - t, "
+                "'peak_rss_mib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")  # fmt: skip
+        ours, _ = run_child(["-c", code, lsr, "index", str(corpus), "--model", str(tmp / "qwen"), "--index", str(tmp / "ix"),
+                             "--batch-size", str(batch), "--index-type", "exact"], timeout=1800)  # fmt: skip
+        naive, _ = run_child([__file__, "--child-naive", str(tmp / "qwen"), str(corpus), "--max-length", str(max_length),
+                              "--batch", str(batch)], timeout=1800)  # fmt: skip
+    rows = [["lsr index (fused head)", f"{n_docs / ours['seconds']:.1f}", f"{ours['peak_rss_mib']:.0f}"],
+            ["naive (full logits), encode only", f"{n_docs / naive['seconds']:.1f}", f"{naive['peak_rss_mib']:.0f}"]]
+    print(f"\ntiny Qwen2 (hidden 64, 2 layers), V=151,936, {n_docs} SciFact documents, echo max_length {max_length}, batch {batch}\n")
+    print(markdown_table(["engine", "docs/s", "peak RSS MiB"], rows))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=("head", "decoder"), default="head")
+    p.add_argument("--budget-mib", type=float, default=4096)
+    p.add_argument("--verify", action="store_true", help="head: also run our extrapolated largest batch")
+    p.add_argument("--docs", type=int, default=1000)
+    p.add_argument("--max-length", type=int, default=256, help="decoder: the naive side's (lsr index's default: 256)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--child-head", choices=("ours", "eager"))
+    p.add_argument("--child-naive", nargs=2, metavar=("FOLDER", "CORPUS"))
+    args = p.parse_args()
+    if args.child_head:
+        head_trial(args.child_head, args.batch)
+    elif args.child_naive:
+        naive_child(*args.child_naive, args.max_length, args.batch)
+    elif args.mode == "head":
+        head_mode(args.budget_mib, args.verify)
+    else:
+        decoder_mode(args.docs, args.max_length, args.batch)
+
+
+if __name__ == "__main__":
+    main()
