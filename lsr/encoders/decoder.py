@@ -26,7 +26,7 @@ import numpy as np
 
 from lsr.encoders.base import Encoder, Progress
 from lsr.encoders.postprocess import PostProcessing
-from lsr.encoders.splade import ACTIVATIONS, POOLINGS, _Done, cpu_count, default_device, mlm_hidden
+from lsr.encoders.splade import _Done, check_head_options, cpu_count, default_device, mlm_hidden
 from lsr.errors import LsrError
 from lsr.sparse import SparseVectors
 
@@ -182,10 +182,7 @@ class DecoderSpladeEncoder(Encoder):
         postprocessing: PostProcessing | None = None,
         max_batch_tokens: int | None = None,
     ) -> None:
-        if pooling not in POOLINGS:
-            raise LsrError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        if activation not in ACTIVATIONS:
-            raise LsrError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        check_head_options(pooling, activation)
         import torch
 
         self.model_name = str(model)

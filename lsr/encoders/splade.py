@@ -33,6 +33,14 @@ logger = logging.getLogger(__name__)
 
 POOLINGS = ("max", "sum")
 ACTIVATIONS = ("relu", "log1p_relu")
+
+
+def check_head_options(pooling: str, activation: str) -> None:
+    """One line for a pooling or activation the head does not know (SPLADE and decoder encoders)."""
+    if pooling not in POOLINGS:
+        raise LsrError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if activation not in ACTIVATIONS:
+        raise LsrError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 PRECISIONS = ("fp32", "bf16", "int8")
 # Largest hidden size whose batches run concurrently on Python threads on the CPU (the
 # blocked head's range, lsr.kernels.blocked.MAX_D).
@@ -111,10 +119,7 @@ class SpladeEncoder(Encoder):
     ) -> None:
         if precision not in PRECISIONS:
             raise LsrError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if pooling not in POOLINGS:
-            raise LsrError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        if activation not in ACTIVATIONS:
-            raise LsrError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        check_head_options(pooling, activation)
         import torch
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 

@@ -27,7 +27,19 @@ KINDS = ("splade", "inference-free", "asymmetric", "decoder")
 DEFAULT_QUERY_WEIGHTS_LR = 1e-3  # inference-free: the query weight table learns much faster than the LM
 
 
-class SpladeModel(torch.nn.Module):
+class _HeadModel(torch.nn.Module):
+    """What the trainer asks of a model with one LM head (`self.head`): its device and width."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    @property
+    def vocab_size(self) -> int:
+        return self.head.weight.shape[0]
+
+
+class SpladeModel(_HeadModel):
     """SPLADE over any `AutoModelForMaskedLM`; `encode(texts)` → dense `[B, V]` weights
     (differentiable)."""
 
@@ -52,14 +64,6 @@ class SpladeModel(torch.nn.Module):
             else:
                 self.mlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.name = str(base)
-
-    @property
-    def device(self) -> torch.device:
-        return self.head.weight.device
-
-    @property
-    def vocab_size(self) -> int:
-        return self.head.weight.shape[0]
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
         inputs = self.tokenizer(
@@ -233,7 +237,7 @@ class AsymmetricSpladeModel(torch.nn.Module):
                      "similarity_fn_name": "dot"})
 
 
-class DecoderSpladeModel(torch.nn.Module):
+class DecoderSpladeModel(_HeadModel):
     """SPLADE over a causal LM with echo input (`lsr.encoders.decoder`), trainable in full or
     through LoRA adapters (`lora`: `{r, alpha, dropout, target_modules}`, needs peft): the
     final hidden states come from `mlm_hidden`, the LM head + pooling from `splade_max`."""
@@ -256,14 +260,6 @@ class DecoderSpladeModel(torch.nn.Module):
     @property
     def head(self) -> torch.nn.Module:
         return self.lm.get_output_embeddings()
-
-    @property
-    def device(self) -> torch.device:
-        return self.head.weight.device
-
-    @property
-    def vocab_size(self) -> int:
-        return self.head.weight.shape[0]
 
     def encode(self, texts: Sequence[str], max_length: int = 256) -> torch.Tensor:
         from lsr.encoders.decoder import decoder_weights
