@@ -15,7 +15,10 @@ head encodes `--docs` documents (SciFact, `../shared/data`) with `lsr index --mo
 and the same echo inputs through the full `[B, S, V]` logits (`naive`); docs/s and peak RSS
 of each, each in its own process.
 
-    python benchmarks/bench_vocab.py [--mode head|decoder] [--budget-mib 4096]
+Head mode with `--device cuda` (`--dtype bf16` by default) runs the same comparison on a GPU
+through the Triton kernel, in one process, peak CUDA memory measured at every batch tried.
+
+    python benchmarks/bench_vocab.py [--mode head|decoder] [--budget-mib 4096] [--device cuda]
 """
 
 from __future__ import annotations
@@ -96,6 +99,86 @@ def head_mode(budget: float, verify: bool) -> None:
           f"eager {per_doc['eager'][common]:.2f} s, ours {per_doc['ours'][common]:.2f} s")
 
 
+def gpu_trial(engine: str, batch: int, dtype) -> tuple[float, float] | None:
+    """Peak CUDA memory (MiB, inputs and gradients included) and seconds (median of 3 after
+    a warm-up) of one forward + backward through the head at `batch`; None when out of memory."""
+    import torch
+
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        hidden = torch.randn(batch, S, D, device="cuda", dtype=dtype, generator=gen).mul_(0.05).requires_grad_()
+        weight = torch.randn(V, D, device="cuda", dtype=dtype, generator=gen).mul_(0.05).requires_grad_()
+        bias = torch.zeros(V, device="cuda", dtype=dtype, requires_grad=True)
+        mask = torch.ones(batch, S, dtype=torch.bool, device="cuda")
+        mask[:, S - S // 8 :] = False
+
+        def step() -> None:
+            if engine == "ours":
+                from lsr.kernels import splade_max
+
+                out = splade_max(hidden, weight, bias, mask)
+            else:
+                logits = hidden @ weight.T + bias
+                out = (torch.log1p(torch.relu(logits)) * mask[..., None]).amax(dim=1)
+            out.float().sum().backward()
+            hidden.grad = weight.grad = bias.grad = None
+
+        times = []
+        for _ in range(4):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            step()
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        return torch.cuda.max_memory_allocated() / 2**20, sorted(times[1:])[1]
+    except torch.cuda.OutOfMemoryError:
+        return None
+    finally:
+        hidden = weight = bias = mask = None
+        torch.cuda.empty_cache()
+
+
+def gpu_head_mode(budget: float, dtype_name: str) -> None:
+    """The head comparison on a CUDA GPU (ours: the Triton kernel), measured directly: batches
+    double until the budget is passed, then a bisection finds each engine's largest batch."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
+    fits, rows = {}, []
+    for engine in ("eager", "ours"):
+        seen, lo, hi = {}, 0, 1
+        while True:  # double until over budget
+            r = gpu_trial(engine, hi, dtype)
+            if r is None or r[0] > budget:
+                break
+            seen[hi], lo, hi = r, hi, hi * 2
+        while hi - lo > 1:  # bisect: lo fits, hi does not
+            mid = (lo + hi) // 2
+            r = gpu_trial(engine, mid, dtype)
+            if r is not None and r[0] <= budget:
+                seen[mid], lo = r, mid
+            else:
+                hi = mid
+        fits[engine] = (lo, seen)
+        print(f"  {engine}: largest batch {lo}", file=sys.stderr, flush=True)
+    e_batch, o_batch = fits["eager"][0], fits["ours"][0]
+    for engine, (batch, seen) in fits.items():
+        mib, sec = seen[batch]
+        rows.append([engine, str(batch), f"{mib:.0f}", f"{sec * 1e3 / batch:.3f}"])
+    print(f"\nV={V:,} D={D} S={S} {dtype_name} {torch.cuda.get_device_name()}, forward+backward, budget {budget:.0f} MiB "
+          f"(peak CUDA memory, inputs and gradients included)\n")
+    print(markdown_table(["engine", "largest batch in budget", "peak MiB at that batch", "ms per document at that batch"], rows))
+    common = gpu_trial("ours", e_batch, dtype) if e_batch else None
+    eager = fits["eager"][1].get(e_batch)
+    line = f"\nbatch ratio: {o_batch / max(e_batch, 1):.0f}x"
+    if common and eager:
+        line += (f"; at eager's batch {e_batch}: eager {eager[1] * 1e3 / e_batch:.3f} ms/doc {eager[0]:.0f} MiB, "
+                 f"ours {common[1] * 1e3 / e_batch:.3f} ms/doc {common[0]:.0f} MiB")
+    print(line)
+
+
 # ---- decoder mode ---------------------------------------------------------------------------
 
 
@@ -165,6 +248,8 @@ def main() -> None:
     p.add_argument("--mode", choices=("head", "decoder"), default="head")
     p.add_argument("--budget-mib", type=float, default=4096)
     p.add_argument("--verify", action="store_true", help="head: also run our extrapolated largest batch")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="head: cuda measures the Triton path directly")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="head on cuda: the inputs' dtype")
     p.add_argument("--docs", type=int, default=1000)
     p.add_argument("--max-length", type=int, default=256, help="decoder: the naive side's (lsr index's default: 256)")
     p.add_argument("--batch", type=int, default=16)
@@ -175,6 +260,8 @@ def main() -> None:
         head_trial(args.child_head, args.batch)
     elif args.child_naive:
         naive_child(*args.child_naive, args.max_length, args.batch)
+    elif args.mode == "head" and args.device == "cuda":
+        gpu_head_mode(args.budget_mib, args.dtype)
     elif args.mode == "head":
         head_mode(args.budget_mib, args.verify)
     else:
