@@ -18,8 +18,11 @@ def top_k_of(candidates, n_candidates, acc, k, out_ids, out_scores):
     heap_write_sorted(heap_s, heap_d, size, out_ids, out_scores)
 
 
-def _search_chunk(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weights, n_docs, k, first, last, out_ids, out_scores):
-    """Queries first..last-1 with one accumulator, reset through the list of touched docs."""
+def _search_chunk(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weights, n_docs, k, allowed, first, last, out_ids,
+                  out_scores):
+    """Queries first..last-1 with one accumulator, reset through the list of touched docs;
+    `allowed` (a mask over documents, empty: all) leaves the others out of the scoring."""
+    filtered = allowed.shape[0] > 0
     acc = np.zeros(n_docs, np.float32)
     seen = np.zeros(n_docs, np.bool_)
     touched = np.empty(n_docs, np.int32)
@@ -32,6 +35,8 @@ def _search_chunk(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weigh
             w = q_values[j]
             for p in range(list_ptr[term], list_ptr[term + 1]):
                 d = list_docs[p]
+                if filtered and not allowed[d]:
+                    continue
                 if not seen[d]:
                     seen[d] = True
                     touched[n_touched] = d
@@ -48,12 +53,14 @@ _search_chunk_inner = njit(cache=True)(_search_chunk)
 
 
 @njit(cache=True, parallel=True)
-def search_parallel(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weights, n_docs, k, n_chunks, out_ids, out_scores):
+def search_parallel(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weights, n_docs, k, allowed, n_chunks, out_ids,
+                    out_scores):
     n_queries = len(q_indptr) - 1
     per_chunk = (n_queries + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
         first = c * per_chunk
         last = min(n_queries, first + per_chunk)
-        _search_chunk_inner(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weights, n_docs, k, first, last, out_ids, out_scores)
+        _search_chunk_inner(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weights, n_docs, k, allowed, first, last,
+                            out_ids, out_scores)
 
 
