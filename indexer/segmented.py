@@ -112,6 +112,11 @@ class SegmentedIndex:
     def __len__(self) -> int:
         return int(sum(len(ids) - int(np.count_nonzero(dead)) for ids, dead in zip(self.ids, self.dead)))
 
+    @property
+    def nnz(self) -> int:
+        """Components stored in the segments (deleted documents' included, until merged)."""
+        return int(sum(s.stats()["nnz"] if s.kind == "seismic" else len(s.list_docs) for s in self.segments))
+
     def live_ids(self) -> np.ndarray:
         """The ids of the live documents, ascending."""
         return np.sort(np.concatenate([ids[~dead] for ids, dead in zip(self.ids, self.dead)] or [np.zeros(0, np.int64)]))

@@ -428,7 +428,11 @@ class SeismicIndex:
         from .exact import ExactIndex
 
         ids, scores = ExactIndex.build(self.forward_vectors(rows)).search(queries, k, threads=threads)
-        return np.where(ids >= 0, rows[np.maximum(ids, 0)], -1), scores
+        out_ids = np.full((len(queries), k), -1, np.int64)  # k may exceed the subset's size
+        out_scores = np.full((len(queries), k), -np.inf, np.float32)
+        out_ids[:, : ids.shape[1]] = np.where(ids >= 0, rows[np.maximum(ids, 0)], -1)
+        out_scores[:, : ids.shape[1]] = scores
+        return out_ids, out_scores
 
     def forward_vectors(self, rows: np.ndarray | None = None) -> SparseVectors:
         """Every document's full vector (the forward index), as float32 SparseVectors; `rows`:
