@@ -7,13 +7,17 @@ from .topk import heap_push, heap_write_sorted
 
 
 @njit(cache=True)
-def top_k_of(candidates, n_candidates, acc, k, out_ids, out_scores):
-    """Write the k best (score desc, id asc) of acc[candidates[:n]] into out_* (padded -1/-inf)."""
+def top_k_of(candidates, n_candidates, acc, k, out_ids, out_scores, allowed):
+    """Write the k best (score desc, id asc) of acc[candidates[:n]] into out_* (padded -1/-inf);
+    `allowed` (a mask over documents, empty: all): only those candidates."""
+    filtered = allowed.shape[0] > 0
     heap_s = np.empty(k, np.float32)
     heap_d = np.empty(k, np.int64)
     size = np.int64(0)  # not the literal 0: see topk's note on literals
     for j in range(n_candidates):
         d = candidates[j]
+        if filtered and not allowed[d]:
+            continue
         size = heap_push(heap_s, heap_d, size, k, acc[d], d)
     heap_write_sorted(heap_s, heap_d, size, out_ids, out_scores)
 
@@ -21,8 +25,8 @@ def top_k_of(candidates, n_candidates, acc, k, out_ids, out_scores):
 def _search_chunk(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weights, n_docs, k, allowed, first, last, out_ids,
                   out_scores):
     """Queries first..last-1 with one accumulator, reset through the list of touched docs;
-    `allowed` (a mask over documents, empty: all) leaves the others out of the scoring."""
-    filtered = allowed.shape[0] > 0
+    `allowed` (a mask over documents, empty: all): the others are summed but never ranked
+    (checked per candidate, not per posting: the accumulation loop stays as it was)."""
     acc = np.zeros(n_docs, np.float32)
     seen = np.zeros(n_docs, np.bool_)
     touched = np.empty(n_docs, np.int32)
@@ -35,14 +39,12 @@ def _search_chunk(q_indptr, q_indices, q_values, list_ptr, list_docs, list_weigh
             w = q_values[j]
             for p in range(list_ptr[term], list_ptr[term + 1]):
                 d = list_docs[p]
-                if filtered and not allowed[d]:
-                    continue
                 if not seen[d]:
                     seen[d] = True
                     touched[n_touched] = d
                     n_touched += 1
                 acc[d] += w * list_weights[p]
-        top_k_of(touched, n_touched, acc, k, out_ids[q], out_scores[q])
+        top_k_of(touched, n_touched, acc, k, out_ids[q], out_scores[q], allowed)
         for j in range(n_touched):
             acc[touched[j]] = 0.0
             seen[touched[j]] = False
