@@ -64,7 +64,7 @@ def _digest(directory: Path) -> str:
     return hashlib.sha256((directory / MANIFEST).read_bytes()).hexdigest()
 
 
-def _link_tree(source: Path, target: Path) -> None:
+def link_tree(source: Path, target: Path) -> None:
     """`source` copied to `target` as hard links (the files are never written in place, so a
     link is a copy), plain copies where linking fails."""
 
@@ -110,7 +110,7 @@ class SegmentedIndex:
         return self._dim
 
     def __len__(self) -> int:
-        return int(sum(len(ids) - int(np.count_nonzero(dead)) for ids, dead in zip(self.ids, self.dead)))
+        return sum(self._live(i) for i in range(len(self.segments)))
 
     @property
     def nnz(self) -> int:
@@ -179,19 +179,23 @@ class SegmentedIndex:
         all_ids = np.concatenate(ids)
         order = np.argsort(all_ids, kind="stable")
         keep = [i for i in range(len(self.segments)) if i not in which]
-        state = [(self.segments[i], self.ids[i], self.dead[i], self.sources[i]) for i in keep]
-        self.segments, self.ids, self.dead, self.sources = (list(x) for x in zip(*state)) if state else ([], [], [], [])
+        self.segments = [self.segments[i] for i in keep]
+        self.ids = [self.ids[i] for i in keep]
+        self.dead = [self.dead[i] for i in keep]
+        self.sources = [self.sources[i] for i in keep]
         if len(all_ids):
             merged = take_rows(SparseVectors.concatenate(parts, dim=self.dim), order)
             self._append(self._build(merged), all_ids[order])
+
+    def _live(self, i: int) -> int:
+        return len(self.ids[i]) - int(np.count_nonzero(self.dead[i]))
 
     def _auto_merge(self) -> None:
         """The size rule of the module docstring."""
         for i in reversed(range(len(self.segments))):
             if np.count_nonzero(self.dead[i]) >= max(1, REWRITE_DELETED * len(self.ids[i])):
                 self._merge([i])
-        live = lambda i: len(self.ids[i]) - int(np.count_nonzero(self.dead[i]))  # noqa: E731
-        while len(self.segments) >= 2 and live(len(self.segments) - 2) < MERGE_FACTOR * live(len(self.segments) - 1):
+        while len(self.segments) >= 2 and self._live(len(self.segments) - 2) < MERGE_FACTOR * self._live(len(self.segments) - 1):
             self._merge([len(self.segments) - 2, len(self.segments) - 1])
 
     def merge(self) -> None:
@@ -265,7 +269,7 @@ class SegmentedIndex:
                 try:
                     if source is None:
                         raise FileNotFoundError
-                    _link_tree(source, tmp / name)
+                    link_tree(source, tmp / name)
                 except OSError:
                     shutil.rmtree(tmp / name, ignore_errors=True)
                     segment.save(tmp / name)

@@ -220,13 +220,13 @@ class Retriever:
         """A new generation of this index directory: encoder linked; the document store linked
         (`new_docs` None) or copied with `new_docs` (id, title, text, where) appended; kept
         fields written; `index` saved (its unchanged segments linked). Returns a Retriever on it."""
-        from lsr.indexer.segmented import _link_tree
+        from lsr.indexer.segmented import link_tree
 
         root = self._generation.root if self._generation else self.path
         with atomic_directory(self.path) as tmp:
-            _link_tree(root / "encoder", tmp / "encoder")
+            link_tree(root / "encoder", tmp / "encoder")
             if new_docs is None:
-                _link_tree(root / "docs", tmp / "docs")
+                link_tree(root / "docs", tmp / "docs")
             else:
                 writer = DocStoreWriter(tmp / "docs")
                 writer.copy_from(docs_from)
@@ -236,7 +236,7 @@ class Retriever:
             if fields is not None:
                 fields.save(tmp / FIELDS_DIR)
             elif (root / FIELDS_DIR).is_dir():
-                _link_tree(root / FIELDS_DIR, tmp / FIELDS_DIR)
+                link_tree(root / FIELDS_DIR, tmp / FIELDS_DIR)
             index.save(tmp / "index")
             keep = {k: v for k, v in self.manifest.items() if k not in ("format", "format_version", "kind", "created", "files")}
             write_manifest(
