@@ -18,9 +18,9 @@ import numpy as np
 
 from lsr.corpus import CorpusReader, join_title
 from lsr.docstore import DocStore, DocStoreWriter
-from lsr.fields import FIELDS_DIR, FieldsWriter
 from lsr.encoders import Encoder, from_spec, resolve_model
 from lsr.errors import LsrError
+from lsr.fields import FIELDS_DIR, FieldsWriter
 from lsr.indexer.protocol import Index, load as load_index
 from lsr.indexer.storage import (
     Generation,
@@ -111,9 +111,9 @@ class Retriever:
         on); `seismic`: build parameters of `SeismicIndex.build`; `dense`: also embed every
         document with this sentence-transformers model ("minilm": the packaged
         all-MiniLM-L6-v2) into `dense/` (see `lsr.dense`); `keep_fields`: fields of the
-        corpus's JSONL records stored for filtered search (`lsr.fields`, `search(filter=...)`). `progress("indexing",
-        bytes_read, bytes_total, docs=documents_so_far)` (`lsr.progress.Progress`) is called
-        after each batch. The previous index at `path`,
+        corpus's JSONL records stored for filtered search (`lsr.fields`, `search(filter=...)`).
+        `progress("indexing", bytes_read, bytes_total, docs=documents_so_far)`
+        (`lsr.progress.Progress`) is called after each batch. The previous index at `path`,
         if any, stays intact until the new one is complete; anything at `path` that is not
         an lsr index or an empty folder, or a `path` inside the corpus (or around it), is
         refused (`LsrError`) before anything is written.
