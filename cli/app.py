@@ -183,6 +183,8 @@ def index(
     seismic = dict(n_postings=n_postings, max_fraction=max_fraction, centroid_fraction=centroid_fraction,
                    summary_energy=summary_energy, doc_cut=doc_cut, values=values)  # fmt: skip
     if ray_address or shards or actors:
+        if keep_fields:
+            raise LsrError("--keep-fields is not available with --ray")
         return _index_on_ray(path, model, encoder, index_dir, ray_address, shards, actors, batch_size, skip_bad,
                              index_type, seismic, dense, precision)  # fmt: skip
     with _Bars() as bars:
