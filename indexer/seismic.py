@@ -83,8 +83,8 @@ VALUE_TYPES = ("float16", "float32")
 # A filter allowing at most this share of the documents is answered exactly over the allowed
 # documents' forward vectors (cost: their components, per query) instead of by the blocks,
 # whose summaries know nothing of the filter: below it the kernel's recall falls (100k
-# synthetic documents, docs/index.md: recall@10 0.99 at 1% allowed, 0.91 at 0.2%, where
-# the exact path costs about what the kernel does and finds 0.998).
+# synthetic documents, docs/index.md: recall@10 0.98 at 1% allowed, 0.84 at 0.2%, where
+# the exact path costs about what the kernel does and finds 0.999).
 EXACT_FILTER_FRACTION = 0.005
 F16_MAX = 65504.0
 _ARRAYS = SeismicArrays._fields  # the saved arrays
