@@ -166,24 +166,31 @@ def index(
     ),
     shards: int = typer.Option(0, "--shards", min=0, help="With --ray: shards in the index \\[default: one per encoding actor]."),
     actors: int = typer.Option(0, "--actors", min=0, help="With --ray: encoding actors \\[default: one per GPU, else one per CPU of the cluster]."),
+    keep_fields: str = typer.Option("", "--keep-fields", metavar="NAMES", help="Store these fields of JSONL records (comma-separated; a.b: nested) for `lsr search --where`."),
+    append: bool = typer.Option(False, "--append", help="Add the documents to the existing index (its own encoder; an id already there is replaced) instead of rebuilding it."),
 ) -> None:
     """Encode and index every document under PATH."""
     from lsr.encoders import resolve_model
+    from lsr.fields import parse_field_names
     from lsr.retriever import Retriever
 
     index_dir = index_dir or default_index()
     if not path.exists():  # before a model is resolved (and perhaps warned about)
         raise LsrError(f"{path}: no such file or folder")
+    if append:
+        return _append(path, index_dir, model, keep_fields, batch_size, skip_bad, ray_address or shards or actors or dense)
     encoder = resolve_model(model, precision=precision)  # before the bar: docs/s is indexing only
     seismic = dict(n_postings=n_postings, max_fraction=max_fraction, centroid_fraction=centroid_fraction,
                    summary_energy=summary_energy, doc_cut=doc_cut, values=values)  # fmt: skip
     if ray_address or shards or actors:
+        if keep_fields:
+            raise LsrError("--keep-fields is not available with --ray")
         return _index_on_ray(path, model, encoder, index_dir, ray_address, shards, actors, batch_size, skip_bad,
                              index_type, seismic, dense, precision)  # fmt: skip
     with _Bars() as bars:
         retriever = Retriever.build(
             path, model=encoder, path=index_dir, batch_size=batch_size, skip_bad=skip_bad, progress=bars,
-            index=index_type, seismic=seismic, dense=dense,
+            index=index_type, seismic=seismic, dense=dense, keep_fields=parse_field_names(keep_fields),
         )  # fmt: skip
     report = retriever.last_build
     out.print(
@@ -196,6 +203,55 @@ def index(
             err.print(f"  {line}", markup=False)
         if len(report.skipped) > 10:
             err.print(f"  ... and {len(report.skipped) - 10} more")
+
+
+def _append(path: Path, index_dir: Path, model, keep_fields: str, batch_size: int, skip_bad: bool, other) -> None:
+    """`lsr index --append`: Retriever.append with the bar and a summary line."""
+    from lsr.retriever import Retriever
+
+    if model or keep_fields or other:
+        raise LsrError("--append adds to the index with its own encoder and fields: drop --model, --keep-fields, --dense and --ray")
+    retriever = Retriever.load(index_dir)
+    with _Bars() as bars:
+        retriever = retriever.append(path, batch_size=batch_size, skip_bad=skip_bad, progress=bars)
+    report = retriever.last_build
+    replaced = f", {report.replaced:,} of them replacing documents with the same id" if report.replaced else ""
+    out.print(
+        f"added {report.n_docs:,} documents{replaced} in {report.seconds:.1f} s to {index_dir} "
+        f"({len(retriever):,} documents, {len(retriever.index.segments)} segment(s))"
+    )
+    if report.skipped:
+        err.print(f"skipped {len(report.skipped)} bad record(s)")
+
+
+@app.command()
+def delete(
+    doc_ids: list[str] = typer.Argument(None, help="Document ids to delete."),
+    ids_file: Optional[Path] = typer.Option(None, "--file", "-f", help="Also delete the ids in this file (one per line)."),
+    index_dir: Optional[Path] = IndexOption,
+) -> None:
+    """Delete documents from the index by id (an id not in the index is an error; nothing is deleted then)."""
+    from lsr.formats.lines import LineFile
+    from lsr.retriever import Retriever
+
+    wanted = list(doc_ids or [])
+    if ids_file is not None:
+        wanted += [line.strip() for _, line in LineFile(ids_file).lines() if line and line.strip()]
+    if not wanted:
+        raise LsrError("no document ids given (as arguments or with --file)")
+    path = index_dir or default_index()
+    retriever = Retriever.load(path).delete(wanted)
+    out.print(f"deleted {len(set(wanted)):,} documents from {path} ({len(retriever):,} left, {len(retriever.index.segments)} segment(s))")
+
+
+@app.command()
+def merge(index_dir: Optional[Path] = IndexOption) -> None:
+    """Merge a grown index's segments into one without the deleted documents (faster searches)."""
+    from lsr.retriever import Retriever
+
+    path = index_dir or default_index()
+    retriever = Retriever.load(path).merge()
+    out.print(f"merged {path}: {len(retriever):,} documents in {len(retriever.index.segments)} segment(s)")
 
 
 def _index_on_ray(path, model, encoder, index_dir, address, shards, actors, batch_size, skip_bad, index_type,
@@ -264,6 +320,7 @@ def search(
     prf_weight: float = typer.Option(0.1, "--prf-weight", min=0.0, help="PRF: weight of the feedback vector."),
     ray_address: Optional[str] = RayOption,
     actors: Optional[int] = ActorsOption,
+    where: Optional[str] = typer.Option(None, "--where", help="Only documents whose kept fields (lsr index --keep-fields) match, e.g. 'year>=2020 and source=pubmed'."),
 ) -> None:
     """Search the index and print ranked hits."""
     from lsr.prf import Prf
@@ -271,10 +328,11 @@ def search(
 
     retriever = Retriever.load(index_dir or default_index(), exact=exact, ray=ray_address, actors=actors)
     if mode == "sparse" and not prf_docs:
-        hits = retriever.search(query, k=k, query_cut=query_cut, heap_factor=heap_factor)
+        hits = retriever.search(query, k=k, query_cut=query_cut, heap_factor=heap_factor, filter=where)
     else:
         prf = Prf(prf_docs, prf_terms, prf_weight)
-        hits = retriever.search(query, k=k, mode=mode, alpha=alpha, fusion=fusion, prf=prf, query_cut=query_cut, heap_factor=heap_factor)
+        hits = retriever.search(query, k=k, mode=mode, alpha=alpha, fusion=fusion, prf=prf, query_cut=query_cut, heap_factor=heap_factor,
+                                filter=where)  # fmt: skip
     if as_json:
         texts = [h.text if snippet is None else _snippet(h.text, snippet) for h in hits]
         rows = [{"rank": i, "doc_id": h.doc_id, "score": h.score, "title": h.title, "text": t} for i, (h, t) in enumerate(zip(hits, texts), 1)]
@@ -375,13 +433,15 @@ def info(
     checked = retriever.verify() if verify else None
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     if as_json:
-        keys = ("created", "n_docs", "nnz", "dim", "index_kind", "encoder", "corpus")
+        keys = ("created", "n_docs", "n_live", "nnz", "dim", "index_kind", "encoder", "corpus", "fields")
         doc = {"index": str(path), **{key: m.get(key) for key in keys}, "bytes": size, "verified": checked is not None}
         sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
         return
     out.print(f"index      {path}", markup=False)
     out.print(f"created    {m['created']}", markup=False)
-    out.print(f"documents  {m['n_docs']:,}", markup=False)
+    live = m.get("n_live", m["n_docs"])
+    deleted = f" ({m['n_docs'] - live:,} deleted, kept in the document store until a rebuild)" if live != m["n_docs"] else ""
+    out.print(f"documents  {live:,}{deleted}", markup=False)
     out.print(f"postings   {m['nnz']:,} over {m['dim']:,} dimensions ({m['index_kind']} index)", markup=False)
     out.print(f"encoder    {json.dumps(m['encoder'])}", markup=False)
     if "dense" in m:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lsr.errors import LsrError
-from lsr.indexer.protocol import check_kind, numba_threads, resolve_threads
+from lsr.indexer.protocol import NO_FILTER, check_kind, filter_mask, numba_threads, resolve_threads
 from lsr.indexer.storage import (
     atomic_directory,
     check_pointer,
@@ -70,11 +70,15 @@ class ExactIndex:
     def build(cls, vectors: SparseVectors) -> "ExactIndex":
         return cls(*invert(vectors), n_docs=len(vectors))
 
-    def search(self, queries: SparseVectors, k: int = 10, *, threads: int = 1, **params) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: SparseVectors, k: int = 10, *, threads: int = 1, filter: np.ndarray | None = None, **params
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows and scores per query: `(ids int64[n, k], scores float32[n, k])`, in query
         order; `k` is capped at the number of documents. `threads`: see `protocol.THREADS_DOC` (a single
-        query runs in NumPy on the calling thread); `params` (other kinds' knobs, such as
-        `query_cut`) have no effect: the answer is exact."""
+        query runs in NumPy on the calling thread); `filter`: see `protocol.FILTER_DOC` (documents
+        it leaves out are never scored, so the top-k of the others is exact); `params` (other
+        kinds' knobs, such as `query_cut`) have no effect: the answer is exact."""
+        allowed = filter_mask(filter, self.n_docs)
         k = clamp_k(k, self.n_docs)
         n = len(queries)
         ids = np.empty((n, k), np.int64)
@@ -82,12 +86,14 @@ class ExactIndex:
         if n == 0 or k <= 0:
             return ids, scores
         if n == 1:
-            self._search_one(*queries.row(0), k, ids[0], scores[0])
+            self._search_one(*queries.row(0), k, ids[0], scores[0], allowed)
             return ids, scores
         from lsr.indexer import exact_kernels
 
         self.check_values()
-        args = (queries.indptr, queries.indices, queries.values, self.list_ptr, self.list_docs, self.list_weights, self.n_docs, k)
+        allowed = NO_FILTER if allowed is None else allowed
+        args = (queries.indptr, queries.indices, queries.values, self.list_ptr, self.list_docs, self.list_weights, self.n_docs, k,
+                allowed)  # fmt: skip
         threads = min(resolve_threads(threads), n)
         if threads == 1:
             exact_kernels.search_serial(*args, 0, n, ids, scores)
@@ -96,7 +102,10 @@ class ExactIndex:
                 exact_kernels.search_parallel(*args, threads, ids, scores)
         return ids, scores
 
-    def _search_one(self, terms: np.ndarray, weights: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> None:
+    def _search_one(
+        self, terms: np.ndarray, weights: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray,
+        allowed: np.ndarray | None = None,
+    ) -> None:  # fmt: skip
         """One query in NumPy: same candidates, float32 sums in the same order, same tie rule."""
         keep = terms < self.dim
         spans = [(self.list_ptr[t], self.list_ptr[t + 1], w) for t, w in zip(terms[keep], weights[keep])]
@@ -108,6 +117,9 @@ class ExactIndex:
         if len(docs) and (docs.min() < 0 or docs.max() >= self.n_docs):  # only the lists read
             raise damaged(Path(self.path or "<memory>") / "list_docs.npy", f"document ids outside [0, {self.n_docs})")
         contributions = np.concatenate([np.float32(w) * self.list_weights[a:b] for a, b, w in spans])
+        if allowed is not None:
+            keep_docs = allowed[docs]
+            docs, contributions = docs[keep_docs], contributions[keep_docs]
         unique, inverse = np.unique(docs, return_inverse=True)
         acc = np.zeros(len(unique), np.float32)
         np.add.at(acc, inverse, contributions)

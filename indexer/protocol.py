@@ -18,6 +18,8 @@ from lsr.indexer.storage import IndexFormatError, read_manifest
 from lsr.sparse import SparseVectors
 
 THREADS_DOC = "threads: 0 = every core Numba may use, 1 = the calling thread only, n = n threads"
+FILTER_DOC = "filter: None (every document), an array of allowed document ids, or a boolean mask over the documents"
+NO_FILTER = np.zeros(0, np.bool_)  # what the kernels take for "every document allowed"
 
 
 @runtime_checkable
@@ -29,6 +31,10 @@ class Index(Protocol):
     `threads` has one meaning for every kind (`THREADS_DOC`) and Numba's thread count is the
     same after the call as before. `params` are the kind's search knobs; a kind ignores the
     knobs it has no use for (an exact index ignores `query_cut`), so one call serves all kinds.
+    `filter=` (`FILTER_DOC`) restricts the answer to a subset of the documents, top-k kept
+    correct (exact: applied while scoring; Seismic: while evaluating candidates, exact over
+    the subset when it is small). A kind that can grow (`segmented`) also has `add(vectors,
+    ids)`, `delete(ids)` and `merge()`.
     Damage or a directory of another kind raises `IndexFormatError` (an `LsrError`).
     """
 
@@ -61,6 +67,7 @@ KINDS: dict[str, str | type] = {
     "exact": "lsr.indexer.exact:ExactIndex",
     "seismic": "lsr.indexer.seismic:SeismicIndex",
     "sharded": "lsr.indexer.sharded:ShardedIndex",
+    "segmented": "lsr.indexer.segmented:SegmentedIndex",
 }
 
 
@@ -94,6 +101,26 @@ def load(path: str | Path, exact: bool = False) -> Index:
         index = ExactIndex.build(index.forward_vectors())
         index.path = path
     return index
+
+
+def filter_mask(filter: np.ndarray | None, n_docs: int) -> np.ndarray | None:
+    """`filter` (`FILTER_DOC`) as a boolean mask over `n_docs` documents (None: no filter). A mask of another length or ids outside [0, n_docs) are a
+    `ValueError` (a mask shorter than the index would silently drop documents)."""
+    if filter is None:
+        return None
+    filter = np.asarray(filter)
+    if filter.dtype == np.bool_:
+        if filter.shape != (n_docs,):
+            raise ValueError(f"a filter mask must have one entry per document ({n_docs}), got shape {filter.shape}")
+        return filter
+    if filter.size and not np.issubdtype(filter.dtype, np.integer):
+        raise ValueError(f"a filter is a boolean mask or an array of document ids, got dtype {filter.dtype}")
+    ids = filter.astype(np.int64, copy=False).reshape(-1)
+    if ids.size and (ids.min() < 0 or ids.max() >= n_docs):
+        raise ValueError(f"filter ids must be in [0, {n_docs})")
+    mask = np.zeros(n_docs, np.bool_)
+    mask[ids] = True
+    return mask
 
 
 def check_kind(path: Path, manifest: dict, kind: str) -> None:

@@ -153,11 +153,15 @@ def _next_block(scores, blocks, by_score, bi, nb, full, threshold):
 
 
 @njit(cache=True)
-def _take_unseen(post_docs, fwd_ptr, p0, p1, visited, seen, n_seen):
+def _take_unseen(post_docs, fwd_ptr, p0, p1, visited, seen, n_seen, allowed):
     """Append the documents post_docs[p0:p1] not yet visited to `seen` (marking them in the
-    `visited` bitset, their forward pointers prefetched); returns the new length of `seen`."""
+    `visited` bitset, their forward pointers prefetched); returns the new length of `seen`.
+    `allowed` (a mask over documents, empty: all) keeps the others out (the filter)."""
+    filtered = allowed.shape[0] > 0
     for p in range(np.uint64(p0), np.uint64(p1)):
         d = np.uint32(post_docs[p])
+        if filtered and not allowed[d]:
+            continue
         w = d >> np.uint32(6)
         bit = np.uint64(1) << np.uint64(d & np.uint32(63))
         if not (visited[w] & bit):
@@ -190,7 +194,7 @@ def _score_docs(fwd_ptr, fwd_words, post_docs, seen, c0, n_c, np0, np1, primed, 
 
 
 @njit(cache=True)
-def _scan_list(ix, t, sc, blocks, by_score, nb, heap_factor, k, qdense, visited, seen, n_seen, hs, hid, size):
+def _scan_list(ix, t, sc, blocks, by_score, nb, heap_factor, k, qdense, visited, seen, n_seen, hs, hid, size, allowed):
     """Visit list t's blocks (in `blocks` order when `by_score`, else stored order) whose
     summary score sc[b] passes heap_factor x the k-th best, scoring their unseen documents;
     returns (heap size, length of `seen`). The next passing block is found ahead of time so
@@ -207,7 +211,7 @@ def _scan_list(ix, t, sc, blocks, by_score, nb, heap_factor, k, qdense, visited,
             continue
         c0 = n_seen
         n_seen = _take_unseen(ix.post_docs, ix.fwd_ptr, ix.block_doc_ptr[b0 + b], ix.block_doc_ptr[b0 + b + 1],
-                              visited, seen, n_seen)
+                              visited, seen, n_seen, allowed)
         n_c = n_seen - c0
         nbi = _next_block(sc, blocks, by_score, bi + 1, nb, size == k, heap_factor * hs[0])
         np0 = np1 = np.int64(0)  # int64, not the literal 0 (see topk's note on literals)
@@ -225,7 +229,8 @@ def _scan_list(ix, t, sc, blocks, by_score, nb, heap_factor, k, qdense, visited,
 
 
 @njit(cache=True)
-def search_one(q_idx, q_val, k, query_cut, heap_factor, ix, qdense, visited, seen, acc, hs, hid, out_ids, out_scores):
+def search_one(q_idx, q_val, k, query_cut, heap_factor, ix, qdense, visited, seen, acc, hs, hid, out_ids, out_scores,
+               allowed):
     """Top-k of one query (q_idx ascending) into out_ids / out_scores.
 
     `qdense` (the query, dense) is all zero and `visited` (a bitset over the documents) all
@@ -254,7 +259,7 @@ def search_one(q_idx, q_val, k, query_cut, heap_factor, ix, qdense, visited, see
         if r == 0:  # the first list's blocks in decreasing summary score
             blocks = np.argsort(-sc[:nb], kind="mergesort")
         size, n_seen = _scan_list(ix, t, sc, blocks, r == 0, nb, heap_factor, k, qdense, visited, seen, n_seen,
-                                  hs, hid, size)
+                                  hs, hid, size, allowed)
     for j in range(nq):
         if q_idx[j] < dim:
             qdense[q_idx[j]] = 0.0
@@ -270,7 +275,7 @@ def search_one(q_idx, q_val, k, query_cut, heap_factor, ix, qdense, visited, see
 
 @njit(cache=True, nogil=True)  # nogil: concurrent searches (lsr serve) overlap
 def search_batch(q_ptr, q_idx, q_val, k, query_cut, heap_factor, qdense, visited, seen, acc, out_ids, out_scores,
-                 *arrays):
+                 allowed, *arrays):
     """Queries one after the other on the calling thread (scratch row 0)."""
     ix = SeismicArrays(*arrays)
     hs = np.empty(k, dtype=np.float32)
@@ -279,12 +284,12 @@ def search_batch(q_ptr, q_idx, q_val, k, query_cut, heap_factor, qdense, visited
         lo = q_ptr[qi]
         hi = q_ptr[qi + 1]
         search_one(q_idx[lo:hi], q_val[lo:hi], k, query_cut, heap_factor, ix, qdense[0], visited[0], seen[0],
-                   acc[0], hs, hid, out_ids[qi], out_scores[qi])
+                   acc[0], hs, hid, out_ids[qi], out_scores[qi], allowed)
 
 
 @njit(cache=True, parallel=True, nogil=True)
 def search_batch_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, qdense, visited, seen, acc, out_ids,
-                          out_scores, n_threads, *arrays):
+                          out_scores, n_threads, allowed, *arrays):
     """Queries spread over `n_threads` (query i on thread i % n_threads; results in query order)."""
     ix = SeismicArrays(*arrays)
     nq = q_ptr.shape[0] - 1
@@ -295,4 +300,4 @@ def search_batch_parallel(q_ptr, q_idx, q_val, k, query_cut, heap_factor, qdense
             lo = q_ptr[qi]
             hi = q_ptr[qi + 1]
             search_one(q_idx[lo:hi], q_val[lo:hi], k, query_cut, heap_factor, ix, qdense[th], visited[th], seen[th],
-                       acc[th], hs, hid, out_ids[qi], out_scores[qi])
+                       acc[th], hs, hid, out_ids[qi], out_scores[qi], allowed)

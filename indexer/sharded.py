@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lsr.indexer.exact import clamp_k
-from lsr.indexer.protocol import check_kind, index_class, resolve_threads
+from lsr.indexer.protocol import check_kind, filter_mask, index_class, resolve_threads
 from lsr.indexer.storage import (
     IndexFormatError,
     MANIFEST,
@@ -87,9 +87,13 @@ class ShardedIndex:
     def __len__(self) -> int:
         return self.n_docs
 
-    def search(self, queries: SparseVectors, k: int = 10, *, threads: int = 1, **params: Any) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: SparseVectors, k: int = 10, *, threads: int = 1, filter: np.ndarray | None = None, **params: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows (collection-wide) and scores per query, `(int64[n, k], float32[n, k])`,
-        padded with -1 / -inf; `params` (query_cut, heap_factor) go to the Seismic shards."""
+        padded with -1 / -inf; `filter` (collection-wide) is cut into each shard's part;
+        `params` (query_cut, heap_factor) go to the Seismic shards."""
+        allowed = filter_mask(filter, self.n_docs)
         k = clamp_k(k, self.n_docs)
         n = len(queries)
         if n == 0 or k == 0:
@@ -98,7 +102,8 @@ class ShardedIndex:
 
         def one(i: int, shard_threads: int) -> tuple[np.ndarray, np.ndarray]:
             shard = self.shards[i]
-            ids, scores = shard.search(queries, k=k, threads=shard_threads, **params)
+            part = None if allowed is None else allowed[self.starts[i] : self.starts[i] + len(shard)]
+            ids, scores = shard.search(queries, k=k, threads=shard_threads, filter=part, **params)
             return np.where(ids >= 0, ids + self.starts[i], -1), scores
 
         if n >= threads or threads == 1 or len(self.shards) == 1:

@@ -27,6 +27,7 @@ class DocStoreWriter:
         # 8 bytes per entry (a list of Python ints takes ~36): millions of documents add up
         self.offsets: dict[str, array] = {f: array("q", [0]) for f in FIELDS}
         self.seen: dict[str, str] = {}
+        self.copied = 0  # rows copied from another store (copy_from)
 
     def add(self, doc_id: str, title: str, text: str, where: str = "") -> None:
         if doc_id in self.seen:
@@ -37,8 +38,18 @@ class DocStoreWriter:
             self.blobs[field].write(data)
             self.offsets[field].append(self.offsets[field][-1] + len(data))
 
+    def copy_from(self, store: "DocStore") -> None:
+        """Append every row of `store` as it is (blobs copied whole; its ids are not checked
+        against the ones added after: a caller adding a live id again replaces it)."""
+        for field in FIELDS:
+            blob, offsets = store._blobs[field], np.asarray(store._offsets[field])
+            base = self.offsets[field][-1]
+            self.blobs[field].write(memoryview(np.ascontiguousarray(blob)).cast("B"))
+            self.offsets[field].extend((offsets[1:] + base).tolist())
+        self.copied += len(store)
+
     def __len__(self) -> int:
-        return len(self.seen)
+        return self.copied + len(self.seen)
 
     def close(self) -> None:
         for field, blob in self.blobs.items():

@@ -20,6 +20,7 @@ from lsr.corpus import CorpusReader, join_title
 from lsr.docstore import DocStore, DocStoreWriter
 from lsr.encoders import Encoder, from_spec, resolve_model
 from lsr.errors import LsrError
+from lsr.fields import FIELDS_DIR, FieldsWriter
 from lsr.indexer.protocol import Index, load as load_index
 from lsr.indexer.storage import (
     Generation,
@@ -59,6 +60,7 @@ class BuildReport:
     ignored_files: int = 0
     seconds: float = 0.0
     index_kind: str = ""
+    replaced: int = 0  # append: documents whose id was already in the index
 
     @property
     def docs_per_second(self) -> float:
@@ -83,7 +85,8 @@ class Retriever:
         self._generation: Generation | None = None
 
     def __len__(self) -> int:
-        return len(self.docs)
+        """The documents searched (deleted ones stay in the document store, unsearched)."""
+        return int(self.manifest.get("n_live", self.manifest["n_docs"]))
 
     # ---- building ---------------------------------------------------------------------
 
@@ -100,15 +103,17 @@ class Retriever:
         index: str = "auto",
         seismic: dict[str, Any] | None = None,
         dense: str | None = None,
+        keep_fields: Sequence[str] = (),
     ) -> "Retriever":
         """Encode and index every document under `corpus_path` into the directory `path`.
 
         `index`: "exact", "seismic", or "auto" (Seismic from `SEISMIC_THRESHOLD` documents
         on); `seismic`: build parameters of `SeismicIndex.build`; `dense`: also embed every
         document with this sentence-transformers model ("minilm": the packaged
-        all-MiniLM-L6-v2) into `dense/` (see `lsr.dense`). `progress("indexing",
-        bytes_read, bytes_total, docs=documents_so_far)` (`lsr.progress.Progress`) is called
-        after each batch. The previous index at `path`,
+        all-MiniLM-L6-v2) into `dense/` (see `lsr.dense`); `keep_fields`: fields of the
+        corpus's JSONL records stored for filtered search (`lsr.fields`, `search(filter=...)`).
+        `progress("indexing", bytes_read, bytes_total, docs=documents_so_far)`
+        (`lsr.progress.Progress`) is called after each batch. The previous index at `path`,
         if any, stays intact until the new one is complete; anything at `path` that is not
         an lsr index or an empty folder, or a `path` inside the corpus (or around it), is
         refused (`LsrError`) before anything is written.
@@ -124,10 +129,12 @@ class Retriever:
         # a rough size for "no space left" messages: the texts once, the index about as much
         with atomic_directory(path, protect, expected_bytes=2 * reader.bytes_total) as tmp:
             docs = DocStoreWriter(tmp / "docs")
+            fields = FieldsWriter(keep_fields)
             run = encoder.document_pass(batch_size=batch_size, max_length=max_length)
             batch: list[str] = []
             for doc in reader:
                 docs.add(doc.doc_id, doc.title, doc.text, doc.where)
+                fields.add(doc.record)
                 batch.append(doc.full_text())
                 if len(batch) == batch_size:
                     run.add(batch)
@@ -141,6 +148,7 @@ class Retriever:
             if len(docs) == 0:
                 raise LsrError(f"{corpus_path}: no documents to index")
             docs.close()
+            fields.save(tmp / FIELDS_DIR)
             built, dim, nnz = cls._build_index(run, len(docs), index, seismic or {}, tmp)
             built.save(tmp / "index")
             (tmp / "encoder").mkdir()
@@ -158,6 +166,7 @@ class Retriever:
                 corpus=str(Path(corpus_path).absolute()),
                 skipped=len(reader.skipped),
                 skip_subdirectories=["index"],
+                fields=fields.names,
                 **extra,
             )
         retriever = cls.load(path, encoder=encoder)  # the index from disk, the model already in memory
@@ -184,6 +193,135 @@ class Retriever:
 
         built = SeismicIndex.build(run.chunks(), scratch_dir=scratch, **seismic)
         return built, built.dim, built.stats()["nnz"]
+
+    # ---- growing ----------------------------------------------------------------------
+
+    def _growable(self, action: str):
+        """This index's sparse index as a `SegmentedIndex` read from its own generation (an
+        exact or Seismic one wrapped, its files linked when saved), or `LsrError` why not."""
+        from lsr.indexer.segmented import SEGMENT_KINDS, SegmentedIndex
+
+        if "dense" in self.manifest:
+            raise LsrError(f"{self.path}: cannot {action} an index with a dense part (--dense); rebuild it")
+        root = self._generation.root if self._generation else self.path
+        index = load_index(root / "index")
+        if index.kind == "segmented":
+            return index
+        if index.kind not in SEGMENT_KINDS:
+            raise LsrError(f"{self.path}: cannot {action} a {index.kind} index; rebuild it")
+        return SegmentedIndex.wrap(index, source=root / "index")
+
+    def _live_rows(self, index) -> dict[str, int]:
+        """Document id → row of every live document."""
+        rows = index.live_ids()
+        return dict(zip(self.docs.all_ids()[rows].tolist(), rows.tolist()))
+
+    def _write_generation(self, index, docs_from: DocStore | None, new_docs, fields) -> "Retriever":
+        """A new generation of this index directory: encoder linked; the document store linked
+        (`new_docs` None) or copied with `new_docs` (id, title, text, where) appended; kept
+        fields written; `index` saved (its unchanged segments linked). Returns a Retriever on it."""
+        from lsr.indexer.segmented import link_tree
+
+        root = self._generation.root if self._generation else self.path
+        with atomic_directory(self.path) as tmp:
+            link_tree(root / "encoder", tmp / "encoder")
+            if new_docs is None:
+                link_tree(root / "docs", tmp / "docs")
+            else:
+                writer = DocStoreWriter(tmp / "docs")
+                writer.copy_from(docs_from)
+                for doc in new_docs:
+                    writer.add(*doc)
+                writer.close()
+            if fields is not None:
+                fields.save(tmp / FIELDS_DIR)
+            elif (root / FIELDS_DIR).is_dir():
+                link_tree(root / FIELDS_DIR, tmp / FIELDS_DIR)
+            index.save(tmp / "index")
+            keep = {k: v for k, v in self.manifest.items() if k not in ("format", "format_version", "kind", "created", "files")}
+            write_manifest(
+                tmp, KIND, skip_subdirectories=["index"],
+                **{**keep, "n_docs": index.id_bound, "n_live": len(index), "nnz": index.nnz, "dim": index.dim,
+                   "index_kind": index.kind},
+            )  # fmt: skip
+        return type(self).load(self.path, encoder=self.encoder)
+
+    def append(
+        self,
+        corpus_path: str | Path,
+        batch_size: int = 32,
+        max_length: int = 256,
+        skip_bad: bool = False,
+        progress: Progress | None = None,
+    ) -> "Retriever":
+        """Encode the documents under `corpus_path` with this index's encoder and add them as a
+        new segment (`lsr.indexer.segmented`), without rebuilding the rest; a document whose
+        id is already in the index replaces it. Returns a Retriever on the new generation of
+        the directory (written atomically; this one keeps reading the old). A BM25 index
+        cannot grow (its weights depend on the whole corpus's statistics): rebuild it."""
+        from lsr.encoders.bm25 import Bm25Encoder
+        from lsr.fields import read_raw_columns
+
+        if isinstance(self.encoder, Bm25Encoder):
+            raise LsrError(f"{self.path}: a bm25 index cannot grow (its weights depend on the whole corpus); rebuild it with lsr index")
+        reader = CorpusReader(corpus_path, skip_bad=skip_bad)
+        check_target(self.path, (Path(corpus_path),))
+        start = time.perf_counter()
+        index = self._growable("add to")
+        live = self._live_rows(index)
+        root = self._generation.root if self._generation else self.path
+        names = self.manifest.get("fields", [])
+        fields = FieldsWriter(names, read_raw_columns(root / FIELDS_DIR, names)) if names else None
+        run = self.encoder.document_pass(batch_size=batch_size, max_length=max_length)
+        new_docs, batch, seen = [], [], {}
+        for doc in reader:
+            if doc.doc_id in seen:
+                raise LsrError(f"{doc.where}: duplicate document id {doc.doc_id!r} (first at {seen[doc.doc_id]})")
+            seen[doc.doc_id] = doc.where
+            new_docs.append((doc.doc_id, doc.title, doc.text, doc.where))
+            if fields:
+                fields.add(doc.record)
+            batch.append(doc.full_text())
+            if len(batch) == batch_size:
+                run.add(batch)
+                batch = []
+                if progress:
+                    progress("indexing", reader.bytes_read, reader.bytes_total, docs=len(new_docs))
+        if batch:
+            run.add(batch)
+        if progress:
+            progress("indexing", reader.bytes_total, reader.bytes_total, docs=len(new_docs))
+        if not new_docs:
+            raise LsrError(f"{corpus_path}: no documents to add")
+        replaced = [live[d[0]] for d in new_docs if d[0] in live]
+        index.delete(replaced)
+        index.add(run.finish(), ids=np.arange(len(self.docs), len(self.docs) + len(new_docs)))
+        retriever = self._write_generation(index, self.docs, new_docs, fields)
+        retriever.last_build = BuildReport(
+            n_docs=len(new_docs), skipped=reader.skipped, ignored_files=len(reader.ignored_files),
+            seconds=time.perf_counter() - start, index_kind=index.kind, replaced=len(replaced),
+        )  # fmt: skip
+        return retriever
+
+    def delete(self, doc_ids: Sequence[str]) -> "Retriever":
+        """Delete the documents `doc_ids` (tombstones; `lsr.indexer.segmented`); an id not in
+        the index is an `LsrError` naming it, and nothing is deleted. Returns a Retriever on
+        the new generation of the directory (written atomically)."""
+        index = self._growable("delete from")
+        live = self._live_rows(index)
+        missing = [d for d in dict.fromkeys(doc_ids) if d not in live]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise LsrError(f"{self.path}: no document {', '.join(map(repr, missing[:5]))}{more} in the index; nothing deleted")
+        index.delete([live[d] for d in doc_ids])
+        return self._write_generation(index, None, None, None)
+
+    def merge(self) -> "Retriever":
+        """Merge a grown index's segments into one holding only the live documents (searches
+        get faster; the document store keeps deleted documents until a rebuild)."""
+        index = self._growable("merge")
+        index.merge()
+        return self._write_generation(index, None, None, None)
 
     @classmethod
     def load(
@@ -244,8 +382,9 @@ class Retriever:
             raise damaged(root / "manifest.json", "no encoder spec")
         index = load_index(root / "index", exact=exact)
         docs = DocStore(root / "docs", manifest["n_docs"])
-        if len(index) != manifest["n_docs"]:
-            raise damaged(root / "index" / "manifest.json", f"{len(index)} documents, the index has {manifest['n_docs']}")
+        rows = getattr(index, "id_bound", len(index))  # a segmented index's ids are the store's rows
+        if rows != manifest["n_docs"]:
+            raise damaged(root / "index" / "manifest.json", f"{rows} documents, the index has {manifest['n_docs']}")
         try:
             encoder = encoder or from_spec(manifest["encoder"], root / "encoder")
         except (OSError, ValueError, KeyError, TypeError) as err:  # damaged spec or encoder files
@@ -274,7 +413,35 @@ class Retriever:
     # ---- searching --------------------------------------------------------------------
 
     def _search(self, vectors: SparseVectors, k: int, threads: int, options: dict[str, Any]):
+        if options.get("filter") is not None:
+            options = {**options, "filter": self.filter_mask(options["filter"])}
         return self.index.search(vectors, k=k, threads=threads, **options)
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        """The fields kept at indexing (`lsr.fields.Column` by name), read once."""
+        if getattr(self, "_columns", None) is None:
+            from lsr.fields import read_columns
+
+            root = self._generation.root if self._generation else self.path
+            self._columns = read_columns(root / FIELDS_DIR, self.manifest.get("fields", []), len(self.docs))
+        return self._columns
+
+    def filter_mask(self, filter: Any) -> np.ndarray:
+        """A search filter as a mask over the document rows: a `--where` predicate (a string,
+        over the kept fields, `lsr.fields`), an iterable of document ids (strings), or a
+        boolean mask over the rows (as it is)."""
+        from lsr.fields import where_mask
+
+        if isinstance(filter, str):
+            return where_mask(filter, self.columns)
+        if isinstance(filter, np.ndarray) and filter.dtype == np.bool_:
+            return filter
+        wanted = set(filter)
+        bad = next((d for d in wanted if not isinstance(d, str)), None)
+        if bad is not None:
+            raise TypeError(f"a filter is a predicate string, document ids (strings) or a boolean mask, got {type(bad).__name__}")
+        return np.fromiter((d in wanted for d in self.docs.all_ids()), np.bool_, len(self.docs))
 
     def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
         """One query's rows and scores as hits (padding, row -1, dropped)."""
@@ -366,6 +533,8 @@ class Retriever:
         prf = prf or Prf()
         if mode == "sparse":
             return self.sparse_rows(queries, k, prf, threads, **options)
+        if options.get("filter") is not None:
+            raise LsrError(f"filters apply to sparse search only, not mode {mode!r}")
         if self.dense_index is None:
             raise LsrError(f"{self.path}: no dense index here (build it with `lsr index CORPUS --dense minilm`)")
         if mode == "dense":

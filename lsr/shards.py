@@ -391,6 +391,9 @@ class RayShardedIndex:
         from lsr.indexer.exact import clamp_k
         from lsr.indexer.sharded import merge_top_k
 
+        if params.get("filter") is not None:
+            raise LsrError("filtered search is not available on Ray actors (search without --ray)")
+        params.pop("filter", None)
         k = clamp_k(k, len(self))
         threads = actor_threads(threads, self.cpus)
         if len(queries) == 0 or k == 0:

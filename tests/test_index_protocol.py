@@ -15,14 +15,16 @@ from lsr.indexer import ExactIndex, Index, IndexFormatError
 from lsr.indexer import exact_kernels
 from lsr.indexer import seismic_search
 from lsr.indexer.seismic import SeismicIndex
+from lsr.indexer.segmented import SegmentedIndex
 from lsr.indexer.sharded import ShardedIndex
 
-KINDS = ["exact", "seismic", "sharded"]
+KINDS = ["exact", "seismic", "sharded", "segmented"]
 # the Numba batch kernel behind each kind's multi-threaded search (a sharded index's first shard is exact)
 PARALLEL_KERNEL = {
     "exact": (exact_kernels, "search_parallel"),
     "seismic": (seismic_search, "search_batch_parallel"),
     "sharded": (exact_kernels, "search_parallel"),
+    "segmented": (exact_kernels, "search_parallel"),
 }
 # settings under which Seismic is exact: no pruning, every query term, no block skipped
 EXACT_KNOBS = {"query_cut": 1000, "heap_factor": 0.0}
@@ -47,6 +49,13 @@ def build(kind: str):
         return ExactIndex.build(DOCS)
     if kind == "sharded":  # one exact and one Seismic shard
         return ShardedIndex([ExactIndex.build(DOCS[:120]), seismic(DOCS[120:])])
+    if kind == "segmented":  # two exact segments, and a deleted document added again
+        grown = SegmentedIndex("exact")
+        grown.add(DOCS[:250])
+        grown.delete([3])
+        grown.add(DOCS[250:])
+        grown.add(DOCS[3:4], ids=[3])
+        return grown
     return seismic(DOCS)
 
 

@@ -12,9 +12,9 @@ stops reading with one line naming file and line, unless `skip_bad=True`, which 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from lsr.errors import LsrError
 from lsr.formats.lines import READ_ERRORS, BadLines, LineFile, first_field, json_records
@@ -38,6 +38,7 @@ class Document:
     title: str
     text: str
     where: str  # "file:line", for error messages
+    record: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # a JSONL line's whole object (lsr.fields)
 
     def full_text(self) -> str:
         """Title and text as one string (BEIR's convention for indexing)."""
@@ -169,7 +170,7 @@ def _read_jsonl(file: Path, raw: LineFile, reader: CorpusReader) -> Iterator[Doc
         if not isinstance(text or "", str) or not isinstance(title, str):
             reader._bad(f"{file}:{number}: text and title must be strings")
             continue
-        yield Document(str(doc_id), title, text or "", f"{file}:{number}")
+        yield Document(str(doc_id), title, text or "", f"{file}:{number}", record)
 
 
 def _read_tsv(file: Path, raw: LineFile, reader: CorpusReader) -> Iterator[Document]:
