@@ -1,12 +1,14 @@
 """Exact top-k by dot product over inverted lists (ground truth, and small corpora).
 
-Batches run in Numba threads; a single query runs in NumPy with the same float32
-summation order, so `lsr search` gives identical results without paying Numba's start-up.
+Searches run in Numba (`exact_kernels`: block-max pruning, rank-safe); until this process
+has imported Numba, a single query runs in NumPy with the same float32 summation order, so
+`lsr search` gives identical results without paying Numba's start-up.
 """
 
 from __future__ import annotations
 
 import numbers
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,7 @@ class ExactIndex:
         self.n_docs = int(n_docs)
         self.path: Path | None = None  # where it was loaded from (for error messages)
         self._checked = True  # built here; a loaded index is checked in full before Numba reads it
+        self._blocks: tuple | None = None  # exact_kernels.block_bounds, made at the first Numba search
 
     @property
     def dim(self) -> int:
@@ -74,20 +77,21 @@ class ExactIndex:
         """Top-k rows and scores per query: `(ids int64[n, k], scores float32[n, k])`, in query
         order; `k` is capped at the number of documents. `threads`: see `protocol.THREADS_DOC` (a single
         query runs in NumPy on the calling thread); `params` (other kinds' knobs, such as
-        `query_cut`) have no effect: the answer is exact."""
+        `query_cut`) have no effect: the answer is exact. A single query runs in NumPy while
+        Numba is not imported in this process (`lsr search`), in the Numba kernel otherwise
+        (a server, a benchmark): the same answer either way."""
         k = clamp_k(k, self.n_docs)
         n = len(queries)
         ids = np.empty((n, k), np.int64)
         scores = np.empty((n, k), np.float32)
         if n == 0 or k <= 0:
             return ids, scores
-        if n == 1:
+        if n == 1 and "numba" not in sys.modules:
             self._search_one(*queries.row(0), k, ids[0], scores[0])
             return ids, scores
         from lsr.indexer import exact_kernels
 
-        self.check_values()
-        args = (queries.indptr, queries.indices, queries.values, self.list_ptr, self.list_docs, self.list_weights, self.n_docs, k)
+        args = (queries.indptr, queries.indices, queries.values, self.list_docs, self.list_weights, *self._block_bounds(), self.n_docs, k)
         threads = min(resolve_threads(threads), n)
         if threads == 1:
             exact_kernels.search_serial(*args, 0, n, ids, scores)
@@ -95,6 +99,20 @@ class ExactIndex:
             with numba_threads(threads):
                 exact_kernels.search_parallel(*args, threads, ids, scores)
         return ids, scores
+
+    def _block_bounds(self) -> tuple:
+        """The per-term block entries of `exact_kernels.block_bounds` and whether pruning is
+        safe (no negative weight), made once per index (a pass over the postings, after the
+        full value check a loaded index gets before Numba reads it)."""
+        if self._blocks is None:
+            from lsr.indexer import exact_kernels
+
+            self.check_values()
+            *entries, ascending, nonnegative = exact_kernels.block_bounds(self.list_ptr, self.list_docs, self.list_weights)
+            if not ascending:
+                raise damaged(Path(self.path or "<memory>") / "list_docs.npy", "a list's document ids are not ascending")
+            self._blocks = (*entries, bool(nonnegative))
+        return self._blocks
 
     def _search_one(self, terms: np.ndarray, weights: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> None:
         """One query in NumPy: same candidates, float32 sums in the same order, same tie rule."""
