@@ -1,8 +1,9 @@
 """Exact top-k by dot product over inverted lists (ground truth, and small corpora).
 
-Searches run in Numba (`exact_kernels`: block-max pruning, rank-safe); until this process
-has imported Numba, a single query runs in NumPy with the same float32 summation order, so
-`lsr search` gives identical results without paying Numba's start-up.
+Searches run in Numba (`exact_kernels`: rank-safe block-max pruning up to k = 50, the plain
+scan above); until this process has imported Numba, a single query runs in NumPy with the
+same float32 summation order, so `lsr search` gives identical results without paying Numba's
+start-up.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class ExactIndex:
         self.n_docs = int(n_docs)
         self.path: Path | None = None  # where it was loaded from (for error messages)
         self._checked = True  # built here; a loaded index is checked in full before Numba reads it
-        self._blocks: tuple | None = None  # exact_kernels.block_bounds, made at the first Numba search
+        self._blocks: tuple | None = None  # `_search_arrays`, made at the first Numba search
 
     @property
     def dim(self) -> int:
@@ -91,28 +92,43 @@ class ExactIndex:
             return ids, scores
         from lsr.indexer import exact_kernels
 
-        args = (queries.indptr, queries.indices, queries.values, self.list_docs, self.list_weights, *self._block_bounds(), self.n_docs, k)
+        self.check_values()
+        if k <= exact_kernels.PRUNE_MAX_K and self._search_arrays() is not None:
+            serial, parallel = exact_kernels.search_serial, exact_kernels.search_parallel
+            arrays = self._search_arrays()
+        else:
+            serial, parallel = exact_kernels.scan_serial, exact_kernels.scan_parallel
+            arrays = (self.list_ptr, self.list_docs, self.list_weights)
+        args = (queries.indptr, queries.indices, queries.values, *arrays, self.n_docs, k)
         threads = min(resolve_threads(threads), n)
         if threads == 1:
-            exact_kernels.search_serial(*args, 0, n, ids, scores)
+            serial(*args, 0, n, ids, scores)
         else:
             with numba_threads(threads):
-                exact_kernels.search_parallel(*args, threads, ids, scores)
+                parallel(*args, threads, ids, scores)
         return ids, scores
 
-    def _block_bounds(self) -> tuple:
-        """The per-term block entries of `exact_kernels.block_bounds` and whether pruning is
-        safe (no negative weight), made once per index (a pass over the postings, after the
-        full value check a loaded index gets before Numba reads it)."""
+    def _search_arrays(self) -> tuple | None:
+        """What the block-max kernel reads: the rows in block order (`exact_kernels.doc_order`),
+        the lists renumbered in that order and their block entries; None when a weight is
+        negative (block maxima bound nothing then: the scan answers). Made once per index, at
+        its first block-max search: O(postings) time and a second copy of the postings in
+        memory (the stored lists stay as they are)."""
         if self._blocks is None:
-            from lsr.indexer import exact_kernels
+            from lsr.indexer import exact_kernels as kernels
 
-            self.check_values()
-            *entries, ascending, nonnegative = exact_kernels.block_bounds(self.list_ptr, self.list_docs, self.list_weights)
-            if not ascending:
-                raise damaged(Path(self.path or "<memory>") / "list_docs.npy", "a list's document ids are not ascending")
-            self._blocks = (*entries, bool(nonnegative))
-        return self._blocks
+            rows = kernels.doc_order(self.list_ptr, self.list_docs, self.list_weights, self.n_docs)
+            docs, weights = kernels.relabel(self.list_ptr, self.list_docs, self.list_weights, rows)
+            *entries, nonnegative = kernels.block_bounds(self.list_ptr, docs, weights)
+            if len(docs) and np.diff(entries[3]).max() > kernels.SLOT_MASK:  # only with repeated postings
+                raise damaged(Path(self.path or "<memory>") / "list_docs.npy", "a document repeated in a list")
+            self._blocks = (rows, docs, weights, *entries) if nonnegative else ()
+        return self._blocks or None
+
+    @property
+    def search_nbytes(self) -> int:
+        """Bytes of the arrays the Numba search reads (made at the first one; 0 before)."""
+        return sum(a.nbytes for a in self._blocks or ()) + self.list_ptr.nbytes
 
     def _search_one(self, terms: np.ndarray, weights: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> None:
         """One query in NumPy: same candidates, float32 sums in the same order, same tie rule."""

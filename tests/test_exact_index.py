@@ -133,7 +133,7 @@ def assert_same_as_scan(index, queries, k):
     n_docs=st.integers(1, 1500),
     dim=st.integers(1, 200),
     density=st.floats(0.005, 0.2),
-    k=st.integers(1, 40),
+    k=st.integers(1, 120),
     integer=st.booleans(),
     signed=st.booleans(),
     seed=st.integers(0, 10_000),
@@ -163,11 +163,3 @@ def test_pruned_search_equals_the_scan_on_scifact_bm25_and_splade_toy(data_dir):
     _, docs, vocab = SparseVectors.read_jsonl(data_dir / "splade-toy" / "documents.jsonl")
     _, queries, _ = SparseVectors.read_jsonl(data_dir / "splade-toy" / "queries.jsonl", {t: i for i, t in enumerate(vocab)})
     assert_same_as_scan(ExactIndex.build(docs), queries, 10)
-
-
-def test_a_list_out_of_document_order_is_damage():
-    index = ExactIndex.build(random_vectors(200, 5, 0.5, 7))
-    list_docs = index.list_docs.copy()
-    list_docs[:2] = list_docs[1::-1]
-    with pytest.raises(IndexFormatError, match="not ascending"):
-        ExactIndex(index.list_ptr, list_docs, index.list_weights, len(index)).search(random_vectors(3, 5, 0.5, 8), k=3)
