@@ -28,6 +28,7 @@ N_BUCKETS = 256  # blocks are ordered by bound in this many groups
 PRUNE_MAX_K = 50  # above this k the scan is as fast (k=100: even; k=1000: the scan 2× faster)
 SLOT_BITS = 16  # a query's (block, term) slot: first posting << SLOT_BITS | number of postings
 SLOT_MASK = (1 << SLOT_BITS) - 1
+MAX_SLOTS = 1 << 24  # blocks × longest query of a batch above this (128 MiB of slots a thread): the scan
 
 
 class _Scratch(NamedTuple):
