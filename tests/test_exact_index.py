@@ -163,3 +163,26 @@ def test_pruned_search_equals_the_scan_on_scifact_bm25_and_splade_toy(data_dir):
     _, docs, vocab = SparseVectors.read_jsonl(data_dir / "splade-toy" / "documents.jsonl")
     _, queries, _ = SparseVectors.read_jsonl(data_dir / "splade-toy" / "queries.jsonl", {t: i for i, t in enumerate(vocab)})
     assert_same_as_scan(ExactIndex.build(docs), queries, 10)
+
+
+def test_one_query_in_a_fresh_process_stays_out_of_numba_with_the_same_answer(tmp_path):
+    """`lsr search` on an exact index: one query, NumPy only (no Numba start-up), and the
+    answer the Numba kernel gives in a process that has it."""
+    import subprocess
+
+    docs, queries = random_vectors(3000, 300, 0.03, 11), random_vectors(1, 300, 0.1, 12)
+    index = ExactIndex.build(docs)
+    index.save(tmp_path / "ix")
+    np.save(tmp_path / "q.npy", np.stack([queries.indices.astype(np.float64), queries.values]))
+    code = (
+        "import sys, numpy as np, lsr.indexer\n"
+        "from lsr import SparseVectors\n"
+        f"t, w = np.load({str(tmp_path / 'q.npy')!r})\n"
+        "q = SparseVectors.from_rows([(t.astype(np.int64).tolist(), w.tolist())], 300)\n"
+        f"ids, scores = lsr.indexer.load({str(tmp_path / 'ix')!r}).search(q, k=10)\n"
+        "print('numba' in sys.modules, ids[0].tolist(), scores[0].tolist())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    ids, scores = index.search(queries[[0, 0]], k=10)  # two rows: the Numba kernel
+    assert out[0] == "False"
+    assert out[1].strip() == f"{ids[0].tolist()} {scores[0].tolist()}"
