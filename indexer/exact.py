@@ -61,7 +61,7 @@ class ExactIndex:
         self.n_docs = int(n_docs)
         self.path: Path | None = None  # where it was loaded from (for error messages)
         self._checked = True  # built here; a loaded index is checked in full before Numba reads it
-        self._blocks: tuple | None = None  # `_search_arrays`, made at the first Numba search
+        self._blocks: tuple | None = None  # `_search_arrays`, made at the first block-max search
 
     @property
     def dim(self) -> int:
@@ -128,7 +128,8 @@ class ExactIndex:
 
     @property
     def search_nbytes(self) -> int:
-        """Bytes of the arrays the Numba search reads (made at the first one; 0 before)."""
+        """Bytes of the arrays the block-max search reads (made at the first one: before it,
+        only `list_ptr`'s); the scan reads the stored lists instead."""
         return sum(a.nbytes for a in self._blocks or ()) + self.list_ptr.nbytes
 
     def _search_one(self, terms: np.ndarray, weights: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray) -> None:
