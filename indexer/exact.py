@@ -1,12 +1,15 @@
 """Exact top-k by dot product over inverted lists (ground truth, and small corpora).
 
-Batches run in Numba threads; a single query runs in NumPy with the same float32
-summation order, so `lsr search` gives identical results without paying Numba's start-up.
+Searches run in Numba (`exact_kernels`: rank-safe block-max pruning up to k = 50, the plain
+scan above); until this process has imported Numba, a single query runs in NumPy with the
+same float32 summation order, so `lsr search` gives identical results without paying Numba's
+start-up.
 """
 
 from __future__ import annotations
 
 import numbers
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +43,7 @@ def invert(vectors: SparseVectors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def clamp_k(k: int, n_docs: int) -> int:
     """`k` checked (an integer >= 0) and capped at the number of documents, before anything
     of size k is allocated."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+    if type(k) is not int and (isinstance(k, bool) or not isinstance(k, numbers.Integral)):  # int first: 1 µs a call
         raise TypeError(f"k must be an integer, got {type(k).__name__}")
     if k < 0:
         raise LsrError(f"k must be >= 0, got {k}")
@@ -58,6 +61,7 @@ class ExactIndex:
         self.n_docs = int(n_docs)
         self.path: Path | None = None  # where it was loaded from (for error messages)
         self._checked = True  # built here; a loaded index is checked in full before Numba reads it
+        self._blocks: tuple | None = None  # `_search_arrays`, made at the first block-max search
 
     @property
     def dim(self) -> int:
@@ -76,8 +80,10 @@ class ExactIndex:
         """Top-k rows and scores per query: `(ids int64[n, k], scores float32[n, k])`, in query
         order; `k` is capped at the number of documents. `threads`: see `protocol.THREADS_DOC` (a single
         query runs in NumPy on the calling thread); `filter`: see `protocol.FILTER_DOC` (documents
-        it leaves out are never scored, so the top-k of the others is exact); `params` (other
-        kinds' knobs, such as `query_cut`) have no effect: the answer is exact."""
+        it leaves out are never ranked, so the top-k of the others is exact); `params` (other
+        kinds' knobs, such as `query_cut`) have no effect: the answer is exact. A single query
+        runs in NumPy while Numba is not imported in this process (`lsr search`), in the Numba
+        kernel otherwise (a server, a benchmark): the same answer either way."""
         allowed = filter_mask(filter, self.n_docs)
         k = clamp_k(k, self.n_docs)
         n = len(queries)
@@ -85,22 +91,51 @@ class ExactIndex:
         scores = np.empty((n, k), np.float32)
         if n == 0 or k <= 0:
             return ids, scores
-        if n == 1:
+        if n == 1 and "numba" not in sys.modules:
             self._search_one(*queries.row(0), k, ids[0], scores[0], allowed)
             return ids, scores
         from lsr.indexer import exact_kernels
 
         self.check_values()
         allowed = NO_FILTER if allowed is None else allowed
-        args = (queries.indptr, queries.indices, queries.values, self.list_ptr, self.list_docs, self.list_weights, self.n_docs, k,
-                allowed)  # fmt: skip
+        slots = -(-self.n_docs // exact_kernels.BLOCK) * int(np.diff(queries.indptr).max())
+        if k <= exact_kernels.PRUNE_MAX_K and slots <= exact_kernels.MAX_SLOTS and self._search_arrays() is not None:
+            serial, parallel = exact_kernels.search_serial, exact_kernels.search_parallel
+            arrays = self._search_arrays()
+        else:
+            serial, parallel = exact_kernels.scan_serial, exact_kernels.scan_parallel
+            arrays = (self.list_ptr, self.list_docs, self.list_weights)
+        args = (queries.indptr, queries.indices, queries.values, *arrays, self.n_docs, k, allowed)
         threads = min(resolve_threads(threads), n)
         if threads == 1:
-            exact_kernels.search_serial(*args, 0, n, ids, scores)
+            serial(*args, 0, n, ids, scores)
         else:
             with numba_threads(threads):
-                exact_kernels.search_parallel(*args, threads, ids, scores)
+                parallel(*args, threads, ids, scores)
         return ids, scores
+
+    def _search_arrays(self) -> tuple | None:
+        """What the block-max kernel reads: the rows in block order (`exact_kernels.doc_order`),
+        the lists renumbered in that order and their block entries; None when a weight is
+        negative (block maxima bound nothing then: the scan answers). Made once per index, at
+        its first block-max search: O(postings) time and a second copy of the postings in
+        memory (the stored lists stay as they are)."""
+        if self._blocks is None:
+            from lsr.indexer import exact_kernels as kernels
+
+            rows = kernels.doc_order(self.list_ptr, self.list_docs, self.list_weights, self.n_docs)
+            docs, weights = kernels.relabel(self.list_ptr, self.list_docs, self.list_weights, rows)
+            *entries, nonnegative = kernels.block_bounds(self.list_ptr, docs, weights)
+            if len(docs) and np.diff(entries[3]).max() > kernels.SLOT_MASK:  # only with repeated postings
+                raise damaged(Path(self.path or "<memory>") / "list_docs.npy", "a document repeated in a list")
+            self._blocks = (rows, docs, weights, *entries) if nonnegative else ()
+        return self._blocks or None
+
+    @property
+    def search_nbytes(self) -> int:
+        """Bytes of the arrays the block-max search reads (made at the first one: before it,
+        only `list_ptr`'s); the scan reads the stored lists instead."""
+        return sum(a.nbytes for a in self._blocks or ()) + self.list_ptr.nbytes
 
     def _search_one(
         self, terms: np.ndarray, weights: np.ndarray, k: int, out_ids: np.ndarray, out_scores: np.ndarray,

@@ -414,10 +414,11 @@ class SeismicIndex:
         else:
             with numba_threads(threads):
                 ks.search_batch_parallel(*args, threads, allowed, *self._kernel_arrays)
-        lengths = np.diff(queries.indptr)
-        short = np.flatnonzero((out_ids[:, -1] < 0) & (lengths > query_cut))
-        if len(short):  # the heap never filled: the cut terms' lists hold < k documents
-            more = self.search(queries[short], k, threads=threads, query_cut=int(lengths[short].max()),
+        short = np.flatnonzero(out_ids[:, -1] < 0)  # queries whose heap never filled
+        lengths = np.diff(queries.indptr)[short]
+        short, lengths = short[lengths > query_cut], lengths[lengths > query_cut]
+        if len(short):  # the cut terms' lists hold < k documents: search again with every term
+            more = self.search(queries[short], k, threads=threads, query_cut=int(lengths.max()),
                                heap_factor=heap_factor, filter=None if allowed is NO_FILTER else allowed)
             out_ids[short], out_scores[short] = more
         return out_ids, out_scores
