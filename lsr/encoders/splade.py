@@ -163,7 +163,9 @@ class SpladeEncoder(Encoder):
         self.vocab = [t if t is not None else f"[unused_{i}]" for i, t in enumerate(tokens)]
 
     def set_precision(self, precision: str) -> None:
-        """Run the backbone (not the head's projection, kept fp32) at `precision`, from fp32."""
+        """Run the model at `precision`, from fp32: `bf16` the backbone and the head's
+        projection (bf16 logits tiles, fp32 bias and activation), `int8` the backbone's Linear
+        layers (the head's projection stays fp32)."""
         import torch
 
         if precision == self.precision:
@@ -172,9 +174,9 @@ class SpladeEncoder(Encoder):
             raise LsrError(f"cannot change the precision from {self.precision} to {precision!r}")
         self.precision = precision
         if precision == "bf16":
-            self.weight = self.weight.clone()  # the tied embeddings are converted below
-            self.bias = self.bias.clone() if self.bias is not None else None
+            self.bias = self.bias.clone() if self.bias is not None else None  # stays fp32
             self.model.to(torch.bfloat16)
+            self.weight = self._head.weight.detach()  # now bf16: the head's tiles run in bf16
         elif precision == "int8":
             if self.device.type != "cpu":
                 raise LsrError("precision int8 (dynamic quantisation) runs on the CPU only")
