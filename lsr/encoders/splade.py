@@ -42,9 +42,6 @@ def check_head_options(pooling: str, activation: str) -> None:
     if activation not in ACTIVATIONS:
         raise LsrError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 PRECISIONS = ("fp32", "bf16", "int8")
-# Largest hidden size whose batches run concurrently on Python threads on the CPU (the
-# blocked head's range, lsr.kernels.blocked.MAX_D).
-THREADED_MAX_HIDDEN = 256
 
 
 class _Captured(Exception):
@@ -275,11 +272,11 @@ class SpladeEncoder(Encoder):
         """Encode texts (sorted by length, batched, padding skipped) into sparse vectors;
         `progress(texts_done)` is called after each batch.
 
-        On the CPU with several threads and a small model (hidden size up to
-        `lsr.kernels.blocked.MAX_D`), whole batches run concurrently on that many Python
+        On the CPU with several threads, whole batches run concurrently on that many Python
         threads, torch single-threaded meanwhile: no parallel region per op, whose barriers
         cost most of the time of a small model's many small ops (and stall whenever another
         process takes a core), and no Python thread left idle while the other finishes an op.
+        The head's L2-sized tiles (`lsr.kernels.blocked`) stay in each core's own cache.
         """
         import torch
 
@@ -304,10 +301,7 @@ class SpladeEncoder(Encoder):
             batches.append(order[start : start + size])
             start += size
         parts: list[SparseVectors | None] = [None] * len(batches)
-        # small models only: a large model's ops are big enough for intra-op threads, and its
-        # chunked head's large tiles would share the last-level cache between two batches
-        small = self.weight.shape[1] <= THREADED_MAX_HIDDEN
-        workers = min(torch.get_num_threads(), len(batches)) if self.device.type == "cpu" and small else 1
+        workers = min(torch.get_num_threads(), len(batches)) if self.device.type == "cpu" else 1
         done = _Done(progress)
         if workers <= 1:
             with torch.inference_mode():
