@@ -18,7 +18,8 @@ peak RSS, each lsr variant's vectors against sentence-transformers' (largest dif
 non-zeros, same top-10 terms), and for the SPLADE head (fp32 and bf16): its achieved GFLOP/s
 on the encoder's own hidden states against a plain matmul of the same size and dtype (`[N, D]
 @ [D, V]`, output preallocated) and the same matmul in L2-sized pieces (this CPU's practical
-peak for that dtype).
+peak for that dtype). sentence-transformers' ONNX backend is not a variant: it needs
+`optimum-onnx`, whose 0.1.0 pins transformers < 4.58 (this project runs on 5.x).
 Never asserts on timings.
 """
 
