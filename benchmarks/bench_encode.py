@@ -8,15 +8,18 @@ reset (`/proc/self/clear_refs`) before each encode and read after it.
 
     .venv/bin/python benchmarks/bench_encode.py --model splade-tiny            # ../shared/models/splade-tiny
     .venv/bin/python benchmarks/bench_encode.py --model minilm                 # the MiniLM-SPLADE folder
-    .venv/bin/python benchmarks/bench_encode.py --model splade-tiny --precision int8 --rounds 3
+    .venv/bin/python benchmarks/bench_encode.py --model splade-tiny --precision fp32,bf16,int8 --rounds 3
 
 `--model minilm` builds the SPLADE-shaped MiniLM folder offline (the all-MiniLM-L6-v2
 backbone with a random MLM transform; `tests/builders.py`'s `build_minilm_splade`); any other
-value is a model folder. `--precision` applies to lsr only (sentence-transformers runs fp32,
-the reference). Prints docs/s for each variant, peak RSS, the largest difference between the
-two sets of vectors, and for the SPLADE head: its achieved GFLOP/s on the encoder's own
-hidden states against a plain fp32 matmul of the same size (`[N, D] @ [D, V]`, output
-preallocated) and the same matmul in L2-sized pieces (this CPU's practical fp32 peak).
+value is a model folder. `--precision` applies to lsr only, one lsr variant per listed
+precision (sentence-transformers runs fp32, the reference). Prints docs/s for each variant,
+peak RSS, each lsr variant's vectors against sentence-transformers' (largest difference, same
+non-zeros, same top-10 terms), and for the SPLADE head (fp32 and bf16): its achieved GFLOP/s
+on the encoder's own hidden states against a plain matmul of the same size and dtype (`[N, D]
+@ [D, V]`, output preallocated) and the same matmul in L2-sized pieces (this CPU's practical
+peak for that dtype). sentence-transformers' ONNX backend is not a variant: it needs
+`optimum-onnx`, whose 0.1.0 pins transformers < 4.58 (this project runs on 5.x).
 Never asserts on timings.
 """
 
@@ -50,8 +53,16 @@ def read_docs(n: int) -> list[str]:
     return out
 
 
+def same_top_terms(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Share of rows whose k largest entries are the same set of columns in `a` and `b`."""
+    ta = np.sort(np.argsort(-a, axis=1, kind="stable")[:, :k], axis=1)
+    tb = np.sort(np.argsort(-b, axis=1, kind="stable")[:, :k], axis=1)
+    return float(np.mean(np.all(ta == tb, axis=1)))
+
+
 def head_gflops(enc, docs: list[str], max_length: int, batch_size: int, rounds: int) -> None:
-    """The head alone on the encoder's hidden states of its first forward batch, vs plain mm."""
+    """The head alone on the encoder's hidden states of its first forward batch, vs plain mm
+    (both in the head's dtype: fp32, or bf16 for `--precision bf16`)."""
     import torch
 
     from lsr.kernels import splade_max
@@ -61,14 +72,15 @@ def head_gflops(enc, docs: list[str], max_length: int, batch_size: int, rounds: 
     if enc._wants_token_type:
         inputs["token_type_ids"] = torch.zeros_like(tok["input_ids"])
     with torch.inference_mode():
-        hidden = enc._hidden(inputs).float()
+        dt = enc.weight.dtype
+        hidden = enc._hidden(inputs).to(dt)
         mask = inputs["attention_mask"]
         n_tok, D, V = int(mask.sum()), hidden.shape[-1], enc.weight.shape[0]
         flop = 2.0 * n_tok * D * V
         h_tok = hidden[mask.bool()].contiguous()
-        w = enc.weight.float()
-        out = torch.empty(n_tok, V)
-        piece = torch.empty(256, 512)
+        w = enc.weight
+        out = torch.empty(n_tok, V, dtype=dt)
+        piece = torch.empty(256, 512, dtype=dt)
         h256 = h_tok[:256]
 
         def head():
@@ -92,8 +104,8 @@ def head_gflops(enc, docs: list[str], max_length: int, batch_size: int, rounds: 
     pieces_flop = 2.0 * 256 * D * 512 * ((n_tok + 255) // 256) * (V // 512)
     g = {"head": flop / best["head"] / 1e9, "plain": flop / best["plain"] / 1e9, "pieces": pieces_flop / best["pieces"] / 1e9}
     print(
-        f"head on one batch ({n_tok} tokens, D={D}, V={V}, {flop / 1e9:.1f} GFLOP): ours {g['head']:.1f} GFLOP/s; "
-        f"plain fp32 mm [N,D]@[D,V] ({threads} threads) {g['plain']:.1f} GFLOP/s; one thread's mm in L2-sized [256,512] "
+        f"{str(dt)[6:]} head on one batch ({n_tok} tokens, D={D}, V={V}, {flop / 1e9:.1f} GFLOP): ours {g['head']:.1f} GFLOP/s; "
+        f"plain {str(dt)[6:]} mm [N,D]@[D,V] ({threads} threads) {g['plain']:.1f} GFLOP/s; one thread's mm in L2-sized [256,512] "
         f"pieces {g['pieces']:.1f} GFLOP/s (x{threads} threads = {g['pieces'] * threads:.1f}) -> head at "
         f"{g['head'] / g['plain']:.0%} of the plain mm, {g['head'] / (g['pieces'] * threads):.0%} of {threads} x the pieces' peak"
     )
@@ -102,7 +114,7 @@ def head_gflops(enc, docs: list[str], max_length: int, batch_size: int, rounds: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="splade-tiny", help="splade-tiny, minilm, or a model folder")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"], help="lsr's backbone precision")
+    ap.add_argument("--precision", default="fp32", help="lsr's precision(s), comma-separated: fp32, bf16, int8 (one lsr variant each)")
     ap.add_argument("--n-docs", type=int, default=512)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -125,14 +137,16 @@ def main() -> None:
         folder = str(SPLADE_TINY)
     else:
         folder = args.model
-    variants = args.variants.split(",")
+    precisions = args.precision.split(",")
+    variants = [f"lsr {p}" if v == "lsr" else v for v in args.variants.split(",") for p in (precisions if v == "lsr" else [None])]
     encoders = {}
+    lsr_encoders = {}
     for variant in variants:
         t = time.perf_counter()
-        if variant == "lsr":
+        if variant.startswith("lsr"):
             from lsr.encoders import load_encoder
 
-            enc = load_encoder(folder, device="cpu", precision=args.precision)
+            enc = lsr_encoders[variant] = load_encoder(folder, device="cpu", precision=variant.split()[1])
             encoders[variant] = lambda d, enc=enc: enc.encode_documents(d, batch_size=args.batch_size, max_length=args.max_length)
         else:
             from sentence_transformers import SparseEncoder
@@ -150,7 +164,7 @@ def main() -> None:
         print(f"{variant}: loaded in {time.perf_counter() - t:.1f}s")
         encoders[variant](docs[:4])  # warm-up (first-call allocations, lazy imports)
     print(
-        f"model {folder}, lsr precision {args.precision}; {args.n_docs} SciFact documents, max_length={args.max_length}, "
+        f"model {folder}; {args.n_docs} SciFact documents, max_length={args.max_length}, "
         f"batch_size={args.batch_size}; {args.rounds} alternating rounds, best kept; torch threads {torch.get_num_threads()}; "
         f"{os.cpu_count()} CPUs, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
@@ -174,17 +188,19 @@ def main() -> None:
     print(markdown_table(["variant", "docs/s", "peak RSS MiB (process, models of both loaded)"],
                          [[v, f"{args.n_docs / best[v]:.2f}", f"{peak[v]:.0f}"] for v in variants]))  # fmt: skip
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    if {"lsr", "sentence-transformers"} <= set(vectors):
-        a, b = vectors["lsr"].to_dense(), vectors["sentence-transformers"].to_dense()
-        print(
-            f"speed-up lsr / sentence-transformers: {best['sentence-transformers'] / best['lsr']:.2f}x; "
-            f"vectors: max |diff| {np.abs(a - b).max():.2e}, same non-zeros: {bool(np.array_equal(a != 0, b != 0))}, "
-            f"mean active terms {np.count_nonzero(a, axis=1).mean():.0f}"
-        )
-    if "lsr" in variants and args.precision == "fp32":
-        from lsr.encoders.splade import SpladeEncoder
+    st_name = "sentence-transformers"
+    for variant, enc in lsr_encoders.items():
+        if st_name in vectors:
+            a, b = vectors[variant].to_dense(), vectors[st_name].to_dense()
+            print(
+                f"{variant} / {st_name}: {best[st_name] / best[variant]:.2f}x; vectors: max |diff| {np.abs(a - b).max():.2e}, "
+                f"same non-zeros: {bool(np.array_equal(a != 0, b != 0))}, mean active terms {np.count_nonzero(a, axis=1).mean():.0f}, "
+                f"documents whose top-10 terms are the same set: {same_top_terms(a, b, 10):.0%}"
+            )
+    from lsr.encoders.splade import SpladeEncoder
 
-        if isinstance(enc, SpladeEncoder):
+    for variant, enc in lsr_encoders.items():
+        if isinstance(enc, SpladeEncoder) and enc.precision in ("fp32", "bf16"):
             head_gflops(enc, docs, args.max_length, 16, args.rounds)
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -12,9 +12,9 @@ differentiable in hidden, weight and bias, without materialising the ``[B, S, V]
   the same naming as sentence-transformers' ``SpladePooling`` (OpenSearch SPLADE models).
 
 Dispatch: CUDA tensors with max pooling → Triton (:mod:`.triton_max`), falling back to the
-chunked path when Triton cannot be imported; CPU tensors with max pooling and a small hidden
-size (``D <= blocked.MAX_D``) → the cache-blocked path (:mod:`.blocked`); everything else
-(larger D, sum pooling) → the chunked torch path (:mod:`.chunked`). Triton is imported lazily, never by ``import lsr.kernels``.
+chunked path when Triton cannot be imported; CPU tensors with max pooling → the cache-blocked
+path (:mod:`.blocked`; bf16 logits tiles when hidden and weight are both bf16 and no gradient
+is needed); sum pooling → the chunked torch path (:mod:`.chunked`). Triton is imported lazily, never by ``import lsr.kernels``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import torch
 
 from ._common import ACTIVATIONS, POOLINGS, torch_single_threaded
-from . import blocked
 from .blocked import splade_max_blocked
 from .chunked import splade_max_chunked
 from .reference import splade_max_reference
@@ -80,6 +79,6 @@ def splade_max(
     """
     if hidden.is_cuda and pooling == "max" and triton_available():
         return splade_max_triton(hidden, weight, bias, mask, activation, pooling=pooling)
-    if not hidden.is_cuda and pooling == "max" and hidden.dim() == 3 and hidden.shape[-1] <= blocked.MAX_D:
+    if not hidden.is_cuda and pooling == "max" and hidden.dim() == 3:
         return splade_max_blocked(hidden, weight, bias, mask, activation, pooling=pooling)
     return splade_max_chunked(hidden, weight, bias, mask, activation, pooling=pooling)

@@ -1,9 +1,9 @@
-"""Cache-blocked CPU path for small hidden sizes (max pooling): logits tiles that stay in L2.
+"""Cache-blocked CPU path (max pooling, every hidden size): logits tiles that stay in L2.
 
-With a small ``D`` (128 for splade-tiny) a ``[N, T]`` logits tile costs only ``2·D`` flops
-per element, so the chunked path's ~16 MiB tiles are bound by writing them to memory and
-reading them back for the max (~55 GFLOP/s on the 2-core AVX2 machine, against ~150 for the
-same matmul into an L2-sized output). This path cuts both axes: blocks of about ``_ROWS``
+A ``[N, T]`` logits tile costs only ``2·D`` flops per element, so large tiles (the chunked
+path's ~16 MiB) are bound by writing them to memory and reading them back for the max, at
+``D = 128`` (splade-tiny) and, on the current 2-core host, at ``D = 384`` and ``768`` too
+(docs/kernels.md has the figures). This path cuts both axes: blocks of about ``_ROWS``
 positions (whole documents, padded to the block's longest document with copies of their own
 last row, which leaves every max and the first arg-max unchanged) times vocabulary tiles of
 ``_TILE_ELEMS / rows`` columns, so each ``[rows, T]`` tile (~512 KiB) is reduced to the
@@ -13,6 +13,12 @@ blocks pad little even when the caller does not sort.
 The matmul stays MKL's (``torch.mm`` into a reused buffer); a Numba register-blocked kernel
 measured ~1.5 GFLOP/s on one core (LLVM does not keep the accumulator tile in registers)
 with a 27 s first compile, far below MKL.
+
+bf16 tiles: when ``hidden`` and ``weight`` are both bfloat16 and no gradient is needed, the
+tiles are bf16 products (oneDNN's bf16 gemm: fp32 accumulation, each logit rounded to bf16
+once), about twice the fp32 rate on CPUs with AVX512-BF16. Rounding is monotone, so the kept
+max is the fp32-accumulated max rounded to bf16 (relative error ≤ 2^-8); bias, clamp and
+activation then run in fp32 on ``[B, V]``.
 
 Backward is the chunked path's sparse (CSR) backward: the forward returns the same
 ``(top, rows, h_tok)`` triple, ``rows`` indexing the unpadded gathered rows ``h_tok``.
@@ -28,9 +34,6 @@ from .chunked import _ChunkedMax, _gather, _needs_grad
 # Positions per block and elements per [rows, T] logits tile (fp32: 512 KiB, in L2).
 _ROWS = 256
 _TILE_ELEMS = 128 * 1024
-# Largest hidden size the dispatcher sends here (above it the chunked path's large tiles are
-# already compute-bound; see docs/kernels.md for the measured crossover).
-MAX_D = 256
 
 
 def _blocks(lengths: list[int], rows: int):
@@ -48,15 +51,23 @@ def _blocks(lengths: list[int], rows: int):
         j += k
 
 
+def bf16_tiles(hidden: torch.Tensor, weight: torch.Tensor, need_idx: bool) -> bool:
+    """Whether the logits tiles are bfloat16: both operands bf16 and no gradient (the arg-max
+    is not tracked). The gemm accumulates in fp32 and rounds each logit to bf16 once; rounding
+    is monotone, so the max is the fp32 max rounded to bf16."""
+    return not need_idx and hidden.dtype == torch.bfloat16 and weight.dtype == torch.bfloat16
+
+
 def _max_forward_blocked(hidden, weight, bias, m, dt, need_idx, rows=_ROWS, tile_elems=_TILE_ELEMS, workers=None):
     """Same contract as chunked's ``_max_forward``: ``(top [B, V] clamped, rows | None, h_tok)``."""
     B = hidden.shape[0]
     V = weight.shape[0]
     dev = hidden.device
-    h_tok, lengths = _gather(hidden, m, dt)
+    tile_dt = torch.bfloat16 if bf16_tiles(hidden, weight, need_idx) else dt
+    h_tok, lengths = _gather(hidden, m, tile_dt)
     top = torch.full((B, V), float("-inf"), dtype=dt, device=dev)
     arg = torch.zeros((B, V), dtype=torch.int64, device=dev) if need_idx else None
-    w = weight if weight.dtype == dt else weight.to(dt)
+    w = weight if weight.dtype == tile_dt else weight.to(tile_dt)
     starts = [0] * B
     for i in range(1, B):
         starts[i] = starts[i - 1] + lengths[i - 1]
@@ -73,11 +84,11 @@ def _max_forward_blocked(hidden, weight, bias, m, dt, need_idx, rows=_ROWS, tile
     n_rows = max(k * L for _, k, L, _ in blocks)
     T = max(16, min(V, tile_elems // n_rows))
     tiles = list(range(0, V, T))
-    out_top = torch.empty((len(perm), V), dtype=dt, device=dev)
+    out_top = torch.empty((len(perm), V), dtype=tile_dt, device=dev)
     out_arg = torch.empty((len(perm), V), dtype=torch.int64, device=dev) if need_idx else None
 
     def run(next_tile):
-        buf = torch.empty((n_rows, T), dtype=dt, device=dev)
+        buf = torch.empty((n_rows, T), dtype=tile_dt, device=dev)
         for t in iter(next_tile, None):
             v0 = tiles[t]
             v1 = min(V, v0 + T)
@@ -93,7 +104,7 @@ def _max_forward_blocked(hidden, weight, bias, m, dt, need_idx, rows=_ROWS, tile
 
     _parallel(run, len(tiles), workers)
     p = torch.tensor(perm, dtype=torch.int64, device=dev)
-    top.index_copy_(0, p, out_top)
+    top.index_copy_(0, p, out_top.to(dt))
     if need_idx:
         # first arg-max over the padded rows is a real row (its copies come after it)
         out_arg += torch.tensor([starts[i] for i in perm], dtype=torch.int64, device=dev)[:, None]

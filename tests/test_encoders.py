@@ -183,8 +183,8 @@ def test_splade_postprocessing_option_spec_round_trip(tiny_bert, tmp_path, docs)
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_splade_low_precision_spec_and_closeness(tiny_bert, tmp_path, docs, precision):
-    """A lowered backbone is recorded in the spec (and rebuilt from it); its vectors stay close
-    to fp32's (the head's projection stays fp32)."""
+    """A lowered model is recorded in the spec (and rebuilt from it); its vectors stay close
+    to fp32's (int8: the head's projection stays fp32; bf16: it runs in bf16 too, bias fp32)."""
     from lsr.encoders.splade import SpladeEncoder
 
     fp32 = SpladeEncoder(tiny_bert).encode_documents(docs[:3], max_length=24).to_dense()
@@ -198,7 +198,8 @@ def test_splade_low_precision_spec_and_closeness(tiny_bert, tmp_path, docs, prec
     else:
         import torch
 
-        assert enc.model.get_input_embeddings().weight.dtype == torch.bfloat16 and enc.weight.dtype == torch.float32
+        assert enc.model.get_input_embeddings().weight.dtype == torch.bfloat16 and enc.weight.dtype == torch.bfloat16
+        assert enc.bias.dtype == torch.float32
     low = enc.encode_documents(docs[:3], max_length=24).to_dense()
     assert not np.array_equal(low, fp32)
     assert np.abs(low - fp32).max() <= 0.1 * fp32.max()

@@ -364,6 +364,36 @@ def test_blocked_splade_tiny_head_shape():
         _assert_close(a, r, 1e-5, msg=f"d{name}")
 
 
+@pytest.mark.parametrize("D", [16, 384])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_blocked_bf16_tiles_round_the_max_once(D, workers):
+    """bf16 hidden and weight without autograd: bf16 logits tiles, whose max is the fp32 max
+    rounded to bf16 (≤ 2^-8 of the raw logit), bias and activation in fp32; ragged lengths,
+    an all-padding document, several blocks and tiles."""
+    h, w, b, m = _inputs(7, 13, D, 301, dtype=torch.bfloat16, seed=26, scale=2.0)
+    b = b.float()
+    m[2, 4:] = 0
+    with torch.inference_mode():
+        got = splade_max_blocked(h, w, b, m, workers=workers, rows=16, tile_elems=16 * 64)
+    want = splade_max_reference(h.float(), w.float(), b, m)
+    raw = (h.float() @ w.float().T).masked_fill(m[:, :, None] == 0, float("-inf")).amax(1).abs()
+    assert got.dtype == torch.float32 and torch.all(got[-1] == 0)
+    assert torch.all((got - want).abs() <= 2.0**-8 * raw + 1e-6)
+    assert ((got - want).abs() > 1e-5).any()  # the tiles really are bf16 (fp32 would be exact)
+
+
+def test_blocked_bf16_with_autograd_stays_exact():
+    """With gradients the bf16 inputs are upcast: fp32 tiles, exact to the reference."""
+    h, w, b, m = _inputs(3, 10, 32, 45, dtype=torch.bfloat16, seed=27)
+    up = torch.randn(3, 45, generator=torch.Generator().manual_seed(28))
+    out_k, g_k = _grads(splade_max_blocked, h, w, b, m, up)
+    out_r, g_r = _grads(splade_max_reference, h, w, b, m, up)
+    _assert_close(out_k, out_r, 1e-5)
+    for a, r, t in zip(g_k, g_r, (h, w, b)):
+        assert a.dtype == t.dtype
+        _assert_close(a, r, 1e-2)
+
+
 def test_blocked_rejects_sum_pooling():
     h, w, b, m = _inputs(2, 3, 4, 5)
     with pytest.raises(ValueError):
@@ -406,17 +436,17 @@ def test_dispatcher_cpu_uses_chunked(pooling, monkeypatch):
     _assert_close(out, splade_max_reference(h, w, b, m, pooling=pooling), 1e-5)
 
 
-def test_dispatcher_cpu_picks_blocked_by_hidden_size(monkeypatch):
+def test_dispatcher_cpu_picks_blocked_for_max_pooling(monkeypatch):
     import lsr.kernels as K
 
     used = []
     monkeypatch.setattr(K, "splade_max_blocked", lambda *a, **k: used.append("blocked") or splade_max_reference(*a, **k))
     monkeypatch.setattr(K, "splade_max_chunked", lambda *a, **k: used.append("chunked") or splade_max_reference(*a, **k))
-    for D in (8, K.blocked.MAX_D, K.blocked.MAX_D + 1):
+    for D in (8, 384, 1024):
         h, w, b, m = _inputs(2, 3, D, 5, seed=D)
         K.splade_max(h, w, b, m)
     K.splade_max(h, w, b, m, pooling="sum")
-    assert used == ["blocked", "blocked", "chunked", "chunked"]
+    assert used == ["blocked", "blocked", "blocked", "chunked"]
 
 
 def test_mask_none_means_all_tokens():

@@ -42,9 +42,6 @@ def check_head_options(pooling: str, activation: str) -> None:
     if activation not in ACTIVATIONS:
         raise LsrError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 PRECISIONS = ("fp32", "bf16", "int8")
-# Largest hidden size whose batches run concurrently on Python threads on the CPU (the
-# blocked head's range, lsr.kernels.blocked.MAX_D).
-THREADED_MAX_HIDDEN = 256
 
 
 class _Captured(Exception):
@@ -163,7 +160,9 @@ class SpladeEncoder(Encoder):
         self.vocab = [t if t is not None else f"[unused_{i}]" for i, t in enumerate(tokens)]
 
     def set_precision(self, precision: str) -> None:
-        """Run the backbone (not the head's projection, kept fp32) at `precision`, from fp32."""
+        """Run the model at `precision`, from fp32: `bf16` the backbone and the head's
+        projection (bf16 logits tiles, fp32 bias and activation), `int8` the backbone's Linear
+        layers (the head's projection stays fp32)."""
         import torch
 
         if precision == self.precision:
@@ -172,9 +171,9 @@ class SpladeEncoder(Encoder):
             raise LsrError(f"cannot change the precision from {self.precision} to {precision!r}")
         self.precision = precision
         if precision == "bf16":
-            self.weight = self.weight.clone()  # the tied embeddings are converted below
-            self.bias = self.bias.clone() if self.bias is not None else None
+            self.bias = self.bias.clone() if self.bias is not None else None  # stays fp32
             self.model.to(torch.bfloat16)
+            self.weight = self._head.weight.detach()  # now bf16: the head's tiles run in bf16
         elif precision == "int8":
             if self.device.type != "cpu":
                 raise LsrError("precision int8 (dynamic quantisation) runs on the CPU only")
@@ -273,11 +272,11 @@ class SpladeEncoder(Encoder):
         """Encode texts (sorted by length, batched, padding skipped) into sparse vectors;
         `progress(texts_done)` is called after each batch.
 
-        On the CPU with several threads and a small model (hidden size up to
-        `lsr.kernels.blocked.MAX_D`), whole batches run concurrently on that many Python
+        On the CPU with several threads, whole batches run concurrently on that many Python
         threads, torch single-threaded meanwhile: no parallel region per op, whose barriers
         cost most of the time of a small model's many small ops (and stall whenever another
         process takes a core), and no Python thread left idle while the other finishes an op.
+        The head's L2-sized tiles (`lsr.kernels.blocked`) stay in each core's own cache.
         """
         import torch
 
@@ -302,10 +301,7 @@ class SpladeEncoder(Encoder):
             batches.append(order[start : start + size])
             start += size
         parts: list[SparseVectors | None] = [None] * len(batches)
-        # small models only: a large model's ops are big enough for intra-op threads, and its
-        # chunked head's large tiles would share the last-level cache between two batches
-        small = self.weight.shape[1] <= THREADED_MAX_HIDDEN
-        workers = min(torch.get_num_threads(), len(batches)) if self.device.type == "cpu" and small else 1
+        workers = min(torch.get_num_threads(), len(batches)) if self.device.type == "cpu" else 1
         done = _Done(progress)
         if workers <= 1:
             with torch.inference_mode():
