@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+RUN = 16  # sorted by insertion before merging
 
 @njit(cache=True, nogil=True)
 def stable_argsort(keys, lo, hi, descending):
@@ -21,8 +22,18 @@ def stable_argsort(keys, lo, hi, descending):
     a = np.empty(n, dtype=np.int64)
     for i in range(n):
         a[i] = i
+    # runs of RUN by insertion (an element moves left past strictly later-ordered ones only)
+    for start in range(0, n, RUN):
+        for i in range(start + 1, min(start + RUN, n)):
+            x = a[i]
+            kx = keys[lo + x]
+            j = i - 1
+            while j >= start and (keys[lo + a[j]] < kx if descending else keys[lo + a[j]] > kx):
+                a[j + 1] = a[j]
+                j -= 1
+            a[j + 1] = x
     b = np.empty(n, dtype=np.int64)
-    width = 1
+    width = RUN
     while width < n:
         for start in range(0, n, 2 * width):
             mid = min(start + width, n)

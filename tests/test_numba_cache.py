@@ -115,7 +115,8 @@ docs = SparseVectors.from_rows(rows, 100_000)
 seismic.SeismicIndex.build(iter([docs]), n_postings=5, values="float32").save(tmp / "big")
 seismic.SeismicIndex.load(tmp / "big").search(docs[:5], k=10, threads=1)
 after = compiled()
-assert sum(before.values()) > 10, before
+# from a warm cache only the entry points load (their callees come inside them)
+assert before[("lsr.indexer.seismic_build", "build_lists")] and before[("lsr.indexer.seismic_search", "search_batch")], before
 print(json.dumps({f"{m}.{n}": [before.get((m, n), 0), c] for (m, n), c in after.items() if c != before.get((m, n), 0)}))
 """
 
