@@ -9,13 +9,14 @@ search). BM25 encodes, so no model is loaded and the figures are the index's own
 after the first `lsr index` (the user's first search: the build warmed the one-query code).
 
     python benchmarks/bench_cold_start.py                       # SciFact, exact and seismic
-    python benchmarks/bench_cold_start.py --kinds seismic --corpus PATH
+    python benchmarks/bench_cold_start.py --kinds seismic --corpus PATH [--model FOLDER]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -29,11 +30,19 @@ SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
 LSR = Path(sys.executable).parent / "lsr"
 
 
-def timed_lsr(args: list[str], env: dict[str, str]) -> float:
-    """Run `lsr ARGS` in a fresh process; its wall time in seconds. Exits on failure."""
+CPU: dict[str, float] = {}  # CPU seconds (user + system) of each timed command, by its label
+
+
+def timed_lsr(args: list[str], env: dict[str, str], label: str = "") -> float:
+    """Run `lsr ARGS` in a fresh process; its wall time in seconds (its CPU seconds into
+    `CPU[label]`: on a shared host, the part of a cold start that load does not inflate). Exits
+    on failure."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([str(LSR), *args], capture_output=True, text=True, env=env)
     took = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[label] = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if done.returncode:
         sys.exit(f"lsr {' '.join(args)} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
     return took
@@ -44,7 +53,7 @@ def with_cache(cache: Path) -> dict[str, str]:
     return {**os.environ, "NUMBA_CACHE_DIR": str(cache), "LSR_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
 
 
-def cold_and_warm(kind: str, corpus: Path, query: str, work: Path) -> dict[str, float]:
+def cold_and_warm(kind: str, corpus: Path, query: str, work: Path, model: str = "bm25") -> dict[str, float]:
     """Index twice with one fresh cache (cold, then warm); search right after the first index
     (the user's first search: what the build compiled is cached), then twice more with a
     second fresh cache (a search's own compilation, cold, then warm)."""
@@ -53,12 +62,13 @@ def cold_and_warm(kind: str, corpus: Path, query: str, work: Path) -> dict[str, 
     times = {}
     for run in ("cold", "warm"):
         index = work / f"index-{kind}-{run}"
-        times[f"index {run}"] = timed_lsr(["index", str(corpus), "-i", str(index), "-m", "bm25", "--index-type", kind], env)
+        label = f"index {run}"
+        times[label] = timed_lsr(["index", str(corpus), "-i", str(index), "-m", model, "--index-type", kind], env, label)
         if run == "cold":
-            times["search after index"] = timed_lsr([*search, str(index)], env)
+            times["search after index"] = timed_lsr([*search, str(index)], env, "search after index")
     env = with_cache(work / f"cache-{kind}-search")
     for run in ("cold", "warm"):
-        times[f"search {run}"] = timed_lsr([*search, str(work / f"index-{kind}-cold")], env)
+        times[f"search {run}"] = timed_lsr([*search, str(work / f"index-{kind}-cold")], env, f"search {run}")
     return times
 
 
@@ -67,18 +77,20 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=SCIFACT)
     parser.add_argument("--kinds", nargs="+", default=["exact", "seismic"], choices=["exact", "seismic"])
     parser.add_argument("--query", default="vitamin D deficiency and cancer risk")
+    parser.add_argument("--model", default="bm25", help="the encoder (a model folder: encoding overlaps compilation)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="lsr-cold-") as tmp:
         for kind in args.kinds:
-            t = cold_and_warm(kind, args.corpus, args.query, Path(tmp))
+            t = cold_and_warm(kind, args.corpus, args.query, Path(tmp), args.model)
             print(f"{kind}: " + ", ".join(f"{name} {s:.2f} s" for name, s in t.items()), file=sys.stderr, flush=True)
-            for step in ("index", "search"):
-                cold, warm = t[f"{step} cold"], t[f"{step} warm"]
-                rows.append([kind, f"lsr {step}", f"{cold:.2f}", f"{warm:.2f}", f"{cold - warm:+.2f}"])
-            after = t["search after index"]
-            rows.append([kind, "lsr search, after the first index", f"{after:.2f}", f"{t['search warm']:.2f}", f"{after - t['search warm']:+.2f}"])
-    print(markdown_table(["index", "command", "cold (s)", "warm (s)", "cold − warm (s)"], rows))
+            for step, cold_label in (("index", "index cold"), ("search", "search cold"), ("search, after the first index", "search after index")):
+                warm_label = f"{step.split(',')[0]} warm"
+                cold, warm = t[cold_label], t[warm_label]
+                rows.append([kind, f"lsr {step}", f"{cold:.2f}", f"{warm:.2f}", f"{cold - warm:+.2f}",
+                             f"{CPU[cold_label]:.1f} / {CPU[warm_label]:.1f}"])  # fmt: skip
+    print(f"load average {os.getloadavg()[0]:.1f}, model {args.model}")
+    print(markdown_table(["index", "command", "cold (s)", "warm (s)", "cold − warm (s)", "CPU s cold / warm"], rows))
 
 
 if __name__ == "__main__":

@@ -11,14 +11,16 @@ compute each on a 2-core machine: pass `--verify` to run that batch too), and th
 document at an equal batch.
 
 Mode `decoder`: a tiny random Qwen2 model (hidden 64, 2 layers) with Qwen's 151,936-entry
-head encodes `--docs` documents (SciFact, `../shared/data`) with `lsr index --model FOLDER`,
-and the same echo inputs through the full `[B, S, V]` logits (`naive`); docs/s and peak RSS
-of each, each in its own process.
+head, `--docs` SciFact documents (`../shared/data`), each engine in its own process. Like for
+like: encode only, ours through the encoder and document pass `lsr index --model FOLDER` uses,
+naive through the full `[B, S, V]` logits, both with the same echo inputs and batches and
+both keeping the sparse vectors (after the same `--top-k`, if any). Then `lsr index`'s own
+call (`Retriever.build`, exact index) with its time and peak RSS split at the end of encoding.
 
 Head mode with `--device cuda` (`--dtype bf16` by default) runs the same comparison on a GPU
 through the Triton kernel, in one process, peak CUDA memory measured at every batch tried.
 
-    python benchmarks/bench_vocab.py [--mode head|decoder] [--budget-mib 4096] [--device cuda]
+    python benchmarks/bench_vocab.py [--mode head|decoder] [--budget-mib 4096] [--device cuda] [--top-k K]
 """
 
 from __future__ import annotations
@@ -201,46 +203,93 @@ def build_qwen(folder: Path, vocab: int = 151_936) -> None:
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>").save_pretrained(folder)
 
 
-def naive_child(folder: str, corpus: str, max_length: int, batch: int) -> None:
-    """The echo encoder's inputs through the model's full logits: [B, S, V] per batch."""
+def _texts(corpus: str) -> list[str]:
+    return [json.loads(line)["text"] for line in open(corpus, encoding="utf-8")]
+
+
+def ours_child(folder: str, corpus: str, max_length: int, batch: int) -> None:
+    """Encode only, through the encoder `lsr index --model FOLDER` loads and its document pass
+    (one `add` per batch of `batch` texts, vectors kept, top-k from `lsr_decoder.json`)."""
+    from lsr.encoders.registry import load_encoder
+
+    texts, encoder = _texts(corpus), load_encoder(folder, device="cpu")
+    start = time.perf_counter()
+    run = encoder.document_pass(batch_size=batch, max_length=max_length)
+    for i in range(0, len(texts), batch):
+        run.add(texts[i : i + batch])
+    vectors = run.finish()
+    child_report(seconds=time.perf_counter() - start, nnz=vectors.nnz)
+
+
+def naive_child(folder: str, corpus: str, max_length: int, batch: int, top_k: int) -> None:
+    """The same echo inputs and batches through the model's full `[B, S, V]` logits, each
+    batch's vectors kept as sparse rows after the same top-k."""
     import torch
 
     from lsr.encoders.decoder import EchoTokenizer, load_causal_lm
+    from lsr.encoders.postprocess import PostProcessing
+    from lsr.sparse import SparseVectors
 
-    texts = [json.loads(line)["text"] for line in open(corpus, encoding="utf-8")]
-    tokenizer, model = load_causal_lm(folder)
-    echo = EchoTokenizer(tokenizer)
-    start = time.perf_counter()
+    texts, (tokenizer, model) = _texts(corpus), load_causal_lm(folder)
+    echo, prune = EchoTokenizer(tokenizer), PostProcessing(max_active_dims=top_k or None)
+    start, parts = time.perf_counter(), []
     with torch.inference_mode():
         for i in range(0, len(texts), batch):
             inputs, pool = echo.tensors(texts[i : i + batch], max_length, "cpu")
             logits = model(**inputs).logits
-            (torch.log1p(torch.relu(logits)) * pool[..., None]).amax(dim=1).to_sparse()
-    child_report(seconds=time.perf_counter() - start)
+            weights = (torch.log1p(torch.relu(logits)) * pool[..., None]).amax(dim=1)
+            parts.append(prune(SparseVectors.from_dense(weights)))
+    vectors = SparseVectors.concatenate(parts, dim=logits.shape[-1])
+    child_report(seconds=time.perf_counter() - start, nnz=vectors.nnz)
 
 
-def decoder_mode(n_docs: int, max_length: int, batch: int) -> None:
+def index_child(folder: str, corpus: str, index: str, batch: int) -> None:
+    """`Retriever.build`, the call `lsr index CORPUS --model FOLDER --index-type exact` makes,
+    with the peak RSS and time split where the last batch is encoded (its progress callback
+    at 100%): encoding (model, documents, vectors) against the index build and save."""
+    from harness import peak_rss_mib
+
+    from lsr import Retriever
+
+    marks: dict[str, float] = {}
+
+    def progress(task: str, done: int, total: int, **counts: int) -> None:
+        if done == total and "seconds" not in marks:
+            marks.update(seconds=time.perf_counter() - start, peak=peak_rss_mib())
+
+    start = time.perf_counter()
+    built = Retriever.build(corpus, model=folder, path=index, batch_size=batch, index="exact", progress=progress)
+    child_report(seconds=time.perf_counter() - start, encode_seconds=marks["seconds"], encode_peak_rss_mib=marks["peak"],
+                 nnz=built.manifest["nnz"])  # fmt: skip
+
+
+def decoder_mode(n_docs: int, max_length: int, batch: int, top_k: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        build_qwen(tmp / "qwen")
+        folder = tmp / "qwen"
+        build_qwen(folder)
+        if top_k:  # `lsr index --model FOLDER` has no top-k option: the folder's settings carry it
+            (folder / "lsr_decoder.json").write_text(json.dumps({"postprocessing": {"max_active_dims": top_k}}))
         corpus = tmp / "corpus.jsonl"
         with open(ROOT.parent / "shared/data/scifact/corpus.jsonl", encoding="utf-8") as src, open(corpus, "w") as dst:
             for _, line in zip(range(n_docs), src):
                 dst.write(line)
-        lsr = str(Path(sys.executable).parent / "lsr")
-        # `lsr index` timed from outside; its peak RSS is the waited-for child's maxrss
-        code = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
-                "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-                "print('RESULT ' + json.dumps({'seconds': time.perf_counter() - t, "
-                "'peak_rss_mib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")  # fmt: skip
-        ours, _ = run_child(["-c", code, lsr, "index", str(corpus), "--model", str(tmp / "qwen"), "--index", str(tmp / "ix"),
-                             "--batch-size", str(batch), "--index-type", "exact"], timeout=1800)  # fmt: skip
-        naive, _ = run_child([__file__, "--child-naive", str(tmp / "qwen"), str(corpus), "--max-length", str(max_length),
-                              "--batch", str(batch)], timeout=1800)  # fmt: skip
-    rows = [["lsr index (fused head)", f"{n_docs / ours['seconds']:.1f}", f"{ours['peak_rss_mib']:.0f}"],
-            ["naive (full logits), encode only", f"{n_docs / naive['seconds']:.1f}", f"{naive['peak_rss_mib']:.0f}"]]
-    print(f"\ntiny Qwen2 (hidden 64, 2 layers), V=151,936, {n_docs} SciFact documents, echo max_length {max_length}, batch {batch}\n")
-    print(markdown_table(["engine", "docs/s", "peak RSS MiB"], rows))
+        common = [str(folder), str(corpus), "--max-length", str(max_length), "--batch", str(batch), "--top-k", str(top_k)]
+        ours, _ = run_child([__file__, "--child-ours", *common], timeout=3600)
+        naive, _ = run_child([__file__, "--child-naive", *common], timeout=3600)
+        built, _ = run_child([__file__, "--child-index", str(folder), str(corpus), str(tmp / "ix"), "--batch", str(batch)], timeout=3600)
+    index_build = built["seconds"] - built["encode_seconds"]
+    rows = [["ours: encoder + document pass (as `lsr index`), encode only", f"{n_docs / ours['seconds']:.1f}",
+             f"{ours['peak_rss_mib']:.0f}", f"{ours['nnz']:,}"],
+            ["naive: full `[B, S, V]` logits, encode only", f"{n_docs / naive['seconds']:.1f}", f"{naive['peak_rss_mib']:.0f}",
+             f"{naive['nnz']:,}"],
+            ["`lsr index` (Retriever.build, exact): encoding phase", f"{n_docs / built['encode_seconds']:.1f}",
+             f"{built['encode_peak_rss_mib']:.0f}", f"{built['nnz']:,}"],
+            ["`lsr index`: whole run (+ exact index build and save, {:.1f} s)".format(index_build),
+             f"{n_docs / built['seconds']:.1f}", f"{built['peak_rss_mib']:.0f}", ""]]  # fmt: skip
+    print(f"\ntiny Qwen2 (hidden 64, 2 layers), V=151,936, {n_docs} SciFact documents, echo max_length {max_length}, "
+          f"batch {batch}, top-k {top_k or 'none'}; each row a fresh process, peak RSS includes the model\n")
+    print(markdown_table(["engine", "docs/s", "peak RSS MiB", "non-zeros kept"], rows))
 
 
 def main() -> None:
@@ -253,19 +302,26 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=1000)
     p.add_argument("--max-length", type=int, default=256, help="decoder: the naive side's (lsr index's default: 256)")
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--top-k", type=int, default=0, help="decoder: terms kept per document, both sides (0: all)")
     p.add_argument("--child-head", choices=("ours", "eager"))
+    p.add_argument("--child-ours", nargs=2, metavar=("FOLDER", "CORPUS"))
     p.add_argument("--child-naive", nargs=2, metavar=("FOLDER", "CORPUS"))
+    p.add_argument("--child-index", nargs=3, metavar=("FOLDER", "CORPUS", "INDEX"))
     args = p.parse_args()
     if args.child_head:
         head_trial(args.child_head, args.batch)
+    elif args.child_ours:
+        ours_child(*args.child_ours, args.max_length, args.batch)
     elif args.child_naive:
-        naive_child(*args.child_naive, args.max_length, args.batch)
+        naive_child(*args.child_naive, args.max_length, args.batch, args.top_k)
+    elif args.child_index:
+        index_child(*args.child_index, args.batch)
     elif args.mode == "head" and args.device == "cuda":
         gpu_head_mode(args.budget_mib, args.dtype)
     elif args.mode == "head":
         head_mode(args.budget_mib, args.verify)
     else:
-        decoder_mode(args.docs, args.max_length, args.batch)
+        decoder_mode(args.docs, args.max_length, args.batch, args.top_k)
 
 
 if __name__ == "__main__":

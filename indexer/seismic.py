@@ -135,6 +135,22 @@ class _SpilledForward:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _top_components(fwd_ptr, fwd_idx, fwd_val, doc_cut: int, n_threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per document its `doc_cut` largest components and values (`[n, doc_cut]`, padded with
+    -1 / 0), from `seismic_build.top_components` over document ranges on `n_threads` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = len(fwd_ptr) - 1
+    top_c = np.full((n, doc_cut), -1, dtype=np.int32)
+    top_v = np.zeros((n, doc_cut), dtype=np.float32)
+    bounds = np.linspace(0, n, n_threads + 1).astype(np.int64)
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for done in [pool.submit(kb.top_components, fwd_ptr, fwd_idx, fwd_val, int(lo), int(hi), top_c, top_v)
+                     for lo, hi in zip(bounds[:-1], bounds[1:])]:  # fmt: skip
+            done.result()
+    return top_c, top_v
+
+
 def _build_lists_parallel(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim,
                           centroid_fraction, min_cluster_size, seed, energy, n_threads) -> list[tuple]:
     """`seismic_build.build_lists` over ranges of lists holding about equal numbers of
@@ -310,8 +326,7 @@ class SeismicIndex:
         list_ptr, docs = kb._invert(fwd_ptr, fwd_idx, fwd_val, dim, np.float32(threshold), n_equal, cap)
         t1 = time.perf_counter()
         # 2.-3. blocking and summaries, list ranges of about equal postings on a thread pool
-        with numba_threads(n_threads):
-            top_c, top_v = kb._top_components(fwd_ptr, fwd_idx, fwd_val, int(doc_cut))
+        top_c, top_v = _top_components(fwd_ptr, fwd_idx, fwd_val, int(doc_cut), n_threads)
         parts = _build_lists_parallel(
             list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim, float(centroid_fraction),
             int(min_cluster_size), int(seed), float(summary_energy), n_threads,
@@ -540,3 +555,30 @@ class SeismicIndex:
             if np.any((a["sum_entry"] & BLOCK_MASK) >= np.repeat(blocks, per_group)):
                 raise damaged(path / "sum_entry.npy", "summary entries name blocks outside their group")
         self._checked = True
+
+
+def compile_in_background(dim: int, values: str = "float16") -> threading.Thread:
+    """Start compiling the kernels a Seismic build over `dim` columns and its first search
+    will call (and caching them on disk), on a 3-document index built, saved, loaded and
+    searched in a daemon thread. A build that is still encoding (a model's torch ops release
+    the GIL) then finds them compiled: Numba compiles each signature once per process, and a
+    caller that arrives while it compiles waits for it. Join the thread before the first
+    search; a failure is logged, and the kernels then compile when first called."""
+
+    def run() -> None:
+        import tempfile
+
+        top = max(int(dim) - 1, 0)
+        rows = [([0], [1.0]), ([0, top], [0.5, 2.0]), ([top], [1.5])] if top else [([0], [1.0])] * 3
+        tiny = SparseVectors.from_rows(rows, max(int(dim), 1))
+        try:
+            with tempfile.TemporaryDirectory(prefix="lsr-compile-") as tmp:
+                # as chunks, the way `Retriever.build` streams them (memory-mapped forward arrays)
+                SeismicIndex.build([tiny], n_postings=1, values=values, threads=1, scratch_dir=tmp).save(Path(tmp) / "ix")
+                SeismicIndex.load(Path(tmp) / "ix").search(tiny[:1], k=1, threads=1)
+        except Exception:  # noqa: BLE001 - only a head start: the real call compiles what this missed
+            log.warning("compiling the Seismic kernels in the background failed", exc_info=True)
+
+    thread = threading.Thread(target=run, name="lsr-seismic-compile", daemon=True)
+    thread.start()
+    return thread

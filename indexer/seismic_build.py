@@ -3,6 +3,10 @@
 See `lsr.indexer.seismic` for the algorithm. The kernels work on the forward index as three
 CSR arrays (`fwd_ptr`, `fwd_idx`, `fwd_val` float32); lists are processed in parallel, one
 list per thread at a time, each thread with its own O(dim) scratch.
+
+Kept cheap to compile (a cold build compiles all of them): no `parallel=True` (the callers
+run ranges on a thread pool: the kernels release the GIL), one sort (`sorting`), copies as
+loops (an array-to-slice assignment compiles a shape check and its message formatting).
 """
 
 from __future__ import annotations
@@ -10,10 +14,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._intrinsics import prefetch
 from .layout import CODE_MAX, CODE_SHIFT, GROUP
+from .sorting import ASCENDING, DESCENDING, stable_argsort
 
 
 @njit(cache=True, inline="always")
@@ -25,26 +30,23 @@ def _mix64(x):
     return x ^ (x >> np.uint64(31))
 
 
-@njit(cache=True, parallel=True)
-def _top_components(fwd_ptr, fwd_idx, fwd_val, doc_cut):
-    """Per document its `doc_cut` largest components (by value), padded with -1."""
-    n = fwd_ptr.shape[0] - 1
-    out = np.full((n, doc_cut), -1, dtype=np.int32)
-    outv = np.zeros((n, doc_cut), dtype=np.float32)
-    for d in prange(n):
+@njit(cache=True, nogil=True)
+def top_components(fwd_ptr, fwd_idx, fwd_val, d_lo, d_hi, out, outv):
+    """Per document of [d_lo, d_hi) its largest components (by value, ties in stored order)
+    into its rows of out / outv ([n, doc_cut], filled with -1 / 0 beforehand)."""
+    doc_cut = out.shape[1]
+    for d in range(d_lo, d_hi):
         lo = fwd_ptr[d]
         hi = fwd_ptr[d + 1]
-        m = hi - lo
-        if m <= doc_cut:
-            for j in range(m):
+        if hi - lo <= doc_cut:
+            for j in range(hi - lo):
                 out[d, j] = fwd_idx[lo + j]
                 outv[d, j] = fwd_val[lo + j]
         else:
-            order = np.argsort(-fwd_val[lo:hi], kind="mergesort")
+            order = stable_argsort(fwd_val, lo, hi, DESCENDING)
             for j in range(doc_cut):
                 out[d, j] = fwd_idx[lo + order[j]]
                 outv[d, j] = fwd_val[lo + order[j]]
-    return out, outv
 
 
 @njit(cache=True)
@@ -66,7 +68,7 @@ def _invert(fwd_ptr, fwd_idx, fwd_val, dim, threshold, n_equal_keep, cap):
             elif v == threshold and eq_left > 0:
                 eq_left -= 1
                 counts[fwd_idx[j] + 1] += 1
-    ptr = np.cumsum(counts)
+    ptr = _cumsum(counts)
     total = ptr[dim]
     docs = np.empty(total, dtype=np.int32)
     vals = np.empty(total, dtype=np.float32)
@@ -90,19 +92,40 @@ def _invert(fwd_ptr, fwd_idx, fwd_val, dim, threshold, n_equal_keep, cap):
     new_counts = np.zeros(dim + 1, dtype=np.int64)
     for t in range(dim):
         new_counts[t + 1] = min(ptr[t + 1] - ptr[t], cap)
-    new_ptr = np.cumsum(new_counts)
+    new_ptr = _cumsum(new_counts)
     out = np.empty(new_ptr[dim], dtype=np.int32)
+    keep = np.zeros(0, dtype=np.bool_)
     for t in range(dim):
         lo = ptr[t]
         hi = ptr[t + 1]
         o = new_ptr[t]
         if hi - lo <= cap:
-            out[o : o + hi - lo] = docs[lo:hi]
-        else:
-            order = np.argsort(-vals[lo:hi], kind="mergesort")[:cap]
-            kept = np.sort(docs[lo:hi][order])
-            out[o : o + cap] = kept
+            for j in range(lo, hi):
+                out[o + j - lo] = docs[j]
+            continue
+        # the `cap` largest (ties: lower doc id: stored first), written in stored (doc) order
+        if keep.shape[0] < hi - lo:
+            keep = np.zeros(hi - lo, dtype=np.bool_)
+        order = stable_argsort(vals, lo, hi, DESCENDING)
+        for i in range(cap):
+            keep[order[i]] = True
+        for j in range(hi - lo):
+            if keep[j]:
+                out[o] = docs[lo + j]
+                o += 1
+                keep[j] = False
     return new_ptr, out
+
+
+@njit(cache=True)
+def _cumsum(counts):
+    """Inclusive running sum (int64), as np.cumsum."""
+    out = np.empty(counts.shape[0], dtype=np.int64)
+    total = np.int64(0)
+    for i in range(counts.shape[0]):
+        total += counts[i]
+        out[i] = total
+    return out
 
 
 @njit(cache=True)
@@ -144,7 +167,7 @@ def _reset_max(maxv, touched, nt):
 
 
 @njit(cache=True)
-def _energy_cut(maxv, touched, nt, energy, vals, cand, kept, hist):
+def _energy_cut(maxv, touched, nt, energy, vals, cand, cvals, kept, hist):
     """The largest components (value desc, first-seen order on ties) until their running sum
     reaches `energy` of the total, inclusive, into kept[:count]; returns (count, the last
     value kept). The same as popping a max-heap of all of them, but only the values above a
@@ -172,11 +195,13 @@ def _energy_cut(maxv, touched, nt, energy, vals, cand, kept, hist):
                 p = (b / scale) * (1.0 - 1e-6)
                 break
     while True:
-        nc = 0
+        nc = np.int64(0)
         for u in range(nt):
             cand[nc] = u
             nc += vals[u] >= p
-        order = np.argsort(-vals[cand[:nc]], kind="mergesort")  # stable: first seen first
+        for i in range(nc):
+            cvals[i] = vals[cand[i]]
+        order = stable_argsort(cvals, np.int64(0), nc, DESCENDING)  # ties: first seen first
         acc = np.float32(0.0)
         cnt = 0
         for i in range(nc):
@@ -331,11 +356,14 @@ def _assign_dissolving(docs, lo, hi, nc, min_cluster_size, cen, top_c, top_v, sc
 
 @njit(cache=True)
 def _group_blocks(docs, lo, n, nc, perm, assign, bounds):
-    """Rewrite docs[lo:lo+n] block by block: blocks in the order of their centroids' document
-    ids perm[:nc] (as pyseismic orders them), ascending document id inside a block (a
-    counting sort by block); the ends of the non-empty blocks into bounds[:nb]; returns nb."""
+    """Rewrite docs[lo:lo+n] (ascending ids, as `_invert` leaves every list) block by block:
+    blocks in the order of their centroids' document ids perm[:nc] (as pyseismic orders
+    them), ascending document id inside a block (a stable counting sort by block keeps the
+    list's order); the ends of the non-empty blocks into bounds[:nb]; returns nb."""
     label = np.empty(nc, dtype=np.int32)
-    label[np.argsort(perm[:nc])] = np.arange(nc, dtype=np.int32)
+    by_id = stable_argsort(perm, np.int64(0), nc, ASCENDING)
+    for r in range(nc):
+        label[by_id[r]] = r
     sizes = np.zeros(nc, dtype=np.int64)
     for i in range(n):
         assign[i] = label[assign[i]]
@@ -349,10 +377,11 @@ def _group_blocks(docs, lo, n, nc, perm, assign, bounds):
         a = assign[i]
         perm[pos[a]] = docs[lo + i]
         pos[a] += 1
+    for i in range(n):
+        docs[lo + i] = perm[i]
     nb = 0
     for ci in range(nc):
         if sizes[ci] > 0:
-            docs[lo + start[ci] : lo + start[ci + 1]] = np.sort(perm[start[ci] : start[ci + 1]])
             bounds[nb] = start[ci + 1]
             nb += 1
     return nb
@@ -432,6 +461,7 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
                              np.zeros(max_len, dtype=np.float32), np.empty(max_len, dtype=np.int32), bounds)
     maxv = np.full(dim, -np.inf, dtype=np.float32)
     bvals = np.empty(dim + 1, dtype=np.float32)
+    cvals = np.empty(dim + 1, dtype=np.float32)
     cand = np.empty(dim + 1, dtype=np.int64)
     kept = np.empty(dim + 1, dtype=np.int32)
     hist = np.empty(64, dtype=np.float64)
@@ -465,7 +495,7 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
             b_hi = bounds[b]
             block_end[nbk + b] = b_hi
             nt = _block_max(fwd.ptr, fwd.idx, fwd.val, docs, lo + b_lo, lo + b_hi, maxv, touched)
-            cnt, thr = _energy_cut(maxv, touched, nt, energy, bvals, cand, kept, hist)
+            cnt, thr = _energy_cut(maxv, touched, nt, energy, bvals, cand, cvals, kept, hist)
             mx = thr
             for u in range(cnt):
                 mx = max(mx, maxv[kept[u]])
@@ -492,12 +522,12 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
         nbk += nb
         # summary groups: the entries of GROUP consecutive blocks, sorted by component
         # (stable: blocks ascend within a component)
-        e_lo = 0
+        e_lo = np.int64(0)
         for g0 in range(0, nb, GROUP):
             e_hi = e_lo
             while e_hi < m and l_block[e_hi] < g0 + GROUP:
                 e_hi += 1
-            order = np.argsort(l_comp[e_lo:e_hi], kind="mergesort")
+            order = stable_argsort(l_comp, e_lo, e_hi, ASCENDING)
             if nu + (e_hi - e_lo) > ucomp.shape[0]:
                 size = max(2 * ucomp.shape[0], nu + e_hi - e_lo)
                 ucomp = _grow(ucomp, size, nu)
@@ -528,5 +558,6 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
 @njit(cache=True)
 def _grow(a, size, used):
     out = np.empty(size, dtype=a.dtype)
-    out[:used] = a[:used]
+    for i in range(used):
+        out[i] = a[i]
     return out

@@ -22,6 +22,7 @@ from numba.extending import overload
 
 from ._intrinsics import f16_to_f32, prefetch
 from .layout import BLOCK_MASK, CKPT, CODE_SHIFT, GROUP, SeismicArrays
+from .sorting import ASCENDING, DESCENDING, stable_argsort
 from .topk import heap_push, heap_write_sorted
 
 PREFETCH_AHEAD = 4  # documents prefetched ahead of the one being scored
@@ -241,7 +242,7 @@ def search_one(q_idx, q_val, k, query_cut, heap_factor, ix, qdense, visited, see
     for j in range(nq):
         if q_idx[j] < dim:
             qdense[q_idx[j]] += q_val[j]
-    order = np.argsort(-q_val, kind="mergesort")  # ties: lower term id first
+    order = stable_argsort(q_val, np.int64(0), nq, DESCENDING)  # ties: lower term id first
     hit_lo = np.empty(nq, dtype=np.uint64)  # the query terms' entry ranges in one summary group
     hit_hi = np.empty(nq, dtype=np.uint64)
     hit_q = np.empty(nq, dtype=np.float32)
@@ -257,7 +258,7 @@ def search_one(q_idx, q_val, k, query_cut, heap_factor, ix, qdense, visited, see
         if nb == 0:
             continue
         if r == 0:  # the first list's blocks in decreasing summary score
-            blocks = np.argsort(-sc[:nb], kind="mergesort")
+            blocks = stable_argsort(sc, np.int64(0), nb, DESCENDING)
         size, n_seen = _scan_list(ix, t, sc, blocks, r == 0, nb, heap_factor, k, qdense, visited, seen, n_seen,
                                   hs, hid, size, allowed)
     for j in range(nq):

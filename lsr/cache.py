@@ -8,6 +8,7 @@ kernels go to `cache_root() / "numba"` when the package folder is read-only.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
@@ -54,6 +55,7 @@ def numba_cache_dir(package_dir: Path | None = None) -> Path | None:
     return cache_root() / "numba"
 
 
+@functools.cache  # once per process: both kernel packages call it, the probe writes a file
 def use_numba_cache() -> None:
     """Point Numba's cache at `numba_cache_dir()` where that says so. Call before the first
     `@njit(cache=True)` decoration: Numba picks a function's cache folder when decorating it."""

@@ -132,10 +132,15 @@ class Retriever:
             fields = FieldsWriter(keep_fields)
             run = encoder.document_pass(batch_size=batch_size, max_length=max_length)
             batch: list[str] = []
+            compiling = None  # Seismic's kernels compile in a thread while the documents encode
             for doc in reader:
                 docs.add(doc.doc_id, doc.title, doc.text, doc.where)
                 fields.add(doc.record)
                 batch.append(doc.full_text())
+                if compiling is None and (index == "seismic" or (index == "auto" and len(docs) == SEISMIC_THRESHOLD)):
+                    from lsr.indexer.seismic import compile_in_background
+
+                    compiling = compile_in_background(encoder.dim, (seismic or {}).get("values", "float16"))
                 if len(batch) == batch_size:
                     run.add(batch)
                     batch = []
@@ -150,6 +155,8 @@ class Retriever:
             docs.close()
             fields.save(tmp / FIELDS_DIR)
             built, dim, nnz = cls._build_index(run, len(docs), index, seismic or {}, tmp)
+            if compiling is not None:
+                compiling.join()
             built.save(tmp / "index")
             (tmp / "encoder").mkdir()
             encoder = run.encoder  # the query side of these vectors (BM25: fitted to this corpus)

@@ -60,6 +60,10 @@ def _config(family: str, vocab: int, hidden: int = 32):
         return tf.Gemma2Config(**common, head_dim=8, final_logit_softcapping=0.5, tie_word_embeddings=True), True
     if family == "gpt2":
         return tf.GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=2, n_head=4, n_positions=128, bos_token_id=2, eos_token_id=3), False
+    if family == "mamba":  # no attention layers: bidirectional attention cannot be had
+        return tf.MambaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, pad_token_id=0, bos_token_id=2, eos_token_id=3), False
+    if family == "rwkv":  # no attention mask at all
+        return tf.RwkvConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, context_length=128, bos_token_id=2, eos_token_id=3), False
     raise ValueError(family)
 
 
@@ -91,9 +95,11 @@ def _available(family: str) -> bool:
     return hasattr(tf, names[family])
 
 
-def naive_echo(tok, model, texts, template="{text}\n{text}"):
+def naive_echo(tok, model, texts, template="{text}\n{text}", bidirectional=False):
     """Full [1, S, V] logits of each text alone (no padding), log1p(relu) and a max over the
-    positions of the second copy, found by token counting on the unpadded sequence."""
+    positions of the second copy, found by token counting on the unpadded sequence. With
+    `bidirectional`, the model runs with an explicit all-ones [1, 1, S, S] (non-causal) mask
+    (for eager attention, which adds its mask to the scores: all zeros)."""
     before, between, after = template.split("{text}")
     piece = lambda s: tok(s, add_special_tokens=False)["input_ids"] if s else []  # noqa: E731
     bos = [tok.bos_token_id] if tok("a")["input_ids"][:1] == [tok.bos_token_id] else []
@@ -102,8 +108,13 @@ def naive_echo(tok, model, texts, template="{text}\n{text}"):
         t = piece(text)
         head = bos + piece(before) + t + piece(between)
         ids = torch.tensor([head + t + piece(after)])
+        S = ids.shape[1]
+        full = None
+        if bidirectional:
+            eager = model.config._attn_implementation == "eager"
+            full = torch.zeros(1, 1, S, S) if eager else torch.ones(1, 1, S, S, dtype=torch.bool)
         with torch.no_grad():
-            logits = model(input_ids=ids).logits[0]  # [S, V], soft-capped where the model caps
+            logits = model(input_ids=ids, attention_mask=full).logits[0]  # [S, V], soft-capped where the model caps
         second = logits[len(head) : len(head) + len(t)]
         keep = torch.tensor([i not in tok.all_special_ids for i in t])
         out.append(torch.log1p(torch.relu(second[keep])).amax(0) if keep.any() else torch.zeros(logits.shape[1]))
@@ -126,13 +137,68 @@ def test_echo_pooling_equals_naive_logits(tmp_path, family):
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_padding_side_gives_the_same_vectors(tmp_path, family):
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_side_gives_the_same_vectors(tmp_path, family, bidirectional):
     folder = build_causal_lm(tmp_path / family, family)
-    right = DecoderSpladeEncoder(folder, device="cpu", padding_side="right").encode(TEXTS, max_length=64)
-    left = DecoderSpladeEncoder(folder, device="cpu", padding_side="left").encode(TEXTS, max_length=64)
+    right = DecoderSpladeEncoder(folder, device="cpu", padding_side="right", bidirectional=bidirectional).encode(TEXTS, max_length=64)
+    left = DecoderSpladeEncoder(folder, device="cpu", padding_side="left", bidirectional=bidirectional).encode(TEXTS, max_length=64)
     r, l = right.to_scipy().toarray(), left.to_scipy().toarray()
     assert r.sum() > 0
     np.testing.assert_allclose(l, r, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bidirectional_pooling_equals_naive_logits_with_a_full_mask(tmp_path, family):
+    if not _available(family):
+        pytest.skip(f"transformers has no {family}")
+    enc = DecoderSpladeEncoder(build_causal_lm(tmp_path / family, family), device="cpu", bidirectional=True)
+    got = enc.encode(TEXTS, max_length=64).to_scipy().toarray()
+    expected = naive_echo(enc.tokenizer, enc.model, TEXTS, bidirectional=True)
+    assert (expected > 0).sum() > 20
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+    causal = naive_echo(enc.tokenizer, enc.model, TEXTS)
+    assert np.abs(causal - expected).max() > 1e-3  # the mask is not the causal one
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])
+def test_bidirectional_first_copy_sees_later_tokens(tmp_path, family):
+    """The first copy's first token: with causal attention it cannot see that a later token
+    changed; with bidirectional attention it does."""
+    folder = build_causal_lm(tmp_path / family, family)
+    for bidirectional in (False, True):
+        enc = DecoderSpladeEncoder(folder, device="cpu", bidirectional=bidirectional)
+        ids = enc.echo.text_ids(["cats purr", "cats bark"], max_length=64)
+        assert ids[0][0] == ids[1][0] and ids[0][1] != ids[1][1]
+        with torch.no_grad():
+            hidden, _ = enc.hidden_states(ids)
+        first = hidden[:, len(enc.echo.prefix)]  # position of "cats" in the first copy
+        assert torch.equal(first[0], first[1]) != bidirectional
+
+
+@pytest.mark.parametrize("family", ["mamba", "rwkv"])
+def test_bidirectional_is_refused_where_the_model_cannot_attend_both_ways(tmp_path, family):
+    from lsr.errors import LsrError
+
+    if not hasattr(__import__("transformers"), {"mamba": "MambaConfig", "rwkv": "RwkvConfig"}[family]):
+        pytest.skip(f"transformers has no {family}")
+    folder = build_causal_lm(tmp_path / family, family)
+    (folder / "lsr_decoder.json").write_text(json.dumps({"bidirectional": True}))
+    with pytest.raises(LsrError, match=r"bidirectional attention is not available for \w+ForCausalLM") as err:
+        load_encoder(str(folder), device="cpu")
+    assert "\n" not in str(err.value) and str(folder) in str(err.value)
+
+
+def test_bidirectional_and_top_k_from_the_folder_round_trip_through_the_index(tmp_path):
+    folder = build_causal_lm(tmp_path / "m", "qwen2")
+    (folder / "lsr_decoder.json").write_text(json.dumps({"bidirectional": True, "postprocessing": {"max_active_dims": 40}}))
+    built = Retriever.build(_corpus(tmp_path / "c.jsonl"), model=str(folder), path=tmp_path / "ix", index="exact")
+    loaded = Retriever.load(tmp_path / "ix")
+    assert loaded.encoder.spec["bidirectional"] is True and loaded.encoder.spec == built.encoder.spec
+    assert np.diff(loaded.encoder.encode_documents(TEXTS).indptr).max() == 40  # top-40 terms kept
+    _check_scores(loaded, loaded.search("cats purr in the sun", k=50))
+    causal = DecoderSpladeEncoder(folder, device="cpu").encode_queries(["cats purr in the sun"]).to_scipy().toarray()
+    both = loaded.encoder.encode_queries(["cats purr in the sun"]).to_scipy().toarray()
+    assert not np.allclose(causal, both)
 
 
 def test_echo_mask_covers_the_second_copy_without_specials():
@@ -249,7 +315,7 @@ def test_lsr_train_trains_a_decoder_with_lora(tmp_path, make_beir):
     beir, _, _ = make_beir(tmp_path / "beir")
     base = build_causal_lm(tmp_path / "base", "qwen2")
     cfg = {"model": {"base": str(base), "kind": "decoder", "template": "{text} : {text}", "query_max_length": 16, "doc_max_length": 32,
-                     "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+                     "bidirectional": True, "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
            "data": {"dataset": str(beir), "negatives": "bm25", "n_negatives": 1, "cache_dir": str(tmp_path / "neg")},
            "regularizer": {"kind": "none"}, "loss": {"temperature": 100.0},
            "trainer": {"max_steps": 3, "batch_size": 2, "lr": 5e-3, "threads": 1, "bf16": False},
@@ -259,7 +325,7 @@ def test_lsr_train_trains_a_decoder_with_lora(tmp_path, make_beir):
     changed = {k for k in old if not torch.equal(old[k], new[k])}
     assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)  # merged adapters only
     enc = load_encoder(str(out), device="cpu")
-    assert enc.spec["type"] == "decoder" and enc.spec["template"] == "{text} : {text}"
+    assert enc.spec["type"] == "decoder" and enc.spec["template"] == "{text} : {text}" and enc.spec["bidirectional"] is True
     assert enc.encode_queries(["alpha beta"]).nnz > 0
 
 
@@ -272,5 +338,7 @@ def test_lora_config_is_checked():
     assert cfg["model"]["lora"]["r"] == 2 and cfg["model"]["lora"]["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
     with pytest.raises(LsrError, match=r"\[model\] lora: needs \[model\] kind = 'decoder'"):
         load_config({**base, "model": {"base": "m", "lora": {"r": 2}}})
+    with pytest.raises(LsrError, match=r"\[model\] bidirectional: needs \[model\] kind = 'decoder'"):
+        load_config({**base, "model": {"base": "m", "bidirectional": True}})
     with pytest.raises(LsrError, match=r"\[model\] lora: unknown key 'rank'"):
         load_config({**base, "model": {**base["model"], "lora": {"rank": 2}}})

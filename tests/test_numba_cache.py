@@ -2,6 +2,7 @@
 folder is writable, else a user cache folder (`$LSR_CACHE/numba`, or the platform's), never
 over a `$NUMBA_CACHE_DIR` the user set."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -85,3 +86,57 @@ def test_kernels_compiled_from_a_read_only_install_land_in_the_user_cache(tmp_pa
     cached = [p.name for p in (tmp_path / "cache" / "numba").rglob("*.nbi")]
     assert any(name.startswith("exact_kernels.") for name in cached), cached
     assert not list(site.rglob("*.nbi"))
+
+
+COVERED = """
+import json, pathlib, sys, tempfile
+import numpy as np
+from lsr import Retriever
+from lsr.indexer import seismic, seismic_build, seismic_search, sorting, topk
+from lsr.sparse import SparseVectors
+
+def compiled():
+    return {(m.__name__, n): len(f.signatures) for m in (seismic_build, seismic_search, sorting, topk)
+            for n, f in vars(m).items() if hasattr(f, "signatures")}
+
+seismic.compile_in_background(1).join()  # BM25's dim is 0 until fitted: the <= 65,536 layout
+seismic.compile_in_background(100_000, "float32").join()
+before = compiled()
+tmp = pathlib.Path(tempfile.mkdtemp())
+words = "cats dogs purr bark sun moon rain snow tree river stone bird fish".split()
+rng = np.random.default_rng(0)
+with open(tmp / "c.jsonl", "w") as f:
+    for i in range(200):
+        f.write(json.dumps({"_id": str(i), "text": " ".join(rng.choice(words, 6))}) + "\\n")
+r = Retriever.build(tmp / "c.jsonl", model="bm25", path=tmp / "ix", index="seismic")
+assert r.search("cats purr", k=3)
+rows = [(rng.choice(100_000, 20, replace=False), rng.random(20) + 0.1) for _ in range(300)]
+docs = SparseVectors.from_rows(rows, 100_000)
+seismic.SeismicIndex.build(iter([docs]), n_postings=5, values="float32").save(tmp / "big")
+seismic.SeismicIndex.load(tmp / "big").search(docs[:5], k=10, threads=1)
+after = compiled()
+# from a warm cache only the entry points load (their callees come inside them)
+assert before[("lsr.indexer.seismic_build", "build_lists")] and before[("lsr.indexer.seismic_search", "search_batch")], before
+print(json.dumps({f"{m}.{n}": [before.get((m, n), 0), c] for (m, n), c in after.items() if c != before.get((m, n), 0)}))
+"""
+
+
+def test_background_compilation_covers_what_a_build_and_its_first_search_call(tmp_path):
+    """`compile_in_background` compiles every Seismic kernel signature that a `Retriever.build`
+    (BM25, streamed chunks) and its first search, and a build over 100,000 columns with float32
+    values, then call: nothing is compiled after it (a fresh process)."""
+    done = subprocess.run([sys.executable, "-c", COVERED], capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
+
+
+def test_the_package_folder_is_probed_once_per_process(tmp_path):
+    """`use_numba_cache` runs at two import sites (`lsr.indexer`, `lsr.formats._seismic_scan`):
+    the writability probe (a file created in `__pycache__`) runs once."""
+    code = ("import lsr.cache as c; calls = []; probe = c.writable\n"
+            "c.writable = lambda d: calls.append(d) or probe(d)\n"
+            "import lsr.indexer, lsr.formats._seismic_scan\nprint(len(calls))")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1"]

@@ -12,8 +12,11 @@ or without bias) + ReLU + log1p + max runs in `lsr.kernels.splade_max`, so the
 
 Padding may be on either side: position ids follow the attention mask, so a text's vectors do
 not depend on where its batch's padding goes. Special tokens (BOS, and any inside a text) are
-never pooled. Attention stays causal (bidirectional attention is not offered). CPU and CUDA
-both run; only the CPU path is tested here.
+never pooled. `bidirectional=True` lets every token attend to the whole input (LLM2Vec /
+Mistral-SPLADE): the model gets a prepared non-causal 4-D mask, which transformers passes to
+the attention as is; a model whose attention ignores it (no attention layers, or a kernel that
+takes no mask) is refused at load time by a two-token probe. CPU and CUDA both run; only the
+CPU path is tested here.
 """
 
 from __future__ import annotations
@@ -111,6 +114,44 @@ def model_inputs(input_ids: np.ndarray, attention: np.ndarray, device: Any) -> d
             "position_ids": positions.to(device), "use_cache": False}  # fmt: skip
 
 
+def bidirectional_inputs(inputs: dict[str, Any], model: Any) -> dict[str, Any]:
+    """`inputs` (from `model_inputs`) with a non-causal `[B, 1, S, S]` attention mask: every
+    position attends to every real token of its row (and to itself, so no row is empty).
+    Boolean for SDPA and other kernels; additive (0 / dtype min) for eager attention, which
+    adds the mask to its scores."""
+    import torch
+
+    keys = inputs["attention_mask"].bool()
+    B, S = keys.shape
+    allowed = keys[:, None, None, :] | torch.eye(S, dtype=torch.bool, device=keys.device)
+    if getattr(model.config, "_attn_implementation", None) == "eager":
+        dtype = model.dtype
+        allowed = torch.zeros(allowed.shape, dtype=dtype, device=keys.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return {**inputs, "attention_mask": allowed}
+
+
+def check_bidirectional(model: Any, name: str) -> None:
+    """Raise an `LsrError` unless `model` attends both ways under `bidirectional_inputs`: the
+    first position's hidden state must change when the token after it changes."""
+    import torch
+
+    ids = np.array([[1, 2], [1, 3]], dtype=np.int64) % model.get_output_embeddings().weight.shape[0]
+    device = next(model.parameters()).device
+    inputs = bidirectional_inputs(model_inputs(ids, np.ones_like(ids), device), model)
+    training = model.training
+    try:
+        with torch.no_grad():
+            hidden = mlm_hidden(model.eval(), model.get_output_embeddings(), inputs, name)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        logger.debug("bidirectional probe of %s failed: %s", name, err)
+        hidden = None
+    finally:
+        model.train(training)
+    if hidden is None or torch.equal(hidden[0, 0], hidden[1, 0]):
+        raise LsrError(f"{name}: bidirectional attention is not available for {type(model).__name__} "
+                       "(its attention does not take a non-causal mask); use bidirectional = false")  # fmt: skip
+
+
 def decoder_weights(model: Any, hidden: Any, pool: Any, activation: str = "relu", pooling: str = "max") -> Any:
     """`[B, V]` SPLADE weights from the causal LM `model`'s final hidden states `[B, S, D]`
     through its LM head, over the positions in `pool` (differentiable)."""
@@ -167,6 +208,7 @@ class DecoderSpladeEncoder(Encoder):
     `max_length` is the query truncation length of the echoed input (both copies and the
     template); documents take `encode_documents`' `max_length`. A forward pass takes at most
     `batch_size` texts and about `max_batch_tokens` padded tokens (texts sorted by length).
+    `bidirectional` attends both ways (see the module doc; refused where the model cannot).
     """
 
     def __init__(
@@ -181,6 +223,7 @@ class DecoderSpladeEncoder(Encoder):
         padding_side: str = "right",
         postprocessing: PostProcessing | None = None,
         max_batch_tokens: int | None = None,
+        bidirectional: bool = False,
     ) -> None:
         check_head_options(pooling, activation)
         import torch
@@ -194,6 +237,9 @@ class DecoderSpladeEncoder(Encoder):
             torch.set_num_threads(cpu_count())
         self.tokenizer, self.model = load_causal_lm(self.model_name)
         self.model.eval().to(self.device)
+        self.bidirectional = bool(bidirectional)
+        if self.bidirectional:
+            check_bidirectional(self.model, self.model_name)
         self.echo = EchoTokenizer(self.tokenizer, template, padding_side)
         limit = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.model_max_length = int(limit)
@@ -213,7 +259,7 @@ class DecoderSpladeEncoder(Encoder):
             model = str(Path(model).resolve())
         spec = {"type": "decoder", "model": model, "template": self.echo.template, "pooling": self.pooling,
                 "activation": self.activation, "max_length": self.max_length, "padding_side": self.echo.padding_side,
-                "dim": self.dim}  # fmt: skip
+                "bidirectional": self.bidirectional, "dim": self.dim}  # fmt: skip
         if self.postprocessing.active:
             spec["postprocessing"] = self.postprocessing.to_spec()
         return spec
@@ -229,6 +275,7 @@ class DecoderSpladeEncoder(Encoder):
             activation=spec.get("activation", "relu"),
             max_length=spec.get("max_length"),
             padding_side=spec.get("padding_side", "right"),
+            bidirectional=bool(spec.get("bidirectional", False)),
             postprocessing=PostProcessing.from_spec(spec.get("postprocessing")),
         )
 
@@ -267,11 +314,19 @@ class DecoderSpladeEncoder(Encoder):
         vectors = SparseVectors.concatenate(parts, dim=self.dim)[np.argsort(order, kind="stable")]
         return self.postprocessing(vectors)
 
-    def _encode_batch(self, text_ids: list[list[int]]) -> SparseVectors:
+    def hidden_states(self, text_ids: Sequence[Sequence[int]]) -> tuple[Any, Any]:
+        """The LM head's input `[B, S, D]` for the echoed texts (token ids from
+        `echo.text_ids`) and their pooling mask `[B, S]`."""
         import torch
 
         input_ids, attention, pool = self.echo.batch(text_ids)
         inputs = model_inputs(input_ids, attention, self.device)
+        if self.bidirectional:
+            inputs = bidirectional_inputs(inputs, self.model)
         hidden = mlm_hidden(self.model, self.model.get_output_embeddings(), inputs, self.model_name)
-        weights = decoder_weights(self.model, hidden, torch.from_numpy(pool).to(self.device), self.activation, self.pooling)
+        return hidden, torch.from_numpy(pool).to(self.device)
+
+    def _encode_batch(self, text_ids: list[list[int]]) -> SparseVectors:
+        hidden, pool = self.hidden_states(text_ids)
+        weights = decoder_weights(self.model, hidden, pool, self.activation, self.pooling)
         return SparseVectors.from_dense(weights.float().cpu())

@@ -72,7 +72,7 @@ def _decoder_spec(directory: Path) -> dict[str, Any]:
     settings = _read_json(directory / SETTINGS_FILE) or {}
     if not isinstance(settings, dict):
         raise LsrError(f"{directory / SETTINGS_FILE}: expected a table")
-    keys = ("template", "pooling", "activation", "max_length", "padding_side")
+    keys = ("template", "pooling", "activation", "max_length", "padding_side", "bidirectional", "postprocessing")
     return {"type": "decoder", "model": str(directory), **{k: settings[k] for k in keys if k in settings}}
 
 

@@ -30,6 +30,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, tuple | None]]] 
         "gradient_checkpointing": (bool, False, None),
         "query_lr": (float, None, None),  # None: 1e-3 (inference-free table), [trainer] lr (asymmetric)
         "template": (str, "{text}\n{text}", None),  # decoder: the echo template (two {text} slots)
+        "bidirectional": (bool, False, None),  # decoder: attend both ways (a non-causal mask)
         "lora": (dict, {}, None),  # decoder: LoRA adapters {r, alpha, target_modules, dropout}; {} trains every weight
     },
     "data": {
@@ -134,7 +135,7 @@ def validate(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
     if out["model"]["query_base"] and out["model"]["kind"] != "asymmetric":
         raise LsrError(f"{source}: [model] query_base: needs [model] kind = 'asymmetric'")
     out["model"]["lora"] = _lora(out["model"]["lora"], f"{source}: [model] lora")
-    decoder_only = [k for k in ("lora", "template") if out["model"][k] != SCHEMA["model"][k][1]]
+    decoder_only = [k for k in ("lora", "template", "bidirectional") if out["model"][k] != SCHEMA["model"][k][1]]
     if decoder_only and out["model"]["kind"] != "decoder":
         raise LsrError(f"{source}: [model] {decoder_only[0]}: needs [model] kind = 'decoder'")
     if out["regularizer"]["kind"] == "idf-flops" and out["model"]["kind"] != "inference-free":

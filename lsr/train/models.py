@@ -239,15 +239,19 @@ class AsymmetricSpladeModel(torch.nn.Module):
 
 class DecoderSpladeModel(_HeadModel):
     """SPLADE over a causal LM with echo input (`lsr.encoders.decoder`), trainable in full or
-    through LoRA adapters (`lora`: `{r, alpha, dropout, target_modules}`, needs peft): the
-    final hidden states come from `mlm_hidden`, the LM head + pooling from `splade_max`."""
+    through LoRA adapters (`lora`: `{r, alpha, dropout, target_modules}`, needs peft), its
+    attention causal or, with `bidirectional`, both ways: the final hidden states come from
+    `mlm_hidden`, the LM head + pooling from `splade_max`."""
 
     def __init__(self, base: str | Path, pooling: str = "max", activation: str = "relu", gradient_checkpointing: bool = False,
-                 template: str = "{text}\n{text}", lora: dict[str, Any] | None = None) -> None:
+                 template: str = "{text}\n{text}", lora: dict[str, Any] | None = None, bidirectional: bool = False) -> None:
         super().__init__()
-        from lsr.encoders.decoder import EchoTokenizer, load_causal_lm
+        from lsr.encoders.decoder import EchoTokenizer, check_bidirectional, load_causal_lm
 
         self.tokenizer, lm = load_causal_lm(base)
+        self.bidirectional = bool(bidirectional)
+        if self.bidirectional:
+            check_bidirectional(lm, str(base))
         self.echo = EchoTokenizer(self.tokenizer, template)
         if gradient_checkpointing:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -262,10 +266,12 @@ class DecoderSpladeModel(_HeadModel):
         return self.lm.get_output_embeddings()
 
     def encode(self, texts: Sequence[str], max_length: int = 256) -> torch.Tensor:
-        from lsr.encoders.decoder import decoder_weights
+        from lsr.encoders.decoder import bidirectional_inputs, decoder_weights
         from lsr.encoders.splade import mlm_hidden
 
         inputs, pool = self.echo.tensors(texts, max_length, self.device)
+        if self.bidirectional:
+            inputs = bidirectional_inputs(inputs, self.lm)
         hidden = mlm_hidden(self.lm, self.head, inputs, self.name)
         return decoder_weights(self.lm, hidden, pool, self.activation, self.pooling)
 
@@ -279,7 +285,7 @@ class DecoderSpladeModel(_HeadModel):
 
     def save(self, directory: str | Path) -> None:
         """A causal-LM folder (LoRA merged into a copy of the weights) with the tokenizer and
-        `lsr_decoder.json` (echo template, pooling, activation) for `lsr.load_encoder`."""
+        `lsr_decoder.json` (echo template, pooling, activation, attention) for `lsr.load_encoder`."""
         import copy
 
         from lsr.encoders.decoder import SETTINGS_FILE
@@ -288,7 +294,8 @@ class DecoderSpladeModel(_HeadModel):
         merged = copy.deepcopy(self.lm).merge_and_unload() if self.lora else self.lm
         merged.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        _write_json(directory / SETTINGS_FILE, {"template": self.echo.template, "pooling": self.pooling, "activation": self.activation})
+        _write_json(directory / SETTINGS_FILE, {"template": self.echo.template, "pooling": self.pooling, "activation": self.activation,
+                                                  "bidirectional": self.bidirectional})
 
 
 def _with_lora(lm: Any, lora: dict[str, Any], name: str, gradient_checkpointing: bool = False) -> Any:

@@ -112,7 +112,7 @@ class Trainer:
 
         mc = self.cfg["model"]
         idf_texts = list(texts.values()) if (mc["kind"] == "inference-free" and texts) else None
-        extra = {"template": mc["template"], "lora": mc["lora"]} if mc["kind"] == "decoder" else {}
+        extra = {"template": mc["template"], "lora": mc["lora"], "bidirectional": mc["bidirectional"]} if mc["kind"] == "decoder" else {}
         return build_model(mc["kind"], mc["base"], idf_texts=idf_texts, query_base=mc["query_base"] or None, pooling=mc["pooling"],
                            activation=mc["activation"], gradient_checkpointing=mc["gradient_checkpointing"], **extra)
 
