@@ -22,7 +22,7 @@ from numba.extending import overload
 
 from ._intrinsics import f16_to_f32, prefetch
 from .layout import BLOCK_MASK, CKPT, CODE_SHIFT, GROUP, SeismicArrays
-from .sorting import ASCENDING, DESCENDING, stable_argsort
+from .sorting import DESCENDING, stable_argsort
 from .topk import heap_push, heap_write_sorted
 
 PREFETCH_AHEAD = 4  # documents prefetched ahead of the one being scored
