@@ -273,6 +273,8 @@ def main() -> None:
     ap.add_argument("--hnsw-ef-construction", type=int, default=200)
     ap.add_argument("--hnsw-ef-search", default="10,20,40,80,160,320")
     ap.add_argument("--build-timeout", type=float, default=1800, help="seconds a peer's build may take")
+    ap.add_argument("--engines", default="lsr-seismic,lsr-exact,pyseismic,bmp,kannolo",
+                    help="which engines run (comma-separated; a peer not installed is skipped)")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes per configuration (the fastest counts)")
     args = ap.parse_args()
 
@@ -327,7 +329,11 @@ def main() -> None:
 
     engines: list[Engine] = []
 
+    wanted = set(args.engines.split(","))
+
     def add(name, which, params, build_path, make_configs):
+        if which not in wanted:
+            return
         built = build_child(which, docs_bin if which == "pyseismic" else docs_csr, build_path, params, args.build_timeout)
         if built is not None:
             engines.append(Engine(name, built, dir_bytes(build_path), make_configs(build_path, built)))
