@@ -8,6 +8,7 @@ pytest (`pythonpath` in pyproject.toml) and of `benchmarks/bench_encode.py`, nev
   word embeddings, the transform is random (seeded) and the decoder bias is shifted so about
   `target_active` terms per document stay active, as in a trained model. Saved as a
   sentence-transformers SparseEncoder folder (MLMTransformer + SpladePooling).
+* `random_vectors`: seeded random `SparseVectors` for the index and format tests.
 """
 
 from __future__ import annotations
@@ -16,6 +17,21 @@ import json
 import shutil
 from pathlib import Path
 from typing import Sequence
+
+def random_vectors(n: int, dim: int, density: float, seed: int, integer: bool = False, offset: float = 0.0):
+    """`n` random sparse vectors over `dim` (scipy's `sp.random`, seeded): with `integer`, weights
+    in 1..3 (many exact ties); `offset` added to every stored weight (keeps them away from 0)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from lsr.sparse import SparseVectors
+
+    m = sp.random(n, dim, density=density, format="csr", random_state=seed, dtype=np.float32)
+    if integer:
+        m.data = np.ceil(m.data * 3).astype(np.float32)
+    m.data += np.float32(offset)
+    return SparseVectors.from_scipy(m)
+
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 

@@ -3,9 +3,10 @@ import sys
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from builders import random_vectors
 
 from lsr import SparseVectors
 from lsr.indexer import ExactIndex, IndexFormatError
@@ -23,11 +24,6 @@ def brute_force(docs: SparseVectors, queries: SparseVectors, k: int):
     return out
 
 
-def random_vectors(n, dim, density, seed, integer=False):
-    m = sp.random(n, dim, density=density, format="csr", random_state=seed, dtype=np.float32)
-    if integer:  # integer weights: many exact ties
-        m.data = np.ceil(m.data * 3).astype(np.float32)
-    return SparseVectors.from_scipy(m)
 
 
 @settings(max_examples=40, deadline=None)

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
-from lsr import LsrError, SparseVectors
+from builders import random_vectors
+
+from lsr import LsrError
 from lsr.fields import Column, WhereError, parse_field_names, parse_where, where_mask
 from lsr.indexer import ExactIndex
 from lsr.indexer.seismic import EXACT_FILTER_FRACTION, SeismicIndex
@@ -16,9 +17,7 @@ from lsr.indexer.sharded import ShardedIndex
 
 
 def vectors(n, dim, density, seed):
-    m = sp.random(n, dim, density=density, format="csr", random_state=seed, dtype=np.float32)
-    m.data += np.float32(0.01)
-    return SparseVectors.from_scipy(m)
+    return random_vectors(n, dim, density, seed, offset=0.01)
 
 
 DOCS = vectors(2000, 300, 0.03, 0)

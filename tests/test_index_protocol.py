@@ -7,7 +7,8 @@ import json
 import numba
 import numpy as np
 import pytest
-import scipy.sparse as sp
+
+from builders import random_vectors
 
 import lsr.indexer
 from lsr import LsrError, SparseVectors
@@ -31,9 +32,7 @@ EXACT_KNOBS = {"query_cut": 1000, "heap_factor": 0.0}
 
 
 def vectors(n, dim, density, seed):
-    m = sp.random(n, dim, density=density, format="csr", random_state=seed, dtype=np.float32)
-    m.data += np.float32(0.01)
-    return SparseVectors.from_scipy(m)
+    return random_vectors(n, dim, density, seed, offset=0.01)
 
 
 DOCS = vectors(300, 60, 0.1, 0)

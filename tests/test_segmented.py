@@ -4,9 +4,10 @@ grown Seismic index keeps the recall of a fresh Seismic build."""
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from builders import random_vectors
 
 import lsr.indexer
 from lsr import SparseVectors
@@ -17,9 +18,7 @@ DIM = 50
 
 
 def vectors(n, seed, density=0.12):
-    m = sp.random(n, DIM, density=density, format="csr", random_state=seed, dtype=np.float32)
-    m.data += np.float32(0.01)
-    return SparseVectors.from_scipy(m)
+    return random_vectors(n, DIM, density, seed, offset=0.01)
 
 
 QUERIES = vectors(12, 99, 0.2)

@@ -4,7 +4,8 @@ import json
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
+
+from builders import random_vectors
 
 import lsr.indexer
 from lsr import SparseVectors
@@ -13,11 +14,6 @@ from lsr.indexer.seismic import SeismicIndex
 from lsr.indexer.sharded import ShardedIndex, merge_top_k, shard_ranges
 
 
-def random_vectors(n, dim, density, seed, integer=False):
-    m = sp.random(n, dim, density=density, format="csr", random_state=seed, dtype=np.float32)
-    if integer:  # integer weights: many exact ties, which the merge must break as one index does
-        m.data = np.ceil(m.data * 3).astype(np.float32)
-    return SparseVectors.from_scipy(m)
 
 
 def sharded(vectors: SparseVectors, n_shards: int, build) -> ShardedIndex:

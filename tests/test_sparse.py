@@ -3,15 +3,15 @@ import json
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
+
+import builders
 
 from lsr import LsrError, SparseVectors
 
 
 def random_vectors(n=7, dim=50, density=0.1, seed=0) -> SparseVectors:
-    m = sp.random(n, dim, density=density, format="csr", random_state=seed, dtype=np.float32)
-    return SparseVectors.from_scipy(m)
+    return builders.random_vectors(n, dim, density, seed)
 
 
 def test_layout_and_validation():
