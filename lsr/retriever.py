@@ -67,6 +67,27 @@ class BuildReport:
         return self.n_docs / self.seconds if self.seconds else 0.0
 
 
+def _encode_documents(reader: CorpusReader, run: Any, batch_size: int, progress: Progress | None):
+    """Each document of `reader`, yielded before its text goes to the encoder's document pass
+    `run` in batches of `batch_size` (the last one when the reader ends), with progress by bytes
+    read and documents seen: the one corpus loop of `build` and `append`."""
+    batch: list[str] = []
+    n = 0
+    for doc in reader:
+        yield doc
+        n += 1
+        batch.append(doc.full_text())
+        if len(batch) == batch_size:
+            run.add(batch)
+            batch = []
+            if progress:
+                progress("indexing", reader.bytes_read, reader.bytes_total, docs=n)
+    if batch:
+        run.add(batch)
+    if progress:
+        progress("indexing", reader.bytes_total, reader.bytes_total, docs=n)
+
+
 def _build_dense(tmp: Path, model: str, batch_size: int) -> dict[str, Any]:
     """Embed the documents already in `tmp/docs` (title + text) into `tmp/dense`; the spec."""
     from lsr.dense import DENSE_DIR, DenseEncoder, write_embeddings
@@ -131,25 +152,14 @@ class Retriever:
             docs = DocStoreWriter(tmp / "docs")
             fields = FieldsWriter(keep_fields)
             run = encoder.document_pass(batch_size=batch_size, max_length=max_length)
-            batch: list[str] = []
             compiling = None  # Seismic's kernels compile in a thread while the documents encode
-            for doc in reader:
+            for doc in _encode_documents(reader, run, batch_size, progress):
                 docs.add(doc.doc_id, doc.title, doc.text, doc.where)
                 fields.add(doc.record)
-                batch.append(doc.full_text())
                 if compiling is None and (index == "seismic" or (index == "auto" and len(docs) == SEISMIC_THRESHOLD)):
                     from lsr.indexer.seismic import compile_in_background
 
                     compiling = compile_in_background(encoder.dim, (seismic or {}).get("values", "float16"))
-                if len(batch) == batch_size:
-                    run.add(batch)
-                    batch = []
-                    if progress:
-                        progress("indexing", reader.bytes_read, reader.bytes_total, docs=len(docs))
-            if batch:
-                run.add(batch)
-            if progress:
-                progress("indexing", reader.bytes_total, reader.bytes_total, docs=len(docs))
             if len(docs) == 0:
                 raise LsrError(f"{corpus_path}: no documents to index")
             docs.close()
@@ -280,24 +290,14 @@ class Retriever:
         names = self.manifest.get("fields", [])
         fields = FieldsWriter(names, read_raw_columns(root / FIELDS_DIR, names)) if names else None
         run = self.encoder.document_pass(batch_size=batch_size, max_length=max_length)
-        new_docs, batch, seen = [], [], {}
-        for doc in reader:
+        new_docs, seen = [], {}
+        for doc in _encode_documents(reader, run, batch_size, progress):
             if doc.doc_id in seen:
                 raise LsrError(f"{doc.where}: duplicate document id {doc.doc_id!r} (first at {seen[doc.doc_id]})")
             seen[doc.doc_id] = doc.where
             new_docs.append((doc.doc_id, doc.title, doc.text, doc.where))
             if fields:
                 fields.add(doc.record)
-            batch.append(doc.full_text())
-            if len(batch) == batch_size:
-                run.add(batch)
-                batch = []
-                if progress:
-                    progress("indexing", reader.bytes_read, reader.bytes_total, docs=len(new_docs))
-        if batch:
-            run.add(batch)
-        if progress:
-            progress("indexing", reader.bytes_total, reader.bytes_total, docs=len(new_docs))
         if not new_docs:
             raise LsrError(f"{corpus_path}: no documents to add")
         replaced = [live[d[0]] for d in new_docs if d[0] in live]
