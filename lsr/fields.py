@@ -93,8 +93,8 @@ class Column:
         return cls(numbers, strings)
 
 
-def read_columns(directory: Path, names: Sequence[str], n_rows: int) -> dict[str, Column]:
-    """The kept fields under `directory` (checked: one value per row)."""
+def read_raw_columns(directory: Path, names: Sequence[str], n_rows: int) -> dict[str, list]:
+    """The kept fields' JSON lists under `directory`, checked: one value per row."""
     columns = {}
     for name in names:
         file = directory / f"{name}.json"
@@ -104,13 +104,13 @@ def read_columns(directory: Path, names: Sequence[str], n_rows: int) -> dict[str
             raise LsrError(f"{file}: unreadable field column ({err}) (index is damaged; rebuild it)") from None
         if not isinstance(values, list) or len(values) != n_rows:
             raise LsrError(f"{file}: not a list of {n_rows} values (index is damaged; rebuild it)")
-        columns[name] = Column.of(values)
+        columns[name] = values
     return columns
 
 
-def read_raw_columns(directory: Path, names: Sequence[str]) -> dict[str, list]:
-    """The kept fields' JSON lists as they are (to extend them when documents are added)."""
-    return {name: json.loads((directory / f"{name}.json").read_text()) for name in names}
+def read_columns(directory: Path, names: Sequence[str], n_rows: int) -> dict[str, Column]:
+    """The kept fields under `directory` as arrays (checked as `read_raw_columns`)."""
+    return {name: Column.of(values) for name, values in read_raw_columns(directory, names, n_rows).items()}
 
 
 # ---- predicates ------------------------------------------------------------------------

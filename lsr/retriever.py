@@ -288,7 +288,7 @@ class Retriever:
         live = self._live_rows(index)
         root = self._generation.root if self._generation else self.path
         names = self.manifest.get("fields", [])
-        fields = FieldsWriter(names, read_raw_columns(root / FIELDS_DIR, names)) if names else None
+        fields = FieldsWriter(names, read_raw_columns(root / FIELDS_DIR, names, len(self.docs))) if names else None
         run = self.encoder.document_pass(batch_size=batch_size, max_length=max_length)
         new_docs, seen = [], {}
         for doc in _encode_documents(reader, run, batch_size, progress):

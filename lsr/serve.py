@@ -2,7 +2,9 @@
 
 - `POST /search` `{"query": "..."}` or `{"queries": [...]}` with `k`, `mode` (sparse, dense,
   fused), `alpha`, `fusion`, `norm`, `prf_docs`, `prf_terms`, `prf_weight`, `text` → hits
-  with ids, scores, titles (and texts with `"text": true`).
+  with ids, scores, titles (and texts with `"text": true`). Filters (sparse mode): `where`, a
+  predicate over the fields kept at indexing (`"year>=2020 and source=pubmed"`, as `lsr search
+  --where`), and/or `ids`, the document ids allowed.
 - `GET /health`, `GET /info` (the index's manifest, less its file list); OpenAPI at `/docs`.
 
 Endpoints are plain functions, so FastAPI runs them (query encoding and search) in its
@@ -81,6 +83,16 @@ class IndexHolder:
         return self.retriever
 
 
+def _filter(retriever, where: Optional[str], ids: Optional[list[str]]):
+    """The search filter of a request: `where` and `ids` combined (both must hold), or None."""
+    if where is None and ids is None:
+        return None
+    if ids is None:
+        return where
+    mask = retriever.filter_mask(ids)
+    return mask if where is None else mask & retriever.filter_mask(where)
+
+
 def create_app(
     index_dir: str | Path, exact: bool = False, poll_seconds: float = 1.0, ray: str | None = None, actors: int | None = None
 ):
@@ -108,6 +120,8 @@ def create_app(
         prf_terms: int = Field(20, ge=1, le=1000)
         prf_weight: float = Field(0.1, ge=0.0)
         text: bool = Field(False, description="Include each hit's text.")
+        where: Optional[str] = Field(None, description="Only documents whose kept fields match, e.g. 'year>=2020'.")
+        ids: Optional[list[str]] = Field(None, max_length=1_000_000, description="Only these document ids.")
 
         @model_validator(mode="after")
         def one_of(self) -> "SearchRequest":
@@ -145,6 +159,7 @@ def create_app(
         rows, scores = retriever.search_rows(
             texts, request.k, mode=request.mode, alpha=request.alpha, fusion=request.fusion, norm=request.norm,
             prf=Prf(request.prf_docs, request.prf_terms, request.prf_weight), threads=1,
+            filter=_filter(retriever, request.where, request.ids),
         )  # fmt: skip
         docs = retriever.docs
         results = []

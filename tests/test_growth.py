@@ -95,6 +95,18 @@ def test_a_failed_append_leaves_the_index_as_it_was(tmp_path, encoder, monkeypat
     assert not list(tmp_path.glob(".ix.tmp-*"))
 
 
+def test_a_damaged_field_column_is_named_not_extended(tmp_path, encoder):
+    from lsr.retriever import Retriever
+
+    built = Retriever.build(write(tmp_path / "a.jsonl", records(range(4))), model=encoder, path=tmp_path / "ix", keep_fields=["year"])
+    column = next((tmp_path / "ix").rglob("fields/year.json"))
+    column.write_text("[2015, 2016]")  # two values for four documents
+    with pytest.raises(LsrError, match=r"year\.json: not a list of 4 values \(index is damaged"):
+        built.append(write(tmp_path / "b.jsonl", records(range(4, 6))))
+    with pytest.raises(LsrError, match="index is damaged"):
+        Retriever.load(tmp_path / "ix").search("tea", filter="year>2016")
+
+
 def test_a_bm25_index_cannot_grow(tmp_path):
     from lsr.retriever import Retriever
 

@@ -149,3 +149,28 @@ def test_real_server_concurrent_clients_and_hot_swap(tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_filters_where_and_ids(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    import json
+
+    rows = [("d1", "sparse postings", 2019, "acm"), ("d2", "sparse postings lists", 2021, "acm"), ("d3", "sparse retrieval postings", 2023, "arxiv")]
+    corpus.write_text("".join(json.dumps({"_id": d, "title": "", "text": t, "year": y, "venue": v}) + "\n" for d, t, y, v in rows))
+    Retriever.build(corpus, model="bm25", path=tmp_path / "idx", index="exact", keep_fields=["year", "venue"])
+    with TestClient(create_app(tmp_path / "idx"), raise_server_exceptions=False) as c:
+        def ids(**body):
+            got = c.post("/search", json={"query": "sparse postings", **body})
+            assert got.status_code == 200, got.text
+            return sorted(h["doc_id"] for h in got.json()["hits"])
+
+        assert ids() == ["d1", "d2", "d3"]
+        assert ids(where="year>=2021") == ["d2", "d3"]
+        assert ids(where='venue="acm"') == ["d1", "d2"]
+        assert ids(ids=["d1", "d3"]) == ["d1", "d3"]
+        assert ids(where="year>=2021", ids=["d1", "d3"]) == ["d3"]
+        assert ids(ids=[]) == []
+        bad = c.post("/search", json={"query": "sparse", "where": "colour=red"})
+        assert bad.status_code == 400 and "unknown field 'colour'" in bad.json()["error"]
+        bad = c.post("/search", json={"query": "sparse", "where": "year>=2021", "mode": "dense"})
+        assert bad.status_code == 400 and "sparse search only" in bad.json()["error"]
