@@ -196,14 +196,34 @@ def check_range(directory: str | Path, name: str, array: np.ndarray, high: int) 
 
 
 def write_manifest(
-    directory: Path, kind: str, skip_subdirectories: tuple[str, ...] | list[str] = (), **fields: Any
+    directory: Path,
+    kind: str,
+    skip_subdirectories: tuple[str, ...] | list[str] = (),
+    linked_from: tuple[Path, dict[str, Any]] | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Write manifest.json listing every file already in `directory` with its size and sha256.
 
     Subdirectories named in `skip_subdirectories` carry their own manifest and are left out.
+    `linked_from`: (an earlier directory, its manifest): a file that is a hard link to the
+    same path there keeps that manifest's entry instead of being hashed again (files are never
+    written in place, so the same inode is the same content).
     """
+
+    def entry(p: Path) -> dict[str, Any]:
+        rel = p.relative_to(directory).as_posix()
+        if linked_from is not None:
+            old_root, old_manifest = linked_from
+            old = old_manifest.get("files", {}).get(rel)
+            try:
+                if old is not None and os.path.samefile(p, old_root / rel):
+                    return old
+            except OSError:
+                pass
+        return {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+
     files = {
-        p.relative_to(directory).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        p.relative_to(directory).as_posix(): entry(p)
         for p in sorted(directory.rglob("*"))
         if p.is_file() and p.name != MANIFEST and p.relative_to(directory).parts[0] not in skip_subdirectories
     }

@@ -233,20 +233,25 @@ class Retriever:
         rows = index.live_ids()
         return dict(zip(self.docs.all_ids()[rows].tolist(), rows.tolist()))
 
-    def _write_generation(self, index, docs_from: DocStore | None, new_docs, fields) -> "Retriever":
-        """A new generation of this index directory: encoder linked; the document store linked
-        (`new_docs` None) or copied with `new_docs` (id, title, text, where) appended; kept
-        fields written; `index` saved (its unchanged segments linked). Returns a Retriever on it."""
+    def _write_generation(self, index, new_docs=None, fields=None, compact_docs: bool = False) -> "Retriever":
+        """A new generation of this index directory: encoder and document store linked, with
+        `new_docs` (id, title, text, where) written as a new part of the store (or, with
+        `compact_docs`, every part copied into one); kept fields written; `index` saved (its
+        unchanged segments linked). Returns a Retriever on it."""
+        from lsr.docstore import part_name
         from lsr.indexer.segmented import link_tree
 
         root = self._generation.root if self._generation else self.path
         with atomic_directory(self.path) as tmp:
             link_tree(root / "encoder", tmp / "encoder")
-            if new_docs is None:
-                link_tree(root / "docs", tmp / "docs")
-            else:
+            if compact_docs:
                 writer = DocStoreWriter(tmp / "docs")
-                writer.copy_from(docs_from)
+                writer.copy_from(self.docs)
+                writer.close()
+            else:
+                link_tree(root / "docs", tmp / "docs")
+            if new_docs:
+                writer = DocStoreWriter(tmp / "docs" / part_name(self.docs.n_parts))
                 for doc in new_docs:
                     writer.add(*doc)
                 writer.close()
@@ -257,7 +262,7 @@ class Retriever:
             index.save(tmp / "index")
             keep = {k: v for k, v in self.manifest.items() if k not in ("format", "format_version", "kind", "created", "files")}
             write_manifest(
-                tmp, KIND, skip_subdirectories=["index"],
+                tmp, KIND, skip_subdirectories=["index"], linked_from=(root, self.manifest),
                 **{**keep, "n_docs": index.id_bound, "n_live": len(index), "nnz": index.nnz, "dim": index.dim,
                    "index_kind": index.kind},
             )  # fmt: skip
@@ -303,7 +308,7 @@ class Retriever:
         replaced = [live[d[0]] for d in new_docs if d[0] in live]
         index.delete(replaced)
         index.add(run.finish(), ids=np.arange(len(self.docs), len(self.docs) + len(new_docs)))
-        retriever = self._write_generation(index, self.docs, new_docs, fields)
+        retriever = self._write_generation(index, new_docs, fields)
         retriever.last_build = BuildReport(
             n_docs=len(new_docs), skipped=reader.skipped, ignored_files=len(reader.ignored_files),
             seconds=time.perf_counter() - start, index_kind=index.kind, replaced=len(replaced),
@@ -321,14 +326,15 @@ class Retriever:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise LsrError(f"{self.path}: no document {', '.join(map(repr, missing[:5]))}{more} in the index; nothing deleted")
         index.delete([live[d] for d in doc_ids])
-        return self._write_generation(index, None, None, None)
+        return self._write_generation(index)
 
     def merge(self) -> "Retriever":
         """Merge a grown index's segments into one holding only the live documents (searches
-        get faster; the document store keeps deleted documents until a rebuild)."""
+        get faster) and the document store's parts into one (the store keeps deleted
+        documents' rows until a rebuild: rows are the index's document ids)."""
         index = self._growable("merge")
         index.merge()
-        return self._write_generation(index, None, None, None)
+        return self._write_generation(index, compact_docs=self.docs.n_parts > 1)
 
     @classmethod
     def load(

@@ -77,6 +77,35 @@ def test_append_and_delete_answer_as_a_fresh_build(tmp_path, encoder):
     assert len(Retriever.load(tmp_path / "ix")) == 8
 
 
+def test_append_writes_only_the_new_documents_and_merge_compacts_the_store(tmp_path, encoder, monkeypatch):
+    import os
+
+    import lsr.indexer.storage as storage
+    from lsr.retriever import Retriever
+
+    built = Retriever.build(write(tmp_path / "a.jsonl", records(range(4))), model=encoder, path=tmp_path / "ix")
+    old_root, old_manifest = built._generation.root if built._generation else built.path, built.manifest
+    inode = os.stat(old_root / "docs" / "texts.npy").st_ino
+    hashed = []
+    real_sha256 = storage._sha256
+    monkeypatch.setattr(storage, "_sha256", lambda p: hashed.append(Path(p)) or real_sha256(p))
+    grown = built.append(write(tmp_path / "b.jsonl", records(range(4, 7))))
+    grown = grown.append(write(tmp_path / "c.jsonl", records(range(7, 9))))
+    root = grown._generation.root if grown._generation else grown.path
+    assert grown.docs.n_parts == 3 and (root / "docs" / "more-2" / "ids.npy").is_file()
+    assert os.stat(root / "docs" / "texts.npy").st_ino == inode  # linked, not copied
+    assert {p.parent.name for p in hashed if p.name == "texts.npy"} == {"more-1", "more-2"}  # part 0 not re-read
+    assert grown.manifest["files"]["docs/texts.npy"] == old_manifest["files"]["docs/texts.npy"]
+    storage.read_manifest(root, verify=True)  # the reused entries are right
+    want = [(grown.docs.doc_id(r), grown.docs.title(r), grown.docs.text(r)) for r in range(len(grown.docs))]
+    assert [w[0] for w in want] == [f"d{i}" for i in range(9)] and want[8][2] == TEXTS[8]
+    assert list(grown.docs.all_ids()) == [w[0] for w in want]
+    merged = Retriever.load(tmp_path / "ix").delete(["d5"]).merge()
+    assert merged.docs.n_parts == 1
+    assert [(merged.docs.doc_id(r), merged.docs.title(r), merged.docs.text(r)) for r in range(len(merged.docs))] == want
+    assert [h.doc_id for h in merged.search("coffee", k=10)] == [h.doc_id for h in grown.search("coffee", k=10) if h.doc_id != "d5"]
+
+
 def test_a_failed_append_leaves_the_index_as_it_was(tmp_path, encoder, monkeypatch):
     from lsr.indexer.segmented import SegmentedIndex
     from lsr.retriever import Retriever
