@@ -556,29 +556,3 @@ class SeismicIndex:
                 raise damaged(path / "sum_entry.npy", "summary entries name blocks outside their group")
         self._checked = True
 
-
-def compile_in_background(dim: int, values: str = "float16") -> threading.Thread:
-    """Start compiling the kernels a Seismic build over `dim` columns and its first search
-    will call (and caching them on disk), on a 3-document index built, saved, loaded and
-    searched in a daemon thread. A build that is still encoding (a model's torch ops release
-    the GIL) then finds them compiled: Numba compiles each signature once per process, and a
-    caller that arrives while it compiles waits for it. Join the thread before the first
-    search; a failure is logged, and the kernels then compile when first called."""
-
-    def run() -> None:
-        import tempfile
-
-        top = max(int(dim) - 1, 0)
-        rows = [([0], [1.0]), ([0, top], [0.5, 2.0]), ([top], [1.5])] if top else [([0], [1.0])] * 3
-        tiny = SparseVectors.from_rows(rows, max(int(dim), 1))
-        try:
-            with tempfile.TemporaryDirectory(prefix="lsr-compile-") as tmp:
-                # as chunks, the way `Retriever.build` streams them (memory-mapped forward arrays)
-                SeismicIndex.build([tiny], n_postings=1, values=values, threads=1, scratch_dir=tmp).save(Path(tmp) / "ix")
-                SeismicIndex.load(Path(tmp) / "ix").search(tiny[:1], k=1, threads=1)
-        except Exception:  # noqa: BLE001 - only a head start: the real call compiles what this missed
-            log.warning("compiling the Seismic kernels in the background failed", exc_info=True)
-
-    thread = threading.Thread(target=run, name="lsr-seismic-compile", daemon=True)
-    thread.start()
-    return thread

@@ -1,0 +1,193 @@
+"""Compile a Seismic build's kernels ahead of it, on both cores, into Numba's disk cache.
+
+A first (cold) `lsr index` spends most of its time compiling Numba kernels. Numba compiles
+under one lock per process and holds the GIL while it types and lowers, so a second thread
+adds no compiler. `start(dim, values)` therefore splits the work between two processes:
+
+- a thread of this process builds, saves and loads a 3-document index: the build kernels;
+- a child process (`python -m lsr.indexer.precompile DIM VALUES`) searches a 3-document index
+  assembled in NumPy (no build kernel runs there): the search kernels, written to the cache,
+  which this process loads at its first search instead of compiling them.
+
+The two sides compile disjoint sets of cached kernels (their one shared callee,
+`sorting.stable_argsort`, is not cached on disk): Numba writes each kernel's cache index and
+data files atomically, but two processes adding different signatures of one kernel at the
+same moment can pair an index entry with the other's data file.
+
+The child is a head start only: if it cannot start, fails, or outlives `CHILD_TIMEOUT`, this
+process compiles what it missed at the first call. It exits when its stdin closes (this
+process gone or done waiting), and a thread reaps it, so it never lingers or turns zombie.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lsr.sparse import SparseVectors
+
+log = logging.getLogger(__name__)
+
+CHILD_TIMEOUT = 300.0  # seconds `join` waits for the child: a hung child costs no more than this
+STOP_GRACE = 5.0  # seconds a child has to exit once its stdin is closed, before it is killed
+
+
+def tiny_vectors(dim: int) -> SparseVectors:
+    """3 documents touching the first and the last of `dim` columns (a value for each
+    code path the real build's types follow)."""
+    top = max(int(dim) - 1, 0)
+    rows = [([0], [1.0]), ([0, top], [0.5, 2.0]), ([top], [1.5])] if top else [([0], [1.0])] * 3
+    return SparseVectors.from_rows(rows, max(int(dim), 1))
+
+
+def compile_build(dim: int, values: str = "float16") -> None:
+    """Compile (and cache) the build kernels a `SeismicIndex.build` over `dim` columns calls:
+    a 3-document index built from chunks (as `Retriever.build` streams them), saved and
+    loaded (no search: the child compiles that)."""
+    from lsr.indexer.seismic import SeismicIndex
+
+    with tempfile.TemporaryDirectory(prefix="lsr-compile-") as tmp:
+        built = SeismicIndex.build([tiny_vectors(dim)], n_postings=1, values=values, threads=1, scratch_dir=tmp)
+        built.save(Path(tmp) / "ix")
+        SeismicIndex.load(Path(tmp) / "ix")
+
+
+def no_postings(n_lists: int) -> tuple[np.ndarray, ...]:
+    """What `seismic_build.build_lists` returns for `n_lists` lists without postings (no block,
+    no summary), in its types (tested)."""
+    return (
+        np.zeros(n_lists, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32),
+        np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros(0, np.uint16),
+    )  # fmt: skip
+
+
+def compile_search(dim: int, values: str = "float16") -> None:
+    """Compile (and cache) the kernels of a first search (one query, one thread) of an index
+    over `dim` columns, without running a build kernel: the index's arrays are assembled in
+    NumPy with every list empty, read-only like a loaded index's memory maps."""
+    from lsr.indexer import seismic
+
+    docs = tiny_vectors(dim)
+    dim = docs.dim
+    arrays = dict(
+        fwd_ptr=docs.indptr, fwd_words=seismic.pack_words(docs.indices, docs.values, dim, values),
+        post_docs=np.zeros(0, np.int32), **seismic._assemble([no_postings(dim)], np.zeros(dim + 1, np.int64), dim),
+    )  # fmt: skip
+    for array in arrays.values():
+        array.setflags(write=False)
+    index = seismic.SeismicIndex(arrays, {"values": values}, dim, len(docs))
+    index.search(docs[:1], k=1, threads=1)
+
+
+class Precompile:
+    """The build kernels compiling in a thread, the search kernels in a child process; `join()`
+    before the first search. Started by `start`."""
+
+    def __init__(self, dim: int, values: str = "float16") -> None:
+        self._start = time.perf_counter()
+        self.child = _start_child(dim, values)
+        self._child_done = threading.Event()
+        self.child_ok = False
+        search_here = self.child is None  # no child: this thread compiles the search kernels too
+        self.thread = threading.Thread(target=self._compile, args=(dim, values, search_here),
+                                       name="lsr-seismic-compile", daemon=True)  # fmt: skip
+        self.thread.start()
+        if self.child is not None:
+            threading.Thread(target=self._reap, name="lsr-compile-reaper", daemon=True).start()
+
+    def _compile(self, dim: int, values: str, search_too: bool) -> None:
+        try:
+            compile_build(dim, values)
+            if search_too:
+                compile_search(dim, values)
+            log.debug("Seismic %s kernels ready after %.1f s", "build and search" if search_too else "build",
+                      time.perf_counter() - self._start)  # fmt: skip
+        except Exception:  # noqa: BLE001 - only a head start: the real calls compile what this missed
+            log.warning("compiling the Seismic kernels in the background failed", exc_info=True)
+
+    def _reap(self) -> None:
+        """Wait for the child (so it never lingers as a zombie) and log a failure."""
+        child = self.child
+        err = child.stderr.read() if child.stderr else b""
+        code = child.wait()
+        self.child_ok = code == 0
+        log.debug("the child compiling the Seismic search kernels exited (%s) after %.1f s", code,
+                  time.perf_counter() - self._start)  # fmt: skip
+        if code:
+            last = (err.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+            log.info("compiling the Seismic search kernels in a child process failed (exit %s: %s); "
+                     "they compile at the first search", code, last)  # fmt: skip
+        self._child_done.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread and the child (at most `timeout`, default `CHILD_TIMEOUT`, for
+        the child: then it is stopped, and the first search compiles its kernels)."""
+        self.thread.join()
+        if self.child is None:
+            return
+        if not self._child_done.wait(CHILD_TIMEOUT if timeout is None else timeout):
+            log.info("compiling the Seismic search kernels in a child process takes too long; stopping it")
+        self.close()
+
+    def close(self) -> None:
+        """Stop the child if it still runs (it exits when its stdin closes), and reap it."""
+        child = self.child
+        if child is None:
+            return
+        if child.stdin and not child.stdin.closed:
+            child.stdin.close()
+        try:
+            child.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        self._child_done.wait(STOP_GRACE)
+
+
+def start(dim: int, values: str = "float16") -> Precompile:
+    """Start compiling the kernels of a Seismic build over `dim` columns and of its first
+    search (see the module docstring); `join()` the result before that search."""
+    return Precompile(dim, values)
+
+
+def child_command(dim: int, values: str) -> list[str]:
+    """The command line of the child compiling the search kernels."""
+    return [sys.executable, "-m", "lsr.indexer.precompile", str(int(dim)), values]
+
+
+def _start_child(dim: int, values: str) -> subprocess.Popen | None:
+    """The child compiling the search kernels, or None when it cannot start."""
+    try:
+        return subprocess.Popen(
+            child_command(dim, values),
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )  # fmt: skip
+    except OSError as err:
+        log.info("cannot start a process to compile the Seismic search kernels (%s)", err)
+        return None
+
+
+def _exit_when_stdin_closes() -> None:
+    """The child's watchdog: the parent closed the pipe (done waiting, or gone). Unbuffered
+    reads: a daemon thread blocked in `sys.stdin` would abort the interpreter's shutdown."""
+    while os.read(0, 4096):
+        pass
+    os._exit(0)
+
+
+def main(argv: list[str]) -> None:
+    threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
+    compile_search(int(argv[0]), argv[1])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
