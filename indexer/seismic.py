@@ -162,7 +162,7 @@ def _build_lists_parallel(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_
     total = int(list_ptr[-1])
     n_ranges = max(1, min(dim, n_threads * 16))
     cuts = np.searchsorted(list_ptr, np.linspace(0, total, n_ranges + 1)[1:-1], side="right")
-    bounds = np.unique(np.concatenate([[0], cuts, [dim]]))
+    bounds = np.unique(np.concatenate([[0], np.minimum(cuts, dim), [dim]]))  # no postings: cuts = dim + 1
 
     def run(i: int) -> tuple:
         return kb.build_lists(int(bounds[i]), int(bounds[i + 1]), list_ptr, docs, forward, top_c, top_v, dim,
