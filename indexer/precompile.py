@@ -4,10 +4,12 @@ A first (cold) `lsr index` spends most of its time compiling Numba kernels. Numb
 under one lock per process and holds the GIL while it types and lowers, so a second thread
 adds no compiler. `start(dim, values)` therefore splits the work between two processes:
 
-- a thread of this process builds, saves and loads a 3-document index: the build kernels;
-- a child process (`python -m lsr.indexer.precompile DIM VALUES`) searches a 3-document index
-  assembled in NumPy (no build kernel runs there): the search kernels, written to the cache,
-  which this process loads at its first search instead of compiling them.
+- a thread of this process compiles `seismic_build.build_lists` (the blocks and summaries,
+  the largest kernel), on lists without postings;
+- a child process (`python -m lsr.indexer.precompile DIM VALUES`) compiles the pruning and
+  top-component kernels on 3 documents, says so on its stdout, then the search kernels on a
+  3-document index assembled in NumPy, all written to the cache, which this process loads at
+  the first call instead of compiling.
 
 The two sides compile disjoint sets of cached kernels (their one shared callee,
 `sorting.stable_argsort`, is not cached on disk): Numba writes each kernel's cache index and
@@ -28,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from lsr.sparse import SparseVectors
 
 log = logging.getLogger(__name__)
 
+DOC_CUT = 15  # any: the kernels' types do not depend on it
 CHILD_TIMEOUT = 300.0  # seconds `join` waits for the child: a hung child costs no more than this
 STOP_GRACE = 5.0  # seconds a child has to exit once its stdin is closed, before it is killed
 
@@ -48,16 +50,38 @@ def tiny_vectors(dim: int) -> SparseVectors:
     return SparseVectors.from_rows(rows, max(int(dim), 1))
 
 
-def compile_build(dim: int, values: str = "float16") -> None:
-    """Compile (and cache) the build kernels a `SeismicIndex.build` over `dim` columns calls:
-    a 3-document index built from chunks (as `Retriever.build` streams them), saved and
-    loaded (no search: the child compiles that)."""
-    from lsr.indexer.seismic import SeismicIndex
+def _tiny_forward(dim: int, scratch: str) -> tuple:
+    """`tiny_vectors(dim)` as a build sees them: spilled chunks (`seismic._SpilledForward`)."""
+    from lsr.indexer.seismic import _SpilledForward
+
+    spill = _SpilledForward(scratch)
+    spill.add(tiny_vectors(dim))
+    return spill.finish()
+
+
+def compile_prune(dim: int) -> None:
+    """Compile (and cache) the kernels of a build's first steps over `dim` columns: pruning
+    into inverted lists and each document's top components (the child's first part)."""
+    from lsr.indexer import seismic
 
     with tempfile.TemporaryDirectory(prefix="lsr-compile-") as tmp:
-        built = SeismicIndex.build([tiny_vectors(dim)], n_postings=1, values=values, threads=1, scratch_dir=tmp)
-        built.save(Path(tmp) / "ix")
-        SeismicIndex.load(Path(tmp) / "ix")
+        fwd_ptr, fwd_idx, fwd_val, dim = _tiny_forward(dim, tmp)
+        seismic._prune(fwd_ptr, fwd_idx, fwd_val, dim, 1, 1.5)
+        seismic._top_components(fwd_ptr, fwd_idx, fwd_val, DOC_CUT, 1)
+
+
+def compile_lists(dim: int) -> None:
+    """Compile (and cache) `build_lists` as a build over `dim` columns calls it, on lists
+    without postings (its inputs in the types `_prune` and `_top_components` give them), so
+    that no other kernel runs."""
+    from lsr.indexer import seismic
+
+    with tempfile.TemporaryDirectory(prefix="lsr-compile-") as tmp:
+        fwd_ptr, fwd_idx, fwd_val, dim = _tiny_forward(dim, tmp)
+        n = len(fwd_ptr) - 1
+        top_c, top_v = np.full((n, DOC_CUT), -1, np.int32), np.zeros((n, DOC_CUT), np.float32)
+        seismic._build_lists_parallel(np.zeros(dim + 1, np.int64), np.zeros(0, np.int32), fwd_ptr, fwd_idx, fwd_val,
+                                      top_c, top_v, dim, 0.1, 2, 0, 0.4, 1)  # fmt: skip
 
 
 def no_postings(n_lists: int) -> tuple[np.ndarray, ...]:
@@ -88,44 +112,62 @@ def compile_search(dim: int, values: str = "float16") -> None:
 
 
 class Precompile:
-    """The build kernels compiling in a thread, the search kernels in a child process; `join()`
-    before the first search. Started by `start`."""
+    """The build kernels compiling in a thread and a child process, the search kernels in the
+    child: `wait_build()` before the build, `join()` before the first search. Made by `start`."""
 
     def __init__(self, dim: int, values: str = "float16") -> None:
         self._start = time.perf_counter()
-        self.child = _start_child(dim, values)
+        self._build_ready = threading.Event()  # the child compiled its build kernels (or is gone)
         self._child_done = threading.Event()
         self.child_ok = False
-        search_here = self.child is None  # no child: this thread compiles the search kernels too
-        self.thread = threading.Thread(target=self._compile, args=(dim, values, search_here),
+        self.child = _start_child(dim, values)
+        if self.child is None:
+            self._build_ready.set()
+        else:
+            threading.Thread(target=self._follow_child, name="lsr-compile-child", daemon=True).start()
+        self.thread = threading.Thread(target=self._compile, args=(dim, values, self.child is None),
                                        name="lsr-seismic-compile", daemon=True)  # fmt: skip
         self.thread.start()
-        if self.child is not None:
-            threading.Thread(target=self._reap, name="lsr-compile-reaper", daemon=True).start()
 
-    def _compile(self, dim: int, values: str, search_too: bool) -> None:
+    def _compile(self, dim: int, values: str, everything: bool) -> None:
+        """The thread: `build_lists`; without a child, the child's kernels too."""
         try:
-            compile_build(dim, values)
-            if search_too:
+            compile_lists(dim)
+            if everything:
+                compile_prune(dim)
                 compile_search(dim, values)
-            log.debug("Seismic %s kernels ready after %.1f s", "build and search" if search_too else "build",
+            log.debug("Seismic %s kernels compiled after %.1f s", "all" if everything else "build_lists",
                       time.perf_counter() - self._start)  # fmt: skip
         except Exception:  # noqa: BLE001 - only a head start: the real calls compile what this missed
             log.warning("compiling the Seismic kernels in the background failed", exc_info=True)
 
-    def _reap(self) -> None:
-        """Wait for the child (so it never lingers as a zombie) and log a failure."""
+    def _follow_child(self) -> None:
+        """Read the child's "build" line, wait for it (so it never lingers as a zombie), log a
+        failure."""
         child = self.child
-        err = child.stderr.read() if child.stderr else b""
+        for line in child.stdout:
+            if line.strip() == b"build":
+                self._build_ready.set()
+        err = child.stderr.read()
         code = child.wait()
         self.child_ok = code == 0
-        log.debug("the child compiling the Seismic search kernels exited (%s) after %.1f s", code,
+        self._build_ready.set()
+        log.debug("the child compiling Seismic kernels exited (%s) after %.1f s", code,
                   time.perf_counter() - self._start)  # fmt: skip
         if code:
             last = (err.decode(errors="replace").strip().splitlines() or ["?"])[-1]
-            log.info("compiling the Seismic search kernels in a child process failed (exit %s: %s); "
-                     "they compile at the first search", code, last)  # fmt: skip
+            log.info("compiling Seismic kernels in a child process failed (exit %s: %s); "
+                     "they compile at their first call", code, last)  # fmt: skip
         self._child_done.set()
+
+    def wait_build(self, timeout: float | None = None) -> None:
+        """Wait until the child has cached the build's first kernels (pruning, top components;
+        at most `timeout`, default `CHILD_TIMEOUT`), so that the build loads them rather than
+        compiling them again. `build_lists` may still be compiling in the thread: the build's
+        call waits for it."""
+        if not self._build_ready.wait(CHILD_TIMEOUT if timeout is None else timeout):
+            log.info("compiling Seismic kernels in a child process takes too long; stopping it")
+            self.close()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the thread and the child (at most `timeout`, default `CHILD_TIMEOUT`, for
@@ -134,7 +176,7 @@ class Precompile:
         if self.child is None:
             return
         if not self._child_done.wait(CHILD_TIMEOUT if timeout is None else timeout):
-            log.info("compiling the Seismic search kernels in a child process takes too long; stopping it")
+            log.info("compiling Seismic kernels in a child process takes too long; stopping it")
         self.close()
 
     def close(self) -> None:
@@ -159,16 +201,16 @@ def start(dim: int, values: str = "float16") -> Precompile:
 
 
 def child_command(dim: int, values: str) -> list[str]:
-    """The command line of the child compiling the search kernels."""
+    """The command line of the child (`main`)."""
     return [sys.executable, "-m", "lsr.indexer.precompile", str(int(dim)), values]
 
 
 def _start_child(dim: int, values: str) -> subprocess.Popen | None:
-    """The child compiling the search kernels, or None when it cannot start."""
+    """The child compiling the pruning and search kernels, or None when it cannot start."""
     try:
         return subprocess.Popen(
             child_command(dim, values),
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )  # fmt: skip
     except OSError as err:
@@ -185,8 +227,12 @@ def _exit_when_stdin_closes() -> None:
 
 
 def main(argv: list[str]) -> None:
+    """The child: `compile_prune`, the line "build", `compile_search`."""
     threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
-    compile_search(int(argv[0]), argv[1])
+    dim, values = int(argv[0]), argv[1]
+    compile_prune(dim)
+    print("build", flush=True)
+    compile_search(dim, values)
 
 
 if __name__ == "__main__":

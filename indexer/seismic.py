@@ -135,6 +135,21 @@ class _SpilledForward:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _prune(fwd_ptr, fwd_idx, fwd_val, dim: int, n_postings: int, max_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The inverted lists (`list_ptr`, `docs`) of the postings kept by global-threshold pruning
+    (`n_postings * dim` largest values) and the per-list cap (`seismic_build._invert`)."""
+    nnz = len(fwd_val)
+    budget = int(n_postings) * dim
+    if nnz <= budget:
+        threshold = np.float32(-np.inf)
+        n_equal = 0
+    else:
+        threshold = np.partition(fwd_val, nnz - budget)[nnz - budget]
+        n_equal = budget - int(np.count_nonzero(fwd_val > threshold))
+    cap = max(1, int(np.float32(n_postings) * np.float32(max_fraction)))
+    return kb._invert(fwd_ptr, fwd_idx, fwd_val, dim, np.float32(threshold), n_equal, cap)
+
+
 def _top_components(fwd_ptr, fwd_idx, fwd_val, doc_cut: int, n_threads: int) -> tuple[np.ndarray, np.ndarray]:
     """Per document its `doc_cut` largest components and values (`[n, doc_cut]`, padded with
     -1 / 0), from `seismic_build.top_components` over document ranges on `n_threads` threads."""
@@ -312,18 +327,9 @@ class SeismicIndex:
             log.warning("vector values exceed float16's range (%g): forward values stored as float32", F16_MAX)
             values = "float32"
         n_docs = len(fwd_ptr) - 1
-        nnz = len(fwd_val)
         n_threads = resolve_threads(threads or 0)
         # 1. global-threshold pruning
-        budget = int(n_postings) * dim
-        if nnz <= budget:
-            threshold = np.float32(-np.inf)
-            n_equal = 0
-        else:
-            threshold = np.partition(fwd_val, nnz - budget)[nnz - budget]
-            n_equal = budget - int(np.count_nonzero(fwd_val > threshold))
-        cap = max(1, int(np.float32(n_postings) * np.float32(max_fraction)))
-        list_ptr, docs = kb._invert(fwd_ptr, fwd_idx, fwd_val, dim, np.float32(threshold), n_equal, cap)
+        list_ptr, docs = _prune(fwd_ptr, fwd_idx, fwd_val, dim, n_postings, max_fraction)
         t1 = time.perf_counter()
         # 2.-3. blocking and summaries, list ranges of about equal postings on a thread pool
         top_c, top_v = _top_components(fwd_ptr, fwd_idx, fwd_val, int(doc_cut), n_threads)

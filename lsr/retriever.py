@@ -164,6 +164,8 @@ class Retriever:
                 raise LsrError(f"{corpus_path}: no documents to index")
             docs.close()
             fields.save(tmp / FIELDS_DIR)
+            if compiling is not None:
+                compiling.wait_build()  # its first kernels come from the cache, not compiled twice
             built, dim, nnz = cls._build_index(run, len(docs), index, seismic or {}, tmp)
             if compiling is not None:
                 compiling.join()

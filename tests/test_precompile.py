@@ -1,6 +1,7 @@
-"""`lsr.indexer.precompile`: a Seismic build's kernels compile in a thread (build) and a child
-process (search) at once; the child's kernels are loaded from Numba's cache, never compiled
-again; a child that fails or hangs leaves the work to this process."""
+"""`lsr.indexer.precompile`: a Seismic build's kernels compile in a thread (`build_lists`) and a
+child process (pruning, top components, search) at once; the child's kernels are loaded from
+Numba's cache, never compiled again; a child that fails or hangs leaves the work to this
+process."""
 
 import json
 import os
@@ -38,6 +39,7 @@ CHILD_SIDE = """
 import lsr.indexer
 from lsr.indexer import precompile
 assert lsr.indexer.__file__.startswith({site!r}), lsr.indexer.__file__
+precompile.compile_prune({dim})
 precompile.compile_search({dim})
 print(json.dumps(compiled()))
 """
@@ -61,10 +63,11 @@ def run_python(code: str, env: dict, cwd) -> dict:
 
 
 def test_the_childs_search_kernels_are_what_the_parent_loads(tmp_path):
-    """From an empty cache and a read-only install: what `compile_search` compiles (the child's
-    side) lands in `$LSR_CACHE/numba`; a real `Retriever.build` and search afterwards load the
-    search kernel from there (a cache hit, no compilation), and the two sides compile no cached
-    kernel in common (so that running them at once cannot race on a cache index)."""
+    """From an empty cache and a read-only install: what the child compiles (`compile_prune`,
+    `compile_search`) lands in `$LSR_CACHE/numba`; a real `Retriever.build` and search
+    afterwards load those kernels from there (cache hits, no compilation) and compile only
+    `build_lists` (the thread's side); the two sides compile no cached kernel in common (so
+    that running them at once cannot race on a cache index)."""
     site = tmp_path / "site"
     read_only_package(site)
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "PYTHONPATH")}
@@ -72,7 +75,8 @@ def test_the_childs_search_kernels_are_what_the_parent_loads(tmp_path):
     corpus = small_corpus(tmp_path / "c.jsonl")
     # BM25's vocabulary here is 13 words: the search kernels of the <= 65,536-column layout
     child = run_python(CHILD_SIDE.format(site=str(site), dim=13), env, tmp_path)
-    assert "lsr.indexer.seismic_search.search_batch" in child, child
+    assert {"lsr.indexer.seismic_search.search_batch", "lsr.indexer.seismic_build._invert",
+            "lsr.indexer.seismic_build.top_components"} <= set(child), child
     assert list((tmp_path / "cache" / "numba").rglob("seismic_search.search_batch-*.nbi"))
     parent = run_python(PARENT_SIDE.format(corpus=str(corpus), index=str(tmp_path / "ix")), env, tmp_path)
     assert parent["hits"] == 1 and parent["misses"] == 0, parent
@@ -89,6 +93,8 @@ def reference_hits(corpus, path):
 def test_a_failing_child_leaves_the_search_kernels_to_this_process(tmp_path, monkeypatch):
     monkeypatch.setattr(precompile, "child_command", lambda dim, values: [sys.executable, "-c", "raise SystemExit(3)"])
     job = precompile.start(13)
+    job.wait_build(timeout=60)  # returns when the child is gone, without its "build" line
+    assert job._build_ready.is_set()
     job.join()
     assert job.child.returncode == 3 and not job.child_ok
     corpus = small_corpus(tmp_path / "c.jsonl")
