@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -206,10 +207,14 @@ def child_command(dim: int, values: str) -> list[str]:
 
 
 def _start_child(dim: int, values: str) -> subprocess.Popen | None:
-    """The child compiling the pruning and search kernels, or None when it cannot start."""
+    """The child compiling the pruning and search kernels, or None when it cannot start. It
+    runs in the folder holding this `lsr` package: `python -m` imports from the working
+    folder first, which could hold another `lsr`."""
+    import lsr
+
     try:
         return subprocess.Popen(
-            child_command(dim, values),
+            child_command(dim, values), cwd=Path(lsr.__file__).resolve().parents[1],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )  # fmt: skip

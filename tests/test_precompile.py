@@ -140,3 +140,13 @@ def test_the_childs_index_has_the_types_of_a_built_one():
                             np.zeros((3, 15), np.int32), np.zeros((3, 15), np.float32), 300, 0.1, 2, 0, 0.4)  # fmt: skip
     mine = precompile.no_postings(300)
     assert [(a.dtype, a.shape) for a in kernel] == [(a.dtype, a.shape) for a in mine]
+
+
+def test_the_child_imports_this_lsr_whatever_the_working_folder(tmp_path, monkeypatch):
+    """`python -m` imports from the working folder first: the child runs beside this `lsr`."""
+    (tmp_path / "lsr").mkdir()
+    (tmp_path / "lsr" / "__init__.py").write_text("raise ImportError('another lsr')\n")
+    monkeypatch.chdir(tmp_path)
+    job = precompile.start(13)
+    job.join()
+    assert job.child_ok
