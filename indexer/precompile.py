@@ -116,12 +116,12 @@ class Precompile:
     """The build kernels compiling in a thread and a child process, the search kernels in the
     child: `wait_build()` before the build, `join()` before the first search. Made by `start`."""
 
-    def __init__(self, dim: int, values: str = "float16") -> None:
+    def __init__(self, dim: int, values: str = "float16", child: bool = True) -> None:
         self._start = time.perf_counter()
         self._build_ready = threading.Event()  # the child compiled its build kernels (or is gone)
         self._child_done = threading.Event()
         self.child_ok = False
-        self.child = _start_child(dim, values)
+        self.child = _start_child(dim, values) if child else None
         if self.child is None:
             self._build_ready.set()
         else:
@@ -195,10 +195,24 @@ class Precompile:
         self._child_done.wait(STOP_GRACE)
 
 
-def start(dim: int, values: str = "float16") -> Precompile:
+def start(dim: int, values: str = "float16", child: bool | None = None) -> Precompile:
     """Start compiling the kernels of a Seismic build over `dim` columns and of its first
-    search (see the module docstring); `join()` the result before that search."""
-    return Precompile(dim, values)
+    search (see the module docstring); `join()` the result before that search. `child`: use
+    a child process (None: unless the cache already holds a search kernel, when the thread
+    only loads what is cached and a child would only add its start-up)."""
+    return Precompile(dim, values, child=not search_cached() if child is None else child)
+
+
+def search_cached() -> bool:
+    """Whether Numba's cache holds the Seismic search kernel for some signature (a warm cache;
+    maybe for another layout, which then compiles in the thread). Reads Numba's cache index
+    through its private attributes: any surprise answers False (a child is started)."""
+    from lsr.indexer import seismic_search
+
+    try:
+        return bool(seismic_search.search_batch._cache._cache_file._load_index())
+    except Exception:  # noqa: BLE001 - another Numba version: no shortcut
+        return False
 
 
 def child_command(dim: int, values: str) -> list[str]:

@@ -92,7 +92,7 @@ def reference_hits(corpus, path):
 
 def test_a_failing_child_leaves_the_search_kernels_to_this_process(tmp_path, monkeypatch):
     monkeypatch.setattr(precompile, "child_command", lambda dim, values: [sys.executable, "-c", "raise SystemExit(3)"])
-    job = precompile.start(13)
+    job = precompile.start(13, child=True)
     job.wait_build(timeout=60)  # returns when the child is gone, without its "build" line
     assert job._build_ready.is_set()
     job.join()
@@ -106,7 +106,7 @@ def test_a_failing_child_leaves_the_search_kernels_to_this_process(tmp_path, mon
 
 def test_a_child_that_cannot_start_leaves_it_to_the_thread(monkeypatch):
     monkeypatch.setattr(precompile, "child_command", lambda dim, values: ["/nonexistent/python"])
-    job = precompile.start(13)
+    job = precompile.start(13, child=True)
     job.join()
     assert job.child is None
 
@@ -114,7 +114,7 @@ def test_a_child_that_cannot_start_leaves_it_to_the_thread(monkeypatch):
 def test_joining_early_stops_the_child_through_its_stdin():
     """The child exits as soon as its stdin closes (its parent done waiting, or gone): `join`
     with no time left returns at once and leaves no process behind."""
-    job = precompile.start(13)
+    job = precompile.start(13, child=True)
     start = time.perf_counter()
     job.join(timeout=0)
     assert time.perf_counter() - start < precompile.STOP_GRACE
@@ -124,7 +124,7 @@ def test_joining_early_stops_the_child_through_its_stdin():
 def test_a_child_that_ignores_its_stdin_is_killed(monkeypatch):
     monkeypatch.setattr(precompile, "child_command", lambda dim, values: [sys.executable, "-c", "import time; time.sleep(60)"])
     monkeypatch.setattr(precompile, "STOP_GRACE", 0.5)
-    job = precompile.start(13)
+    job = precompile.start(13, child=True)
     job.join(timeout=0)
     assert job.child.returncode is not None and job.child.returncode < 0  # killed, and reaped
 
@@ -147,6 +147,21 @@ def test_the_child_imports_this_lsr_whatever_the_working_folder(tmp_path, monkey
     (tmp_path / "lsr").mkdir()
     (tmp_path / "lsr" / "__init__.py").write_text("raise ImportError('another lsr')\n")
     monkeypatch.chdir(tmp_path)
-    job = precompile.start(13)
+    job = precompile.start(13, child=True)
     job.join()
     assert job.child_ok
+
+
+def test_a_warm_cache_starts_no_child(tmp_path):
+    """Once the search kernel is cached, `start` leaves the loading to its thread (a child
+    would only add its start-up); from an empty cache it starts one."""
+    code = ("from lsr.indexer import precompile\n"
+            "print(precompile.search_cached())\n"
+            "precompile.compile_search(13)\n"
+            "job = precompile.start(13)\njob.join()\n"
+            "print(precompile.search_cached(), job.child is None)\n")  # fmt: skip
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["False", "True", "True"]
