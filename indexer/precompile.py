@@ -17,7 +17,7 @@ data files atomically, but two processes adding different signatures of one kern
 same moment can pair an index entry with the other's data file.
 
 The child is a head start only: if it cannot start, fails, or outlives `CHILD_TIMEOUT`, this
-process compiles what it missed at the first call. It exits when its stdin closes (this
+process compiles what it missed at the first call; with a warm cache none is started. It exits when its stdin closes (this
 process gone or done waiting), and a thread reaps it, so it never lingers or turns zombie.
 """
 
