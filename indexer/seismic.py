@@ -135,6 +135,21 @@ class _SpilledForward:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _prune(fwd_ptr, fwd_idx, fwd_val, dim: int, n_postings: int, max_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The inverted lists (`list_ptr`, `docs`) of the postings kept by global-threshold pruning
+    (`n_postings * dim` largest values) and the per-list cap (`seismic_build._invert`)."""
+    nnz = len(fwd_val)
+    budget = int(n_postings) * dim
+    if nnz <= budget:
+        threshold = np.float32(-np.inf)
+        n_equal = 0
+    else:
+        threshold = np.partition(fwd_val, nnz - budget)[nnz - budget]
+        n_equal = budget - int(np.count_nonzero(fwd_val > threshold))
+    cap = max(1, int(np.float32(n_postings) * np.float32(max_fraction)))
+    return kb._invert(fwd_ptr, fwd_idx, fwd_val, dim, np.float32(threshold), n_equal, cap)
+
+
 def _top_components(fwd_ptr, fwd_idx, fwd_val, doc_cut: int, n_threads: int) -> tuple[np.ndarray, np.ndarray]:
     """Per document its `doc_cut` largest components and values (`[n, doc_cut]`, padded with
     -1 / 0), from `seismic_build.top_components` over document ranges on `n_threads` threads."""
@@ -162,7 +177,7 @@ def _build_lists_parallel(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_
     total = int(list_ptr[-1])
     n_ranges = max(1, min(dim, n_threads * 16))
     cuts = np.searchsorted(list_ptr, np.linspace(0, total, n_ranges + 1)[1:-1], side="right")
-    bounds = np.unique(np.concatenate([[0], cuts, [dim]]))
+    bounds = np.unique(np.concatenate([[0], np.minimum(cuts, dim), [dim]]))  # no postings: cuts = dim + 1
 
     def run(i: int) -> tuple:
         return kb.build_lists(int(bounds[i]), int(bounds[i + 1]), list_ptr, docs, forward, top_c, top_v, dim,
@@ -312,18 +327,9 @@ class SeismicIndex:
             log.warning("vector values exceed float16's range (%g): forward values stored as float32", F16_MAX)
             values = "float32"
         n_docs = len(fwd_ptr) - 1
-        nnz = len(fwd_val)
         n_threads = resolve_threads(threads or 0)
         # 1. global-threshold pruning
-        budget = int(n_postings) * dim
-        if nnz <= budget:
-            threshold = np.float32(-np.inf)
-            n_equal = 0
-        else:
-            threshold = np.partition(fwd_val, nnz - budget)[nnz - budget]
-            n_equal = budget - int(np.count_nonzero(fwd_val > threshold))
-        cap = max(1, int(np.float32(n_postings) * np.float32(max_fraction)))
-        list_ptr, docs = kb._invert(fwd_ptr, fwd_idx, fwd_val, dim, np.float32(threshold), n_equal, cap)
+        list_ptr, docs = _prune(fwd_ptr, fwd_idx, fwd_val, dim, n_postings, max_fraction)
         t1 = time.perf_counter()
         # 2.-3. blocking and summaries, list ranges of about equal postings on a thread pool
         top_c, top_v = _top_components(fwd_ptr, fwd_idx, fwd_val, int(doc_cut), n_threads)
@@ -556,29 +562,3 @@ class SeismicIndex:
                 raise damaged(path / "sum_entry.npy", "summary entries name blocks outside their group")
         self._checked = True
 
-
-def compile_in_background(dim: int, values: str = "float16") -> threading.Thread:
-    """Start compiling the kernels a Seismic build over `dim` columns and its first search
-    will call (and caching them on disk), on a 3-document index built, saved, loaded and
-    searched in a daemon thread. A build that is still encoding (a model's torch ops release
-    the GIL) then finds them compiled: Numba compiles each signature once per process, and a
-    caller that arrives while it compiles waits for it. Join the thread before the first
-    search; a failure is logged, and the kernels then compile when first called."""
-
-    def run() -> None:
-        import tempfile
-
-        top = max(int(dim) - 1, 0)
-        rows = [([0], [1.0]), ([0, top], [0.5, 2.0]), ([top], [1.5])] if top else [([0], [1.0])] * 3
-        tiny = SparseVectors.from_rows(rows, max(int(dim), 1))
-        try:
-            with tempfile.TemporaryDirectory(prefix="lsr-compile-") as tmp:
-                # as chunks, the way `Retriever.build` streams them (memory-mapped forward arrays)
-                SeismicIndex.build([tiny], n_postings=1, values=values, threads=1, scratch_dir=tmp).save(Path(tmp) / "ix")
-                SeismicIndex.load(Path(tmp) / "ix").search(tiny[:1], k=1, threads=1)
-        except Exception:  # noqa: BLE001 - only a head start: the real call compiles what this missed
-            log.warning("compiling the Seismic kernels in the background failed", exc_info=True)
-
-    thread = threading.Thread(target=run, name="lsr-seismic-compile", daemon=True)
-    thread.start()
-    return thread

@@ -14,7 +14,12 @@ from numba import njit
 
 RUN = 16  # sorted by insertion before merging
 
-@njit(cache=True, nogil=True)
+
+# Not cached on disk: the build and the search kernels, compiled at the same time in two
+# processes (`lsr.indexer.precompile`), both call it with different key types, and two
+# processes adding signatures to one kernel's cache index at once can lose or mismatch
+# entries. Its callers' cache entries hold its code.
+@njit(cache=False, nogil=True)
 def stable_argsort(keys, lo, hi, descending):
     """Positions `0 .. hi-lo-1` of `keys[lo:hi]` ordered by key (descending or ascending),
     equal keys in position order: `np.argsort(±keys[lo:hi], kind="stable")`, int64."""

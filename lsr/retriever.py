@@ -152,18 +152,20 @@ class Retriever:
             docs = DocStoreWriter(tmp / "docs")
             fields = FieldsWriter(keep_fields)
             run = encoder.document_pass(batch_size=batch_size, max_length=max_length)
-            compiling = None  # Seismic's kernels compile in a thread while the documents encode
+            compiling = None  # Seismic's kernels compile (a thread, a child process) while the documents encode
             for doc in _encode_documents(reader, run, batch_size, progress):
                 docs.add(doc.doc_id, doc.title, doc.text, doc.where)
                 fields.add(doc.record)
                 if compiling is None and (index == "seismic" or (index == "auto" and len(docs) == SEISMIC_THRESHOLD)):
-                    from lsr.indexer.seismic import compile_in_background
+                    from lsr.indexer import precompile
 
-                    compiling = compile_in_background(encoder.dim, (seismic or {}).get("values", "float16"))
+                    compiling = precompile.start(encoder.dim, (seismic or {}).get("values", "float16"))
             if len(docs) == 0:
                 raise LsrError(f"{corpus_path}: no documents to index")
             docs.close()
             fields.save(tmp / FIELDS_DIR)
+            if compiling is not None:
+                compiling.wait_build()  # its first kernels come from the cache, not compiled twice
             built, dim, nnz = cls._build_index(run, len(docs), index, seismic or {}, tmp)
             if compiling is not None:
                 compiling.join()

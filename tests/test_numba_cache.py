@@ -92,15 +92,17 @@ COVERED = """
 import json, pathlib, sys, tempfile
 import numpy as np
 from lsr import Retriever
-from lsr.indexer import seismic, seismic_build, seismic_search, sorting, topk
+from lsr.indexer import precompile, seismic, seismic_build, seismic_search, sorting, topk
 from lsr.sparse import SparseVectors
+
+precompile._start_child = lambda dim, values: None  # the thread compiles both sides, in this process
 
 def compiled():
     return {(m.__name__, n): len(f.signatures) for m in (seismic_build, seismic_search, sorting, topk)
             for n, f in vars(m).items() if hasattr(f, "signatures")}
 
-seismic.compile_in_background(1).join()  # BM25's dim is 0 until fitted: the <= 65,536 layout
-seismic.compile_in_background(100_000, "float32").join()
+precompile.start(1).join()  # BM25's dim is 0 until fitted: the <= 65,536 layout
+precompile.start(100_000, "float32").join()
 before = compiled()
 tmp = pathlib.Path(tempfile.mkdtemp())
 words = "cats dogs purr bark sun moon rain snow tree river stone bird fish".split()
@@ -122,9 +124,11 @@ print(json.dumps({f"{m}.{n}": [before.get((m, n), 0), c] for (m, n), c in after.
 
 
 def test_background_compilation_covers_what_a_build_and_its_first_search_call(tmp_path):
-    """`compile_in_background` compiles every Seismic kernel signature that a `Retriever.build`
-    (BM25, streamed chunks) and its first search, and a build over 100,000 columns with float32
-    values, then call: nothing is compiled after it (a fresh process)."""
+    """`precompile.start` (without its child: `compile_build` and `compile_search` in one thread)
+    compiles every Seismic kernel signature that a `Retriever.build` (BM25, streamed chunks)
+    and its first search, and a build over 100,000 columns with float32 values, then call:
+    nothing is compiled after it (a fresh process). tests/test_precompile.py checks that the
+    child's search kernels are the ones the parent's search loads."""
     done = subprocess.run([sys.executable, "-c", COVERED], capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {}

@@ -400,3 +400,13 @@ def test_tiny_collection_gets_every_matching_document(data_dir, values):
         assert set(a[a >= 0]) == set(b[b >= 0])
     if values == "float32":
         np.testing.assert_allclose(scores[ids >= 0], exact_scores[exact_ids >= 0], rtol=1e-5)
+
+
+def test_vectors_without_components_build_an_empty_index():
+    """No posting at all (every vector empty): the list ranges of the build stay inside the
+    lists (they ran one past the end: a crash in the kernel), and a search finds nothing."""
+    empty = SparseVectors(np.zeros(4, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), 10)
+    index = SeismicIndex.build(empty, threads=2)
+    assert index.stats()["postings"] == 0
+    ids, _ = index.search(SparseVectors.from_rows([([1], [1.0])], 10), k=2)
+    assert (ids == -1).all()
