@@ -11,7 +11,9 @@ Forward index words pack a component and its value: `uint32` = component (low 16
 float16 value (high 16); `uint64` = component (low 32) | float32 value (high 32). A
 document's dot product with the dense query is one loop over its words (vectorised: fastmath
 lets LLVM reorder the sum). Documents are prefetched a few ahead of the one being scored, so
-the cache misses of the forward index overlap with work.
+the cache misses of the forward index overlap with work. Documents are the index's own
+numbers (`layout`: similar documents side by side); the heap holds their collection rows
+(`doc_ids`), looked up only for a document whose score may enter it.
 """
 
 from __future__ import annotations
@@ -174,10 +176,11 @@ def _take_unseen(post_docs, fwd_ptr, p0, p1, visited, seen, n_seen, allowed):
 
 
 @njit(cache=True)
-def _score_docs(fwd_ptr, fwd_words, post_docs, seen, c0, n_c, np0, np1, primed, qdense, hs, hid, size, k):
-    """Score the documents seen[c0:c0+n_c] exactly and offer them to the heap; returns the
-    heap's size. Documents are prefetched PREFETCH_AHEAD ahead, running on into the next
-    block's post_docs[np0:np1]; `primed`: the first ones were prefetched by the last block."""
+def _score_docs(fwd_ptr, fwd_words, post_docs, doc_ids, seen, c0, n_c, np0, np1, primed, qdense, hs, hid, size, k):
+    """Score the documents seen[c0:c0+n_c] exactly and offer them to the heap under their
+    collection rows (`doc_ids`: ties rank the lower row first); returns the heap's size.
+    Documents are prefetched PREFETCH_AHEAD ahead, running on into the next block's
+    post_docs[np0:np1]; `primed`: the first ones were prefetched by the last block."""
     line = 64 // fwd_words.itemsize
     if not primed:
         for i in range(min(PREFETCH_AHEAD, n_c)):
@@ -190,7 +193,8 @@ def _score_docs(fwd_ptr, fwd_words, post_docs, seen, c0, n_c, np0, np1, primed, 
             _prefetch_doc(fwd_ptr, fwd_words, np.uint32(post_docs[np0 + j - n_c]), line)
         d = np.uint32(seen[c0 + i])
         s = doc_dot(fwd_words, fwd_ptr[d], fwd_ptr[d + np.uint32(1)], qdense)
-        size = heap_push(hs, hid, size, k, s, d)
+        if size < k or s >= hs[0]:  # the row is looked up only for a document that may enter
+            size = heap_push(hs, hid, size, k, s, np.int64(doc_ids[d]))
     return size
 
 
@@ -222,8 +226,8 @@ def _scan_list(ix, t, sc, blocks, by_score, nb, heap_factor, k, qdense, visited,
             np1 = ix.block_doc_ptr[b0 + nb_ + 1]
             for p in range(np0, min(np1, np0 + PREFETCH_AHEAD)):
                 prefetch(ix.fwd_ptr, ix.post_docs[p])
-        size = _score_docs(ix.fwd_ptr, ix.fwd_words, ix.post_docs, seen, c0, n_c, np0, np1, primed, qdense,
-                           hs, hid, size, k)
+        size = _score_docs(ix.fwd_ptr, ix.fwd_words, ix.post_docs, ix.doc_ids, seen, c0, n_c, np0, np1, primed,
+                           qdense, hs, hid, size, k)
         primed = n_c >= PREFETCH_AHEAD
         bi = nbi
     return size, n_seen

@@ -99,6 +99,7 @@ def test_pruning_budget_and_cap():
     m = docs.to_scipy().tocsc()
     t = int(np.argmax(post_lens))
     kept = a["post_docs"][a["block_doc_ptr"][a["list_block_ptr"][t]] : a["block_doc_ptr"][a["list_block_ptr"][t + 1]]]
+    kept = a["doc_ids"][kept]  # index numbers → collection rows
     col = m[:, t].toarray().ravel()
     assert col[kept].min() >= np.sort(col)[::-1][len(kept) - 1]
 
@@ -318,7 +319,7 @@ def _reference_summary_scores(index, docs, t, query):
     out = []
     for gb in range(a["list_block_ptr"][t], a["list_block_ptr"][t + 1]):
         maxv, order = {}, []
-        for d in a["post_docs"][a["block_doc_ptr"][gb] : a["block_doc_ptr"][gb + 1]]:
+        for d in a["doc_ids"][a["post_docs"][a["block_doc_ptr"][gb] : a["block_doc_ptr"][gb + 1]]]:
             for c, v in zip(*docs.row(int(d))):
                 if c not in maxv:
                     order.append(c)
@@ -400,3 +401,46 @@ def test_tiny_collection_gets_every_matching_document(data_dir, values):
         assert set(a[a >= 0]) == set(b[b >= 0])
     if values == "float32":
         np.testing.assert_allclose(scores[ids >= 0], exact_scores[exact_ids >= 0], rtol=1e-5)
+
+
+def test_renumbering_changes_no_result(data, index):
+    """The index numbers documents by their largest components; the same blocks in collection
+    numbering (postings mapped back, forward index in row order) answer every query alike."""
+    from lsr.indexer import seismic_build as kb
+    from lsr.indexer.seismic import pack_forward
+
+    docs, queries = data
+    a, n = index._a, len(docs)
+    identity = np.arange(n, dtype=np.int32)
+    assert not np.array_equal(a["doc_ids"], identity)
+    post = a["doc_ids"][a["post_docs"]]
+    kb.renumber_postings(post, a["block_doc_ptr"], identity)  # the identity map: blocks sorted by row
+    ptr, words = pack_forward(docs.indptr, docs.indices, docs.values, identity, docs.dim, index.params["values"])
+    plain = SeismicIndex(dict(a, post_docs=post, fwd_ptr=ptr, fwd_words=words, doc_ids=identity), index.params,
+                         index.dim, n)
+    for query_cut, heap_factor in [(3, 1.0), (5, 0.8), (10, 0.0)]:
+        ours = index.search(queries, k=10, query_cut=query_cut, heap_factor=heap_factor)
+        theirs = plain.search(queries, k=10, query_cut=query_cut, heap_factor=heap_factor)
+        np.testing.assert_array_equal(ours[0], theirs[0])
+        np.testing.assert_array_equal(ours[1], theirs[1])
+    assert index.forward_vectors() == plain.forward_vectors() == SparseVectors(
+        docs.indptr, docs.indices, docs.values.astype(np.float16).astype(np.float32), docs.dim)
+    rows = np.array([7, 2, 2999, 0])
+    assert index.forward_vectors(rows) == plain.forward_vectors(rows)
+
+
+def test_doc_order_groups_documents_by_their_largest_components():
+    from lsr.indexer.seismic import doc_order
+
+    top_c = np.array([[5, 1], [2, 9], [5, 0], [-1, -1], [2, 9], [5, 1]], dtype=np.int32)
+    assert doc_order(top_c, 10).tolist() == [3, 1, 4, 2, 0, 5]  # no components first; ties in row order
+    assert doc_order(np.zeros((3, 0), np.int32), 10).tolist() == [0, 1, 2]
+
+
+def test_damaged_numbering_is_found(tmp_path, index):
+    index.save(tmp_path / "ix")
+    ids = np.load(tmp_path / "ix" / "doc_ids.npy", mmap_mode="r+")
+    ids[0] = ids[1]
+    ids.flush()
+    with pytest.raises(IndexFormatError, match="doc_ids.npy: a collection row is numbered twice"):
+        SeismicIndex.load(tmp_path / "ix").search(SparseVectors.from_rows([([1], [1.0])], index.dim), k=3)
