@@ -8,7 +8,9 @@ component-major: the group's distinct components (`sum_ucomp`, sorted), each one
 count - 1 (`sum_ucount`, u8: a component has at most `GROUP` entries in a group), the entry
 start of every `CKPT`-th of them (`sum_ckpt`), and per entry `block_in_group | code <<
 CODE_SHIFT` (`sum_entry`, u16). The forward index packs a component and its value per word
-(`fwd_ptr` → `fwd_words`; see `seismic.pack_words`).
+(`fwd_ptr` → `fwd_words`; see `seismic.pack_words`), a document's words in decreasing
+absolute value: its first `HEAD` words are scored first, and the word after them bounds the
+rest (`seismic_search._score_docs`).
 
 Documents are numbered inside the index in an order of their own (by their two largest
 components, so that similar documents, which share blocks, lie side by side in the forward
@@ -31,6 +33,7 @@ CODE_SHIFT = 8  # a summary entry holds the block number in the low byte, the u8
 BLOCK_MASK = GROUP - 1
 CODE_MAX = 255  # summary values are quantised to u8 codes: min + code * scale, scale = (max - min) / CODE_MAX
 CKPT = 16  # sum_ckpt holds the first entry of every CKPT-th distinct summary component
+HEAD = 32  # a document's largest words scored before the bound on the others is tried
 
 
 class SeismicArrays(NamedTuple):

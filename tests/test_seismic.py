@@ -444,3 +444,31 @@ def test_damaged_numbering_is_found(tmp_path, index):
     ids.flush()
     with pytest.raises(IndexFormatError, match="doc_ids.npy: a collection row is numbered twice"):
         SeismicIndex.load(tmp_path / "ix").search(SparseVectors.from_rows([([1], [1.0])], index.dim), k=3)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_head_bound_is_rank_safe(signed):
+    """Documents longer than HEAD words: with nothing pruned the search is exact, so a document
+    whose tail the bound skipped could never have entered the top-k (also with negative
+    weights, which the bound covers through absolute values)."""
+    from lsr.indexer.layout import HEAD
+    from lsr.indexer.seismic import unpack_words
+
+    rng = np.random.default_rng(7)
+    dim, n = 400, 1500
+    rows = []
+    for _ in range(n):
+        cols = np.sort(rng.choice(dim, size=int(rng.integers(HEAD + 1, 3 * HEAD)), replace=False))
+        vals = rng.gamma(1.0, 1.0, size=len(cols)) * (rng.choice([-1, 1], size=len(cols)) if signed else 1)
+        rows.append((cols.tolist(), vals.tolist()))
+    docs = SparseVectors.from_rows(rows, dim)
+    queries = _random(30, dim, 0.08, seed=8)
+    idx = SeismicIndex.build(docs, n_postings=10_000, values="float32")
+    a = idx._a
+    for d in range(0, n, 97):  # each document's words in decreasing absolute value
+        _, v = unpack_words(a["fwd_words"][a["fwd_ptr"][d] : a["fwd_ptr"][d + 1]])
+        assert np.all(np.diff(np.abs(v)) <= 0)
+    ids, scores = idx.search(queries, k=10, query_cut=1000, heap_factor=0.0)
+    gt_ids, gt_scores = _exact(queries, docs, 10)
+    np.testing.assert_array_equal(ids, gt_ids)
+    np.testing.assert_allclose(scores, gt_scores, rtol=1e-5, atol=1e-5)
