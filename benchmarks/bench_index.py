@@ -16,6 +16,7 @@ recall@k level. Ground truth is exact top-k (scipy, batched).
     python benchmarks/bench_index.py                 # 100k synthetic docs
     python benchmarks/bench_index.py --docs 1000000  # 1M
     python benchmarks/bench_index.py --vectors corpus.jsonl.gz
+    python benchmarks/bench_index.py --engines lsr-seismic,pyseismic --clock cpu  # a busy shared host
 """
 
 from __future__ import annotations
