@@ -13,10 +13,10 @@ document's words come in decreasing absolute value: its first HEAD words are sco
 others only when their bound (the next value times the query's L1 norm) could lift the
 document into the heap (about three documents in four need only their head on the
 benchmark's data). A dot product with the dense query is one loop over words (vectorised:
-fastmath lets LLVM reorder the sum). Documents are prefetched a few ahead of the one being scored, so
-the cache misses of the forward index overlap with work. Documents are the index's own
-numbers (`layout`: similar documents side by side); the heap holds their collection rows
-(`doc_ids`), looked up only for a document whose score may enter it.
+fastmath lets LLVM reorder the sum). Documents are prefetched a few ahead of the one being
+scored, so the cache misses of the forward index overlap with work. Documents are the
+index's own numbers (`layout`: similar documents side by side); the heap holds their
+collection rows (`doc_ids`), looked up only for a document whose score may enter it.
 """
 
 from __future__ import annotations
