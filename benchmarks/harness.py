@@ -26,12 +26,17 @@ def time_alternating(
     warmup: bool = True,
     keep: Callable[[list[float]], float] = min,
     after_round: Callable[[int, dict[str, float]], None] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Time each engine `rounds` times, the engines alternating within each round, so that
     load from elsewhere on a shared host hits them alike; after one untimed warm-up call each
     (`warmup`: first-call compilation and caches are not counted). Returns `keep` (the best,
     by default) of each engine's times in seconds, and each engine's last output.
-    `after_round(round, kept_so_far)` is called after every round (for progress lines)."""
+    `after_round(round, kept_so_far)` is called after every round (for progress lines).
+    `clock`: wall time (`time.perf_counter`) by default; `time.thread_time` counts only the
+    calling thread's CPU time (single-thread engines on a busy host: the time others'
+    processes take is left out)."""
+    clock = clock or time.perf_counter
     outputs: dict[str, Any] = {}
     if warmup:
         for name, fn in fns.items():
@@ -39,9 +44,9 @@ def time_alternating(
     times: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             outputs[name] = fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
         if after_round:
             after_round(r, {name: keep(t) for name, t in times.items()})
     return {name: keep(t) for name, t in times.items()}, outputs

@@ -8,7 +8,14 @@ component-major: the group's distinct components (`sum_ucomp`, sorted), each one
 count - 1 (`sum_ucount`, u8: a component has at most `GROUP` entries in a group), the entry
 start of every `CKPT`-th of them (`sum_ckpt`), and per entry `block_in_group | code <<
 CODE_SHIFT` (`sum_entry`, u16). The forward index packs a component and its value per word
-(`fwd_ptr` → `fwd_words`; see `seismic.pack_words`).
+(`fwd_ptr` → `fwd_words`; see `seismic.pack_words`), a document's words in decreasing
+absolute value: its first `HEAD` words are scored first, and the word after them bounds the
+rest (`seismic_search._score_docs`).
+
+Documents are numbered inside the index in an order of their own (by their two largest
+components, so that similar documents, which share blocks, lie side by side in the forward
+index); `doc_ids` maps an index number back to the collection's row, which is what searches
+return. Postings, the forward index and the visited bitset use index numbers.
 
 Numba bakes these constants into its on-disk cache: after changing one, delete
 `indexer/__pycache__`.
@@ -20,12 +27,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-LAYOUT = 2  # version of the saved layout; an index of another version must be rebuilt
+LAYOUT = 3  # version of the saved layout; an index of another version must be rebuilt
 GROUP = 256  # blocks per summary group: a block's number inside its group fits a byte
 CODE_SHIFT = 8  # a summary entry holds the block number in the low byte, the u8 code above
 BLOCK_MASK = GROUP - 1
 CODE_MAX = 255  # summary values are quantised to u8 codes: min + code * scale, scale = (max - min) / CODE_MAX
 CKPT = 16  # sum_ckpt holds the first entry of every CKPT-th distinct summary component
+HEAD = 32  # a document's largest words scored before the bound on the others is tried
 
 
 class SeismicArrays(NamedTuple):
@@ -45,6 +53,7 @@ class SeismicArrays(NamedTuple):
     sum_ucount: np.ndarray
     sum_ckpt: np.ndarray
     sum_entry: np.ndarray
+    doc_ids: np.ndarray
 
 
 # the types each saved array may have (the wider ones for large dimensions or collections)
@@ -53,5 +62,5 @@ DTYPES = {
     "list_block_ptr": ("int64",), "block_doc_ptr": ("int64",), "block_min": ("float32",),
     "block_scale": ("float32",), "list_group_ptr": ("int64",), "group_uniq_ptr": ("int64",),
     "sum_ucomp": ("uint16", "int32"), "sum_ucount": ("uint8",), "sum_ckpt": ("uint32", "int64"),
-    "sum_entry": ("uint16",),
+    "sum_entry": ("uint16",), "doc_ids": ("int32",),
 }  # fmt: skip

@@ -561,3 +561,30 @@ def _grow(a, size, used):
     for i in range(used):
         out[i] = a[i]
     return out
+
+
+@njit(cache=True, nogil=True)
+def renumber_postings(post_docs, block_doc_ptr, new_id):
+    """Map every posting through `new_id` (old document number → new) and sort each block's
+    documents ascending again, in place: the blocks hold the same documents, and a block's
+    documents are read from the forward index in memory order."""
+    for b in range(block_doc_ptr.shape[0] - 1):
+        lo = block_doc_ptr[b]
+        hi = block_doc_ptr[b + 1]
+        for p in range(lo, hi):
+            post_docs[p] = new_id[post_docs[p]]
+        if hi - lo <= 32:  # insertion sort: most blocks hold a dozen documents
+            for i in range(lo + 1, hi):
+                x = post_docs[i]
+                j = i - 1
+                while j >= lo and post_docs[j] > x:
+                    post_docs[j + 1] = post_docs[j]
+                    j -= 1
+                post_docs[j + 1] = x
+        else:
+            order = stable_argsort(post_docs, lo, hi, ASCENDING)
+            tmp = np.empty(hi - lo, dtype=post_docs.dtype)
+            for i in range(hi - lo):
+                tmp[i] = post_docs[lo + order[i]]
+            for i in range(hi - lo):
+                post_docs[lo + i] = tmp[i]

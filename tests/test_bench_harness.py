@@ -26,6 +26,21 @@ def test_time_alternating_interleaves_engines_and_keeps_the_best(monkeypatch):
     assert kept == pytest.approx({"a": 0.01, "b": 0.02}) and outputs == {"a": 5, "b": 6}
 
 
+def test_time_alternating_on_cpu_time_leaves_out_waiting():
+    import time
+
+    def busy():  # 20 ms of this thread's CPU time, however busy the host
+        end = time.thread_time() + 0.02
+        while time.thread_time() < end:
+            pass
+
+    kept, _ = harness.time_alternating({"sleeps": lambda: time.sleep(0.05), "busy": busy}, rounds=2,
+                                       warmup=False, clock=time.thread_time)
+    assert kept["sleeps"] < 0.01 < kept["busy"]  # a sleep (or another process's turn) costs no CPU time
+    wall, _ = harness.time_alternating({"sleeps": lambda: time.sleep(0.05)}, rounds=1, warmup=False)
+    assert wall["sleeps"] >= 0.05
+
+
 def test_run_child_reports_the_childs_own_peak_rss(tmp_path):
     code = "import numpy as np; from harness import child_report; a = np.ones(300 * 2**20 // 8); child_report(total=float(a.sum()))"
     report, stdout = harness.run_child(["-c", code])

@@ -99,6 +99,7 @@ def test_pruning_budget_and_cap():
     m = docs.to_scipy().tocsc()
     t = int(np.argmax(post_lens))
     kept = a["post_docs"][a["block_doc_ptr"][a["list_block_ptr"][t]] : a["block_doc_ptr"][a["list_block_ptr"][t + 1]]]
+    kept = a["doc_ids"][kept]  # index numbers → collection rows
     col = m[:, t].toarray().ravel()
     assert col[kept].min() >= np.sort(col)[::-1][len(kept) - 1]
 
@@ -318,7 +319,7 @@ def _reference_summary_scores(index, docs, t, query):
     out = []
     for gb in range(a["list_block_ptr"][t], a["list_block_ptr"][t + 1]):
         maxv, order = {}, []
-        for d in a["post_docs"][a["block_doc_ptr"][gb] : a["block_doc_ptr"][gb + 1]]:
+        for d in a["doc_ids"][a["post_docs"][a["block_doc_ptr"][gb] : a["block_doc_ptr"][gb + 1]]]:
             for c, v in zip(*docs.row(int(d))):
                 if c not in maxv:
                     order.append(c)
@@ -410,3 +411,74 @@ def test_vectors_without_components_build_an_empty_index():
     assert index.stats()["postings"] == 0
     ids, _ = index.search(SparseVectors.from_rows([([1], [1.0])], 10), k=2)
     assert (ids == -1).all()
+
+
+def test_renumbering_changes_no_result(data, index):
+    """The index numbers documents by their largest components; the same blocks in collection
+    numbering (postings mapped back, forward index in row order) answer every query alike."""
+    from lsr.indexer import seismic_build as kb
+    from lsr.indexer.seismic import pack_forward
+
+    docs, queries = data
+    a, n = index._a, len(docs)
+    identity = np.arange(n, dtype=np.int32)
+    assert not np.array_equal(a["doc_ids"], identity)
+    post = a["doc_ids"][a["post_docs"]]
+    kb.renumber_postings(post, a["block_doc_ptr"], identity)  # the identity map: blocks sorted by row
+    ptr, words = pack_forward(docs.indptr, docs.indices, docs.values, identity, docs.dim, index.params["values"])
+    plain = SeismicIndex(dict(a, post_docs=post, fwd_ptr=ptr, fwd_words=words, doc_ids=identity), index.params,
+                         index.dim, n)
+    for query_cut, heap_factor in [(3, 1.0), (5, 0.8), (10, 0.0)]:
+        ours = index.search(queries, k=10, query_cut=query_cut, heap_factor=heap_factor)
+        theirs = plain.search(queries, k=10, query_cut=query_cut, heap_factor=heap_factor)
+        np.testing.assert_array_equal(ours[0], theirs[0])
+        np.testing.assert_array_equal(ours[1], theirs[1])
+    assert index.forward_vectors() == plain.forward_vectors() == SparseVectors(
+        docs.indptr, docs.indices, docs.values.astype(np.float16).astype(np.float32), docs.dim)
+    rows = np.array([7, 2, 2999, 0])
+    assert index.forward_vectors(rows) == plain.forward_vectors(rows)
+
+
+def test_doc_order_groups_documents_by_their_largest_components():
+    from lsr.indexer.seismic import doc_order
+
+    top_c = np.array([[5, 1], [2, 9], [5, 0], [-1, -1], [2, 9], [5, 1]], dtype=np.int32)
+    assert doc_order(top_c, 10).tolist() == [3, 1, 4, 2, 0, 5]  # no components first; ties in row order
+    assert doc_order(np.zeros((3, 0), np.int32), 10).tolist() == [0, 1, 2]
+
+
+def test_damaged_numbering_is_found(tmp_path, index):
+    index.save(tmp_path / "ix")
+    ids = np.load(tmp_path / "ix" / "doc_ids.npy", mmap_mode="r+")
+    ids[0] = ids[1]
+    ids.flush()
+    with pytest.raises(IndexFormatError, match="doc_ids.npy: a collection row is numbered twice"):
+        SeismicIndex.load(tmp_path / "ix").search(SparseVectors.from_rows([([1], [1.0])], index.dim), k=3)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_head_bound_is_rank_safe(signed):
+    """Documents longer than HEAD words: with nothing pruned the search is exact, so a document
+    whose tail the bound skipped could never have entered the top-k (also with negative
+    weights, which the bound covers through absolute values)."""
+    from lsr.indexer.layout import HEAD
+    from lsr.indexer.seismic import unpack_words
+
+    rng = np.random.default_rng(7)
+    dim, n = 400, 1500
+    rows = []
+    for _ in range(n):
+        cols = np.sort(rng.choice(dim, size=int(rng.integers(HEAD + 1, 3 * HEAD)), replace=False))
+        vals = rng.gamma(1.0, 1.0, size=len(cols)) * (rng.choice([-1, 1], size=len(cols)) if signed else 1)
+        rows.append((cols.tolist(), vals.tolist()))
+    docs = SparseVectors.from_rows(rows, dim)
+    queries = _random(30, dim, 0.08, seed=8)
+    idx = SeismicIndex.build(docs, n_postings=10_000, values="float32")
+    a = idx._a
+    for d in range(0, n, 97):  # each document's words in decreasing absolute value
+        _, v = unpack_words(a["fwd_words"][a["fwd_ptr"][d] : a["fwd_ptr"][d + 1]])
+        assert np.all(np.diff(np.abs(v)) <= 0)
+    ids, scores = idx.search(queries, k=10, query_cut=1000, heap_factor=0.0)
+    gt_ids, gt_scores = _exact(queries, docs, 10)
+    np.testing.assert_array_equal(ids, gt_ids)
+    np.testing.assert_allclose(scores, gt_scores, rtol=1e-5, atol=1e-5)
