@@ -6,8 +6,8 @@ adds no compiler. `start(dim, values)` therefore splits the work between two pro
 
 - a thread of this process compiles `seismic_build.build_lists` (the blocks and summaries,
   the largest kernel), on lists without postings;
-- a child process (`python -m lsr.indexer.precompile DIM VALUES`) compiles the pruning and
-  top-component kernels on 3 documents, says so on its stdout, then the search kernels on a
+- a child process (`python -m lsr.indexer.precompile DIM VALUES`) compiles the pruning,
+  top-component and renumbering kernels on 3 documents, says so on its stdout, then the search kernels on a
   3-document index assembled in NumPy, all written to the cache, which this process loads at
   the first call instead of compiling.
 
@@ -67,8 +67,9 @@ def compile_prune(dim: int) -> None:
 
     with tempfile.TemporaryDirectory(prefix="lsr-compile-") as tmp:
         fwd_ptr, fwd_idx, fwd_val, dim = _tiny_forward(dim, tmp)
-        seismic._prune(fwd_ptr, fwd_idx, fwd_val, dim, 1, 1.5)
+        _, docs = seismic._prune(fwd_ptr, fwd_idx, fwd_val, dim, 1, 1.5)
         seismic._top_components(fwd_ptr, fwd_idx, fwd_val, DOC_CUT, 1)
+        seismic.kb.renumber_postings(docs, np.zeros(1, np.int64), np.zeros(len(fwd_ptr) - 1, np.int32))
 
 
 def compile_lists(dim: int) -> None:
@@ -105,6 +106,7 @@ def compile_search(dim: int, values: str = "float16") -> None:
     arrays = dict(
         fwd_ptr=docs.indptr, fwd_words=seismic.pack_words(docs.indices, docs.values, dim, values),
         post_docs=np.zeros(0, np.int32), **seismic._assemble([no_postings(dim)], np.zeros(dim + 1, np.int64), dim),
+        doc_ids=np.arange(len(docs), dtype=np.int32),
     )  # fmt: skip
     for array in arrays.values():
         array.setflags(write=False)
