@@ -138,6 +138,10 @@ class Bm25Pass(DocumentPass):
             self.indptr.append(self.indptr[-1] + len(counts))
             self.lengths.append(len(terms))
 
+    def ready(self) -> list[SparseVectors]:
+        """None before the end: BM25 weights need the whole corpus's statistics."""
+        return []
+
     def chunks(self):
         """BM25 weights need the whole corpus's statistics: one chunk, at the end."""
         yield self.finish()
