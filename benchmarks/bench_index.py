@@ -116,9 +116,10 @@ def synthetic_docs(topics: SparseVectors, n: int, seed: int = 0, chunk: int = 50
         v[low] = 0.01 + 0.01 * rng.random(int(low.sum()), dtype=np.float32)
         # sorted by row, column, then weight descending: one sort of 64-bit keys (rows < 2^17,
         # columns < 2^15, positive float32 weights ordered as their bits), ~10x np.lexsort
-        key = np.sort((r << 47) | (c << 32) | (0xFFFFFFFF - v.view(np.uint32).astype(np.int64)))
-        r, c = key >> 47, (key >> 32) & 0x7FFF
-        v = (0xFFFFFFFF - (key & 0xFFFFFFFF)).astype(np.uint32).view(np.float32)
+        key = (r.astype(np.uint64) << np.uint64(47)) | (c.astype(np.uint64) << np.uint64(32))
+        key = np.sort(key | (np.uint32(0xFFFFFFFF) - v.view(np.uint32)).astype(np.uint64))
+        r, c = (key >> np.uint64(47)).astype(np.int64), ((key >> np.uint64(32)) & np.uint64(0x7FFF)).astype(np.int64)
+        v = (np.uint32(0xFFFFFFFF) - (key & np.uint64(0xFFFFFFFF)).astype(np.uint32)).view(np.float32)
         first = np.ones(len(r), dtype=bool)
         first[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
         r, c, v = r[first], c[first], v[first]

@@ -38,7 +38,7 @@ def _npy_header(dtype: np.dtype, length: int) -> bytes:
 class VectorSpill:
     """Writes a spill folder (`directory`, created; it must not exist yet). `add(chunk)` appends
     rows; `close()` completes the folder; `vectors()` closes and returns its rows memory-mapped.
-    Used as a context manager, an exception inside removes the folder."""
+    As a context manager: closed at the end of the block, removed if it raises."""
 
     def __init__(self, directory: str | os.PathLike, dim: int = 0) -> None:
         self.directory = Path(directory)
@@ -96,6 +96,8 @@ class VectorSpill:
     def __exit__(self, kind, error, trace) -> None:
         if kind is not None:
             self.remove()
+        else:
+            self.close()
 
 
 def read_spill(directory: str | os.PathLike, mode: str = "c") -> SparseVectors:
