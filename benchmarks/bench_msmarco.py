@@ -188,7 +188,8 @@ def main() -> None:
     ap.add_argument("--data", default="/tmp/msmarco", help="where the collection is generated (once) and kept")
     ap.add_argument("--queries", type=int, default=1000, help="queries evaluated (of 6980)")
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--engines", default="lsr,pyseismic", help="lsr, pyseismic or both (comma-separated)")
+    ap.add_argument("--engines", default="lsr,pyseismic", help="lsr, pyseismic or both (comma-separated); none: "
+                    "generate the collection only")
     ap.add_argument("--query-cuts", default="3,4,5,6,8,10")
     ap.add_argument("--heap-factors", default="0.9,1.0,1.1,1.2")
     ap.add_argument("--repeats", type=int, default=2, help="timed passes per configuration (the fastest counts)")
@@ -216,7 +217,9 @@ def main() -> None:
     params = dict(n_postings=3500, max_fraction=1.5, centroid_fraction=0.1, summary_energy=0.4, min_cluster_size=2, doc_cut=15)
     max_rss = int(args.max_rss_gib * GIB) if args.max_rss_gib else mem_available() - 3 * GIB
     keep = args.keep_indexes or tempfile.mkdtemp(prefix="bench_msmarco.")
-    wanted = args.engines.split(",")
+    wanted = [e for e in args.engines.split(",") if e != "none"]
+    if set(wanted) - {"lsr", "pyseismic"}:
+        sys.exit(f"--engines: lsr, pyseismic or none, not {args.engines}")
     if "lsr" in wanted:  # compile (or load from the cache) our kernels outside the timed build
         from lsr.indexer.seismic import SeismicIndex
 
