@@ -201,3 +201,16 @@ def test_bm25_build_through_the_spill_matches_its_encoder(tmp_path, corpus):
     r = Retriever.build(path, model="bm25", path=tmp_path / "ix", index="exact")
     want = r.encoder.__class__().encode_documents(texts)
     assert_same_vectors(r.index.forward_vectors(), want)
+
+
+def test_bm25_pass_weighs_in_slices_exactly_as_at_once(corpus):
+    from lsr.encoders.bm25 import Bm25Encoder
+
+    _, texts = corpus
+    run = Bm25Encoder().document_pass()
+    for lo in range(0, len(texts), 32):
+        run.add(texts[lo : lo + 32])
+    assert run.ready() == []  # nothing before the corpus statistics are known
+    slices = list(run.chunks(rows=7))
+    assert [len(s) for s in slices[:2]] == [7, 7]
+    assert_same_vectors(SparseVectors.concatenate(slices, dim=run.encoder.dim), run.finish())
