@@ -195,6 +195,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timed passes per configuration (the fastest counts)")
     ap.add_argument("--max-rss-gib", type=float, help="stop a build past this much anonymous memory "
                     "(default: MemAvailable at the start less 3 GiB)")
+    ap.add_argument("--ground-truth-only", action="store_true",
+                    help="generate the collection if needed, compute (and keep) the ground truth, and stop")
     ap.add_argument("--keep-indexes", help="save the built indexes in this folder instead of a temporary one")
     args = ap.parse_args()
 
@@ -213,6 +215,11 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, {mem_available() / GIB:.1f} GiB available, load average {os.getloadavg()[0]:.2f}", flush=True)
     dim = docs.dim
     del docs
+    if args.ground_truth_only:
+        t = time.perf_counter()
+        ground_truth(folder, queries, args.k)
+        print(f"ground truth (exact, scipy over chunks of documents): {time.perf_counter() - t:.1f}s")
+        return
 
     params = dict(n_postings=3500, max_fraction=1.5, centroid_fraction=0.1, summary_energy=0.4, min_cluster_size=2, doc_cut=15)
     max_rss = int(args.max_rss_gib * GIB) if args.max_rss_gib else mem_available() - 3 * GIB
