@@ -69,7 +69,9 @@ class BuildReport:
         return self.n_docs / self.seconds if self.seconds else 0.0
 
 
-def _encode_documents(reader: CorpusReader, run: Any, batch_size: int, progress: Progress | None, spill=None):
+def _encode_documents(
+    reader: CorpusReader, run: Any, batch_size: int, progress: Progress | None, spill: VectorSpill | None = None
+):
     """Each document of `reader`, yielded before its text goes to the encoder's document pass
     `run` in batches of `batch_size` (the last one when the reader ends), with progress by bytes
     read and documents seen: the one corpus loop of `build` and `append`. With `spill` (a
@@ -91,7 +93,8 @@ def _encode_documents(reader: CorpusReader, run: Any, batch_size: int, progress:
         progress("indexing", reader.bytes_total, reader.bytes_total, docs=n)
 
 
-def _add_batch(run: Any, texts: list[str], spill) -> None:
+def _add_batch(run: Any, texts: list[str], spill: VectorSpill | None) -> None:
+    """One batch to the pass; what it has ready to the spill."""
     run.add(texts)
     if spill is not None:
         for chunk in run.ready():
