@@ -199,6 +199,8 @@ def main() -> None:
                     "(default: MemAvailable at the start less 3 GiB)")
     ap.add_argument("--ground-truth-only", action="store_true",
                     help="generate the collection if needed, compute (and keep) the ground truth, and stop")
+    ap.add_argument("--reuse-indexes", action="store_true", help="search the indexes already in --keep-indexes "
+                    "instead of building them")
     ap.add_argument("--keep-indexes", help="save the built indexes in this folder instead of a temporary one")
     args = ap.parse_args()
 
@@ -246,6 +248,10 @@ def main() -> None:
                 print("pyseismic is not installed: skipped (pip install lsr[peers])")
                 continue
         out = f"{keep}/{which}"
+        if args.reuse_indexes and Path(out).exists():
+            builds[which] = {"reused": out}
+            print(f"{which}: reusing {out}")
+            continue
         shutil.rmtree(out, ignore_errors=True)
         print(f"building {which} (load average {os.getloadavg()[0]:.2f}, {mem_available() / GIB:.1f} GiB available)", flush=True)
         built = build_child(which, folder, out, params, max_rss)
@@ -259,6 +265,7 @@ def main() -> None:
     print(markdown_table(["", "build s", "peak RSS MiB", "peak anonymous MiB", "index in memory MiB", "index on disk MiB"], [
         [names[w], f"{b['build_s']:.1f}", f"{b['peak_rss_mib']:.0f}", f"{b['peak_anon_mib']:.0f}",
          f"{b['size'] / 2**20:.0f}" if b.get("size") else "—", f"{b['disk'] / 2**20:.0f}"] for w, b in builds.items()
+        if "reused" not in b
     ]))  # fmt: skip
     if not builds:
         return
@@ -274,7 +281,7 @@ def main() -> None:
     if "lsr" in builds:
         from lsr.indexer.seismic import SeismicIndex
 
-        index = SeismicIndex.load(f"{keep}/lsr", mmap=False)
+        index = SeismicIndex.load(f"{keep}/lsr")  # memory-mapped, as `Retriever.load` opens it
 
         def run_lsr(qc, hf):
             ids = np.empty((len(singles), k), dtype=np.int64)

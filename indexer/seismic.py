@@ -527,9 +527,9 @@ class SeismicIndex:
         a, path = self._a, self.path
         check_range(path, "post_docs", a["post_docs"], self.n_docs)
         if self.dim < 65536 or a["fwd_words"].dtype == np.uint64:
-            comps, _ = unpack_words(a["fwd_words"])
-            check_range(path, "fwd_words", comps, self.dim)
-            del comps
+            words, step = a["fwd_words"], 1 << 24  # in slices: unpacking all of them takes 3x the forward index
+            for lo in range(0, len(words), step):
+                check_range(path, "fwd_words", unpack_words(words[lo : lo + step])[0], self.dim)
         check_range(path, "sum_ucomp", a["sum_ucomp"], max(self.dim, 1))
         # entry ranges: checkpoint i must be the number of entries of components < 16 i
         n_u = len(a["sum_ucount"])
