@@ -52,12 +52,13 @@ def tiny_vectors(dim: int) -> SparseVectors:
 
 
 def _tiny_forward(dim: int, scratch: str) -> tuple:
-    """`tiny_vectors(dim)` as a build sees them: spilled chunks (`seismic._SpilledForward`)."""
-    from lsr.indexer.seismic import _SpilledForward
+    """`tiny_vectors(dim)` as a build sees them: spilled, memory-mapped (`lsr.formats.spill`)."""
+    from lsr.formats.spill import VectorSpill
 
-    spill = _SpilledForward(scratch)
+    spill = VectorSpill(Path(scratch) / "vectors")
     spill.add(tiny_vectors(dim))
-    return spill.finish()
+    v = spill.vectors()
+    return np.array(v.indptr, dtype=np.int64), v.indices, v.values, v.dim
 
 
 def compile_prune(dim: int) -> None:

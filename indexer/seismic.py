@@ -98,49 +98,45 @@ F16_MAX = 65504.0
 _ARRAYS = SeismicArrays._fields  # the saved arrays
 
 
-class _SpilledForward:
-    """The forward index of a stream of chunks, appended to files in a scratch directory and
-    memory-mapped once complete: no more than one input chunk is held in memory, and the
-    operating system pages the forward index in and out as the build reads it."""
+def _value_range(values: np.ndarray, step: int = 1 << 24) -> float:
+    """The largest absolute value of `values` (0 when empty), read in slices: no temporary
+    the size of the collection."""
+    top = 0.0
+    for lo in range(0, len(values), step):
+        part = np.asarray(values[lo : lo + step])
+        top = max(top, float(part.max()), -float(part.min()))
+    return top
 
-    def __init__(self, scratch_dir: str | os.PathLike | None) -> None:
-        import tempfile
 
-        self.dir = Path(tempfile.mkdtemp(prefix="lsr-seismic-", dir=scratch_dir))
-        self._idx = open(self.dir / "indices.bin", "wb")
-        self._val = open(self.dir / "values.bin", "wb")
-        self._lengths: list[np.ndarray] = []
-        self.dim = 0
+def _order_keys(values: np.ndarray) -> np.ndarray:
+    """float32 values as uint32 keys of the same order (-0.0 just below 0.0)."""
+    bits = np.asarray(values, dtype=np.float32).view(np.int32)
+    return (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).view(np.uint32) ^ np.uint32(0x80000000)
 
-    def add(self, chunk: SparseVectors) -> None:
-        if not isinstance(chunk, SparseVectors):
-            raise TypeError(f"expected SparseVectors chunks, got {type(chunk).__name__}")
-        self._idx.write(chunk.indices.tobytes())
-        self._val.write(chunk.values.tobytes())
-        self._lengths.append(np.diff(chunk.indptr))
-        self.dim = max(self.dim, chunk.dim)
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        self._idx.close()
-        self._val.close()
-        if not self._lengths:
-            raise ValueError("no vectors to index")
-        ptr = np.zeros(sum(len(x) for x in self._lengths) + 1, dtype=np.int64)
-        np.cumsum(np.concatenate(self._lengths), out=ptr[1:])
-        nnz = int(ptr[-1])
-        if nnz == 0:
-            return ptr, np.zeros(0, np.int32), np.zeros(0, np.float32), self.dim
-        # copy-on-write maps: writable array types for Numba, the files are never modified
-        idx = np.memmap(self.dir / "indices.bin", dtype=np.int32, mode="c", shape=(nnz,))
-        val = np.memmap(self.dir / "values.bin", dtype=np.float32, mode="c", shape=(nnz,))
-        return ptr, idx, val, self.dim
+def _kth_smallest(values: np.ndarray, k: int, step: int = 1 << 24) -> np.float32:
+    """`np.partition(values, k)[k]` without a copy of `values`: a two-pass radix selection on
+    the values' order keys (high 16 bits, then low 16 bits of the bucket that holds the k-th),
+    each pass one read of `values` in slices."""
+    high = np.zeros(1 << 16, dtype=np.int64)
+    for lo in range(0, len(values), step):
+        high += np.bincount(_order_keys(values[lo : lo + step]) >> np.uint32(16), minlength=1 << 16)
+    below = np.cumsum(high)
+    bucket = int(np.searchsorted(below, k, side="right"))
+    rank = k - (int(below[bucket - 1]) if bucket else 0)
+    low = np.zeros(1 << 16, dtype=np.int64)
+    for lo in range(0, len(values), step):
+        keys = _order_keys(values[lo : lo + step])
+        keys = keys[(keys >> np.uint32(16)) == bucket]
+        low += np.bincount(keys & np.uint32(0xFFFF), minlength=1 << 16)
+    key = np.uint32((bucket << 16) | int(np.searchsorted(np.cumsum(low), rank, side="right")))
+    bits = (key ^ np.uint32(0x80000000)).view(np.int32)
+    return np.array(bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF)), dtype=np.int32).view(np.float32)[()]
 
-    def remove(self) -> None:
-        import shutil
 
-        for f in (self._idx, self._val):
-            f.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+def _count_above(values: np.ndarray, threshold: np.float32, step: int = 1 << 24) -> int:
+    """How many of `values` exceed `threshold`, counted in slices."""
+    return sum(int(np.count_nonzero(values[lo : lo + step] > threshold)) for lo in range(0, len(values), step))
 
 
 def _prune(fwd_ptr, fwd_idx, fwd_val, dim: int, n_postings: int, max_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -152,8 +148,8 @@ def _prune(fwd_ptr, fwd_idx, fwd_val, dim: int, n_postings: int, max_fraction: f
         threshold = np.float32(-np.inf)
         n_equal = 0
     else:
-        threshold = np.partition(fwd_val, nnz - budget)[nnz - budget]
-        n_equal = budget - int(np.count_nonzero(fwd_val > threshold))
+        threshold = _kth_smallest(fwd_val, nnz - budget)
+        n_equal = budget - _count_above(fwd_val, threshold)
     cap = max(1, int(np.float32(n_postings) * np.float32(max_fraction)))
     return kb._invert(fwd_ptr, fwd_idx, fwd_val, dim, np.float32(threshold), n_equal, cap)
 
@@ -352,9 +348,10 @@ class SeismicIndex:
         threads: int | None = None,
         scratch_dir: str | os.PathLike | None = None,
     ) -> "SeismicIndex":
-        """Build from a SparseVectors, or from an iterable of SparseVectors chunks (rows
-        numbered in order) streamed into a memory-mapped scratch file (in `scratch_dir`,
-        default: the system's temporary directory; removed when done). Parameters have
+        """Build from a SparseVectors (memory-mapped ones included, e.g. `lsr.formats.spill`:
+        the build reads them in place and makes no copy of them), or from an iterable of
+        SparseVectors chunks (rows numbered in order) spilled to a `VectorSpill` folder (in
+        `scratch_dir`, default: the system's temporary directory; removed when done). Parameters have
         pyseismic-lsr's meaning; `values` is the forward index's value type (float16, as
         pyseismic, or float32); `threads`: as in `search`, None or 0 for every core."""
         if values not in VALUE_TYPES:
@@ -363,14 +360,18 @@ class SeismicIndex:
             return cls._build(vectors.indptr, vectors.indices, vectors.values, vectors.dim, n_postings,
                               max_fraction, centroid_fraction, summary_energy, min_cluster_size,
                               doc_cut, seed, values, threads)
-        spill = _SpilledForward(scratch_dir)
-        try:
+        import tempfile
+
+        from lsr.formats.spill import VectorSpill
+
+        with tempfile.TemporaryDirectory(prefix="lsr-seismic-", dir=scratch_dir) as scratch:
+            spill = VectorSpill(Path(scratch) / "vectors")
             for chunk in vectors:
                 spill.add(chunk)
-            return cls._build(*spill.finish(), n_postings, max_fraction, centroid_fraction,
-                              summary_energy, min_cluster_size, doc_cut, seed, values, threads)
-        finally:
-            spill.remove()
+            if spill.rows == 0:
+                raise ValueError("no vectors to index")
+            return cls.build(spill.vectors(), n_postings, max_fraction, centroid_fraction, summary_energy,
+                             min_cluster_size, doc_cut, seed, values, threads)
 
     @classmethod
     def _build(cls, fwd_ptr, fwd_idx, fwd_val, dim, n_postings, max_fraction, centroid_fraction,
@@ -379,9 +380,10 @@ class SeismicIndex:
         if values == "float16" and dim > 65536:
             log.info("dim %d > 65536: forward values stored as float32", dim)
             values = "float32"
-        if values == "float16" and len(fwd_val) and float(np.abs(fwd_val).max()) > F16_MAX:
+        if values == "float16" and _value_range(fwd_val) > F16_MAX:
             log.warning("vector values exceed float16's range (%g): forward values stored as float32", F16_MAX)
             values = "float32"
+        fwd_ptr = np.array(fwd_ptr, dtype=np.int64)  # the index's own (the input may be a mapped file)
         n_docs = len(fwd_ptr) - 1
         n_threads = resolve_threads(threads or 0)
         # 1. global-threshold pruning
@@ -614,9 +616,9 @@ class SeismicIndex:
         if self.n_docs and np.bincount(a["doc_ids"], minlength=self.n_docs).max() > 1:
             raise damaged(path / "doc_ids.npy", "a collection row is numbered twice")
         if self.dim < 65536 or a["fwd_words"].dtype == np.uint64:
-            comps, _ = unpack_words(a["fwd_words"])
-            check_range(path, "fwd_words", comps, self.dim)
-            del comps
+            words, step = a["fwd_words"], 1 << 24  # in slices: unpacking all of them takes 3x the forward index
+            for lo in range(0, len(words), step):
+                check_range(path, "fwd_words", unpack_words(words[lo : lo + step])[0], self.dim)
         check_range(path, "sum_ucomp", a["sum_ucomp"], max(self.dim, 1))
         # entry ranges: checkpoint i must be the number of entries of components < 16 i
         n_u = len(a["sum_ucount"])

@@ -21,6 +21,7 @@ from lsr.docstore import DocStore, DocStoreWriter
 from lsr.encoders import Encoder, from_spec, resolve_model
 from lsr.errors import LsrError
 from lsr.fields import FIELDS_DIR, FieldsWriter
+from lsr.formats.spill import VectorSpill
 from lsr.indexer.protocol import Index, load as load_index
 from lsr.indexer.storage import (
     Generation,
@@ -41,6 +42,7 @@ KIND = "retriever"
 # and returns the true top-k. Above, the Seismic approximate index.
 SEISMIC_THRESHOLD = 100_000
 INDEX_TYPES = ("auto", "exact", "seismic")
+SPILL_DIR = "spill"  # the encoded vectors while a build runs (inside its temporary folder)
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,13 @@ class BuildReport:
         return self.n_docs / self.seconds if self.seconds else 0.0
 
 
-def _encode_documents(reader: CorpusReader, run: Any, batch_size: int, progress: Progress | None):
+def _encode_documents(
+    reader: CorpusReader, run: Any, batch_size: int, progress: Progress | None, spill: VectorSpill | None = None
+):
     """Each document of `reader`, yielded before its text goes to the encoder's document pass
     `run` in batches of `batch_size` (the last one when the reader ends), with progress by bytes
-    read and documents seen: the one corpus loop of `build` and `append`."""
+    read and documents seen: the one corpus loop of `build` and `append`. With `spill` (a
+    `lsr.formats.spill.VectorSpill`), the vectors the pass has ready go there after each batch."""
     batch: list[str] = []
     n = 0
     for doc in reader:
@@ -78,14 +83,22 @@ def _encode_documents(reader: CorpusReader, run: Any, batch_size: int, progress:
         n += 1
         batch.append(doc.full_text())
         if len(batch) == batch_size:
-            run.add(batch)
+            _add_batch(run, batch, spill)
             batch = []
             if progress:
                 progress("indexing", reader.bytes_read, reader.bytes_total, docs=n)
     if batch:
-        run.add(batch)
+        _add_batch(run, batch, spill)
     if progress:
         progress("indexing", reader.bytes_total, reader.bytes_total, docs=n)
+
+
+def _add_batch(run: Any, texts: list[str], spill: VectorSpill | None) -> None:
+    """One batch to the pass; what it has ready to the spill."""
+    run.add(texts)
+    if spill is not None:
+        for chunk in run.ready():
+            spill.add(chunk)
 
 
 def _build_dense(tmp: Path, model: str, batch_size: int) -> dict[str, Any]:
@@ -152,8 +165,11 @@ class Retriever:
             docs = DocStoreWriter(tmp / "docs")
             fields = FieldsWriter(keep_fields)
             run = encoder.document_pass(batch_size=batch_size, max_length=max_length)
+            # the vectors go to disk as they are encoded, inside the temporary folder (removed
+            # with it on failure); the index is built from them memory-mapped
+            spill = VectorSpill(tmp / SPILL_DIR)
             compiling = None  # Seismic's kernels compile (a thread, a child process) while the documents encode
-            for doc in _encode_documents(reader, run, batch_size, progress):
+            for doc in _encode_documents(reader, run, batch_size, progress, spill):
                 docs.add(doc.doc_id, doc.title, doc.text, doc.where)
                 fields.add(doc.record)
                 if compiling is None and (index == "seismic" or (index == "auto" and len(docs) == SEISMIC_THRESHOLD)):
@@ -164,12 +180,19 @@ class Retriever:
                 raise LsrError(f"{corpus_path}: no documents to index")
             docs.close()
             fields.save(tmp / FIELDS_DIR)
+            for chunk in run.chunks():  # what the pass held back (BM25: every vector, weighed now)
+                spill.add(chunk)
+            spill.dim = max(spill.dim, run.encoder.dim)
+            vectors = spill.vectors()
             if compiling is not None:
                 compiling.wait_build()  # its first kernels come from the cache, not compiled twice
-            built, dim, nnz = cls._build_index(run, len(docs), index, seismic or {}, tmp)
+            built = cls._build_index(vectors, index, seismic or {})
+            dim, nnz = vectors.dim, vectors.nnz
+            del vectors
             if compiling is not None:
                 compiling.join()
             built.save(tmp / "index")
+            spill.remove()
             (tmp / "encoder").mkdir()
             encoder = run.encoder  # the query side of these vectors (BM25: fitted to this corpus)
             spec = encoder.save(tmp / "encoder")
@@ -200,18 +223,15 @@ class Retriever:
         return retriever
 
     @staticmethod
-    def _build_index(run, n_docs: int, index: str, seismic: dict[str, Any], scratch: Path):
-        """(index, dim, nnz) from the encoder's document pass: an exact index from all the
-        vectors, or a Seismic index streaming them batch by batch (spilled under `scratch`)."""
+    def _build_index(vectors: SparseVectors, index: str, seismic: dict[str, Any]) -> Index:
+        """An exact or Seismic index (by `index` and the number of documents) over `vectors`."""
         from lsr.indexer import ExactIndex
 
-        if index == "exact" or (index == "auto" and n_docs < SEISMIC_THRESHOLD):
-            vectors = run.finish()
-            return ExactIndex.build(vectors), vectors.dim, vectors.nnz
+        if index == "exact" or (index == "auto" and len(vectors) < SEISMIC_THRESHOLD):
+            return ExactIndex.build(vectors)
         from lsr.indexer.seismic import SeismicIndex
 
-        built = SeismicIndex.build(run.chunks(), scratch_dir=scratch, **seismic)
-        return built, built.dim, built.stats()["nnz"]
+        return SeismicIndex.build(vectors, **seismic)
 
     # ---- growing ----------------------------------------------------------------------
 

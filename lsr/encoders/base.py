@@ -31,6 +31,13 @@ class DocumentPass:
     def finish(self) -> SparseVectors:
         return SparseVectors.concatenate(self.parts, dim=self.encoder.dim)
 
+    def ready(self) -> list[SparseVectors]:
+        """The vectors encoded since the last call, in order, released by the pass: the
+        Retriever spills them to disk as they come. A pass that weighs its vectors only at
+        the end (BM25) gives none here; `chunks()` then hands out the rest."""
+        parts, self.parts = self.parts, []
+        return parts
+
     def chunks(self) -> Iterator[SparseVectors]:
         """The document vectors in order, batch by batch, each released as it is handed out,
         for index builds that stream them instead of holding all of them twice."""

@@ -138,9 +138,18 @@ class Bm25Pass(DocumentPass):
             self.indptr.append(self.indptr[-1] + len(counts))
             self.lengths.append(len(terms))
 
-    def chunks(self):
-        """BM25 weights need the whole corpus's statistics: one chunk, at the end."""
-        yield self.finish()
+    def ready(self) -> list[SparseVectors]:
+        """None before the end: BM25 weights need the whole corpus's statistics."""
+        return []
+
+    def chunks(self, rows: int = 65536):
+        """BM25 weights need the whole corpus's statistics: weighed at the end, `rows`
+        documents at a time (the same weights as `finish()`; the weighing's float64
+        temporaries stay the size of one slice)."""
+        counts, lengths = self.term_counts()
+        statistics = self.encoder.statistics(counts, lengths)
+        for lo in range(0, max(len(counts), 1), rows):
+            yield self.encoder.weigh(counts[lo : lo + rows], lengths[lo : lo + rows], statistics)
 
     def term_counts(self) -> tuple[SparseVectors, np.ndarray]:
         """The documents added so far as raw term counts, and their lengths in terms."""

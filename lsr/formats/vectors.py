@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -128,22 +128,34 @@ def read_seismic_bin(path: str | os.PathLike, dim: int | None = None) -> SparseV
     return SparseVectors(indptr, indices.astype(np.int32), values, dim)
 
 
-def write_seismic_bin(path: str | os.PathLike, vectors: SparseVectors) -> None:
-    """Write `vectors` in Seismic's binary format (components ascending, values f32)."""
+def write_seismic_bin(path: str | os.PathLike, vectors: SparseVectors | Iterable[SparseVectors]) -> None:
+    """Write `vectors` in Seismic's binary format (components ascending, values f32); an
+    iterable of chunks is written chunk by chunk (the row count is filled in at the end)."""
+    chunks = [vectors] if isinstance(vectors, SparseVectors) else vectors
+    n = 0
+    with open(path, "wb") as f:
+        np.zeros(1, dtype="<u4").tofile(f)
+        for chunk in chunks:
+            _seismic_rows(chunk).tofile(f)
+            n += len(chunk)
+        f.seek(0)
+        np.array([n], dtype="<u4").tofile(f)
+
+
+def _seismic_rows(vectors: SparseVectors) -> np.ndarray:
+    """The rows of `vectors` as Seismic's binary records (`len`, components, values), as u32."""
     n = len(vectors)
     indptr = vectors.indptr
     lens = np.diff(indptr)
-    buf = np.empty(1 + n + 2 * vectors.nnz, dtype="<u4")
-    buf[0] = n
-    starts = 1 + np.arange(n, dtype=np.int64) + 2 * indptr[:-1]
+    buf = np.empty(n + 2 * vectors.nnz, dtype="<u4")
+    starts = np.arange(n, dtype=np.int64) + 2 * indptr[:-1]
     buf[starts] = lens
     rows = np.repeat(np.arange(n, dtype=np.int64), lens)
     j = np.arange(vectors.nnz, dtype=np.int64)
-    pos_comp = 2 + rows + indptr[rows] + j
+    pos_comp = 1 + rows + indptr[rows] + j
     buf[pos_comp] = vectors.indices.astype("<u4")
     buf[pos_comp + lens[rows]] = vectors.values.astype("<f4").view("<u4")
-    with open(path, "wb") as f:
-        buf.tofile(f)
+    return buf
 
 
 def read_csr(path: str | os.PathLike) -> SparseVectors:
