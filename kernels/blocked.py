@@ -60,14 +60,32 @@ def bf16_tiles(hidden: torch.Tensor, weight: torch.Tensor, need_idx: bool) -> bo
 
 def _max_forward_blocked(hidden, weight, bias, m, dt, need_idx, rows=_ROWS, tile_elems=_TILE_ELEMS, workers=None):
     """Same contract as chunked's ``_max_forward``: ``(top [B, V] clamped, rows | None, h_tok)``."""
-    B = hidden.shape[0]
-    V = weight.shape[0]
-    dev = hidden.device
     tile_dt = torch.bfloat16 if bf16_tiles(hidden, weight, need_idx) else dt
     h_tok, lengths = _gather(hidden, m, tile_dt)
-    top = torch.full((B, V), float("-inf"), dtype=dt, device=dev)
-    arg = torch.zeros((B, V), dtype=torch.int64, device=dev) if need_idx else None
     w = weight if weight.dtype == tile_dt else weight.to(tile_dt)
+    top, arg = tiles_max(h_tok, lengths, w, need_idx, rows, tile_elems, workers)
+    top = top.to(dt)
+    if bias is not None:
+        top += bias.to(dt)
+    top.clamp_min_(0.0)
+    return top, arg, h_tok
+
+
+def tiles_max(h_tok, lengths, w, need_idx=False, rows=_ROWS, tile_elems=_TILE_ELEMS, workers=None, sign_bits=False):
+    """Per-document max of ``h_tok @ w.T`` over each document's rows, in L2-sized tiles.
+
+    ``h_tok`` is ``[N, D]`` (documents' rows contiguous, ``lengths`` of them each) in ``w``'s
+    dtype. Returns ``(top [B, V], arg [B, V] | None)``: ``top`` in the tiles' dtype, ``-inf``
+    for empty documents; ``arg`` the first arg-max row of ``h_tok`` when ``need_idx``.
+
+    ``sign_bits`` (bf16 tiles, no arg-max): the max is taken over the tiles' bit patterns as
+    int16, about 5x cheaper than a bf16 max. Non-negative bf16 values order like their bits,
+    and every negative value (sign bit set) is a negative int16, so clamping the result at 0
+    gives exactly ``max(0, max_s logit)`` as bf16 bits; ``top`` is then that, as bf16.
+    """
+    B, V = len(lengths), w.shape[0]
+    dev, tile_dt = w.device, w.dtype
+    red_dt = torch.int16 if sign_bits else tile_dt
     starts = [0] * B
     for i in range(1, B):
         starts[i] = starts[i - 1] + lengths[i - 1]
@@ -78,13 +96,14 @@ def _max_forward_blocked(hidden, weight, bias, m, dt, need_idx, rows=_ROWS, tile
         h_blk = h_tok.index_select(0, torch.tensor(idx, dtype=torch.int64, device=dev))
         blocks.append((len(perm), len(docs), L, h_blk))
         perm.extend(docs)
+    top = torch.full((B, V), float("-inf"), dtype=tile_dt, device=dev)
+    arg = torch.zeros((B, V), dtype=torch.int64, device=dev) if need_idx else None
     if not blocks:
-        top.clamp_min_(0.0)
-        return top, arg, h_tok
+        return (top.clamp_min_(0.0) if sign_bits else top), arg
     n_rows = max(k * L for _, k, L, _ in blocks)
     T = max(16, min(V, tile_elems // n_rows))
     tiles = list(range(0, V, T))
-    out_top = torch.empty((len(perm), V), dtype=tile_dt, device=dev)
+    out_top = torch.empty((len(perm), V), dtype=red_dt, device=dev)
     out_arg = torch.empty((len(perm), V), dtype=torch.int64, device=dev) if need_idx else None
 
     def run(next_tile):
@@ -96,23 +115,26 @@ def _max_forward_blocked(hidden, weight, bias, m, dt, need_idx, rows=_ROWS, tile
             for r0, k, L, h_blk in blocks:
                 out = buf[: k * L, : v1 - v0]
                 torch.mm(h_blk, w_t, out=out)
-                view = out.view(k, L, v1 - v0)
+                view = (out.view(red_dt) if sign_bits else out).view(k, L, v1 - v0)
                 if need_idx:
                     torch.max(view, dim=1, out=(out_top[r0 : r0 + k, v0:v1], out_arg[r0 : r0 + k, v0:v1]))
                 else:
                     torch.amax(view, dim=1, out=out_top[r0 : r0 + k, v0:v1])
 
     _parallel(run, len(tiles), workers)
+    if sign_bits:
+        top.zero_()  # +0.0: empty documents
+        out_top = out_top.clamp_min_(0).view(tile_dt)
     p = torch.tensor(perm, dtype=torch.int64, device=dev)
-    top.index_copy_(0, p, out_top.to(dt))
+    top.index_copy_(0, p, out_top)
     if need_idx:
-        # first arg-max over the padded rows is a real row (its copies come after it)
+        # a padding copy of a document's last row stands for that row: torch.max does not
+        # always return the first of equal values (a hypothesis case, V = 4, sent a tie to the copy)
+        last = torch.tensor([lengths[i] - 1 for i in perm], dtype=torch.int64, device=dev)[:, None]
+        torch.minimum(out_arg, last, out=out_arg)
         out_arg += torch.tensor([starts[i] for i in perm], dtype=torch.int64, device=dev)[:, None]
         arg.index_copy_(0, p, out_arg)
-    if bias is not None:
-        top += bias.to(dt)
-    top.clamp_min_(0.0)
-    return top, arg, h_tok
+    return top, arg
 
 
 def _parallel(run, n_tiles, workers):
