@@ -5,8 +5,8 @@ path's ~16 MiB) are bound by writing them to memory and reading them back for th
 ``D = 128`` (splade-tiny) and, on the current 2-core host, at ``D = 384`` and ``768`` too
 (docs/kernels.md has the figures). This path cuts both axes: blocks of about ``_ROWS``
 positions (whole documents, padded to the block's longest document with copies of their own
-last row, which leaves every max and the first arg-max unchanged) times vocabulary tiles of
-``_TILE_ELEMS / rows`` columns, so each ``[rows, T]`` tile (~512 KiB) is reduced to the
+last row, which leaves every max unchanged; an arg-max on a copy is clamped to the real row)
+times vocabulary tiles of ``_TILE_ELEMS / rows`` columns, so each ``[rows, T]`` tile (~512 KiB) is reduced to the
 per-document max while it is still in L2. Documents are ordered by length inside the call, so
 blocks pad little even when the caller does not sort.
 
