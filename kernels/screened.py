@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 
 import torch
 
@@ -86,13 +87,15 @@ _cache: dict = {}
 
 
 def _bf16_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(bf16 copy of weight, its rows' L2 norms)``, kept for the last weight seen (the
-    encoder passes the same tensor every batch; an in-place update bumps ``_version``)."""
+    """``(bf16 copy of weight, its rows' L2 norms)``, kept for the last weight seen: the
+    encoder passes the same tensor object every batch. A hit needs that very object alive
+    (a weak reference, so a new tensor at a freed address never matches) with the same
+    storage and ``_version`` (an in-place update bumps it)."""
     key = (weight.data_ptr(), tuple(weight.shape), weight.stride(), weight._version)
     with _cache_lock:
-        if _cache.get("key") != key:
-            _cache.clear()
-            _cache.update(key=key, value=(weight.to(torch.bfloat16), torch.linalg.vector_norm(weight, dim=1)))
+        ref = _cache.get("ref")
+        if ref is None or ref() is not weight or _cache["key"] != key:
+            _cache.update(ref=weakref.ref(weight), key=key, value=(weight.to(torch.bfloat16), torch.linalg.vector_norm(weight, dim=1)))
         return _cache["value"]
 
 

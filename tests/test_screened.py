@@ -197,3 +197,19 @@ def test_splade_tiny_matches_sentence_transformers_through_the_screened_head(use
     a = ours.to_dense()
     assert np.abs(a - ref).max() <= 1e-5
     assert np.array_equal(a != 0, ref != 0)
+
+
+def test_bf16_weight_cache_follows_the_weight():
+    """The cached bf16 copy is reused for the same tensor, renewed after an in-place update
+    and never served for another tensor (even one of the same shape)."""
+    h, w, b, m = _inputs(2, 6, 16, 50, seed=11)
+    first = screened._bf16_weight(w)[0]
+    assert screened._bf16_weight(w)[0] is first
+    with torch.no_grad():
+        w.mul_(2.0)
+    assert torch.equal(screened._bf16_weight(w)[0], w.bfloat16())
+    other = torch.randn_like(w)
+    assert torch.equal(screened._bf16_weight(other)[0], other.bfloat16())
+    for _ in range(3):  # fresh tensors, possibly at a freed address: each still exact
+        h, w, b, m = _inputs(2, 6, 16, 50, seed=12 + _, shift=1.0)
+        assert (_screened(h, w, b, m) - splade_max_reference(h, w, b, m)).abs().max() <= 1e-5
