@@ -14,10 +14,12 @@ reset (`/proc/self/clear_refs`) before each encode and read after it.
 `--model minilm` builds the SPLADE-shaped MiniLM folder offline (the all-MiniLM-L6-v2
 backbone with a random MLM transform; `tests/builders.py`'s `build_minilm_splade`); any other
 value is a model folder. `--precision` applies to lsr only, one lsr variant per listed
-precision (sentence-transformers runs fp32, the reference); `fp32-plain` is fp32 with the
-screened head turned off (`LSR_SCREEN=0` while it encodes: the blocked fp32 head on every CPU).
+precision (sentence-transformers runs fp32, the reference); `fp32-plain` is fp32 as before
+the screened head: the backbone's Linear layers on MKL (`LSR_ONEDNN=0` at load) and the
+blocked fp32 head (`LSR_SCREEN=0` while it encodes).
 Prints docs/s for each variant,
-peak RSS, each lsr variant's vectors against sentence-transformers' (largest difference, same
+peak RSS, process CPU time per document (less disturbed than wall time when other jobs
+share the cores), each lsr variant's vectors against sentence-transformers' (largest difference, same
 non-zeros, same top-10 terms), and for the SPLADE head (fp32 and bf16): its achieved GFLOP/s
 on the encoder's own hidden states against a plain matmul of the same size and dtype (`[N, D]
 @ [D, V]`, output preallocated) and the same matmul in L2-sized pieces (this CPU's practical
@@ -32,6 +34,7 @@ Never asserts on timings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -57,6 +60,21 @@ def read_docs(n: int) -> list[str]:
             d = json.loads(line)
             out.append(d["title"] + " " + d["text"])
     return out
+
+
+@contextlib.contextmanager
+def env(name: str, value: str | None):
+    """The environment variable `name` set to `value` inside the block (None: left as it is)."""
+    before = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if value is not None and before is None:
+            del os.environ[name]
+        elif value is not None:
+            os.environ[name] = before
 
 
 def same_top_terms(a: np.ndarray, b: np.ndarray, k: int) -> float:
@@ -135,7 +153,7 @@ def head_gflops(enc, docs: list[str], max_length: int, batch_size: int, rounds: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="splade-tiny", help="splade-tiny, minilm, or a model folder")
-    ap.add_argument("--precision", default="fp32", help="lsr's precision(s), comma-separated: fp32, bf16, int8, fp32-plain (fp32, screening off); one lsr variant each")
+    ap.add_argument("--precision", default="fp32", help="lsr's precision(s), comma-separated: fp32, bf16, int8, fp32-plain (fp32 before the screened head and oneDNN linears); one lsr variant each")
     ap.add_argument("--n-docs", type=int, default=512)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -168,19 +186,13 @@ def main() -> None:
             from lsr.encoders import load_encoder
 
             precision = variant.split()[1]
-            enc = lsr_encoders[variant] = load_encoder(folder, device="cpu", precision=precision.removesuffix("-plain"))
+            plain = precision.endswith("-plain")
+            with env("LSR_ONEDNN", "0" if plain else None):  # read at load: the backbone's Linear layers
+                enc = lsr_encoders[variant] = load_encoder(folder, device="cpu", precision=precision.removesuffix("-plain"))
 
-            def run_lsr(d, enc=enc, plain=precision.endswith("-plain")):
-                before = os.environ.get("LSR_SCREEN")
-                if plain:
-                    os.environ["LSR_SCREEN"] = "0"
-                try:
+            def run_lsr(d, enc=enc, plain=plain):
+                with env("LSR_SCREEN", "0" if plain else None):
                     return enc.encode_documents(d, batch_size=args.batch_size, max_length=args.max_length)
-                finally:
-                    if plain and before is None:
-                        del os.environ["LSR_SCREEN"]
-                    elif plain:
-                        os.environ["LSR_SCREEN"] = before
 
             encoders[variant] = run_lsr
         else:
@@ -204,13 +216,17 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     peak = {v: 0.0 for v in variants}
+    cpu = {v: float("inf") for v in variants}
 
     def measured(variant: str):
-        """The variant's encode, its peak RSS recorded (high-water mark reset before it)."""
+        """The variant's encode, its peak RSS (high-water mark reset before it) and its
+        process CPU time (best round) recorded."""
 
         def run():
             reset_peak_rss()
+            start = time.process_time()
             vectors = encoders[variant](docs)
+            cpu[variant] = min(cpu[variant], time.process_time() - start)
             peak[variant] = max(peak[variant], peak_rss_mib())
             return vectors
 
@@ -220,15 +236,15 @@ def main() -> None:
         print(f"  round {r + 1}: " + ", ".join(f"{v} {args.n_docs / best[v]:.2f} docs/s (best so far)" for v in variants))
 
     best, vectors = time_alternating({v: measured(v) for v in variants}, args.rounds, warmup=False, after_round=after_round)
-    print(markdown_table(["variant", "docs/s", "peak RSS MiB (process, models of both loaded)"],
-                         [[v, f"{args.n_docs / best[v]:.2f}", f"{peak[v]:.0f}"] for v in variants]))  # fmt: skip
+    print(markdown_table(["variant", "docs/s", "CPU-ms/doc", "peak RSS MiB (process, models of both loaded)"],
+                         [[v, f"{args.n_docs / best[v]:.2f}", f"{cpu[v] / args.n_docs * 1e3:.0f}", f"{peak[v]:.0f}"] for v in variants]))  # fmt: skip
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     st_name = "sentence-transformers"
     for variant, enc in lsr_encoders.items():
         if st_name in vectors:
             a, b = vectors[variant].to_dense(), vectors[st_name].to_dense()
             print(
-                f"{variant} / {st_name}: {best[st_name] / best[variant]:.2f}x; vectors: max |diff| {np.abs(a - b).max():.2e}, "
+                f"{variant} / {st_name}: {best[st_name] / best[variant]:.2f}x (CPU time {cpu[st_name] / cpu[variant]:.2f}x); vectors: max |diff| {np.abs(a - b).max():.2e}, "
                 f"same non-zeros: {bool(np.array_equal(a != 0, b != 0))}, mean active terms {np.count_nonzero(a, axis=1).mean():.0f}, "
                 f"documents whose top-10 terms are the same set: {same_top_terms(a, b, 10):.0%}"
             )
