@@ -45,7 +45,7 @@ import weakref
 import torch
 
 from ._common import apply_activation, check_args
-from .blocked import _ROWS, _TILE_ELEMS, _parallel, tiles_max
+from .blocked import _ROWS, _TILE_ELEMS, _parallel, splade_max_blocked, tiles_max
 from .chunked import _gather, _needs_grad
 
 U = 2.0**-8  # bf16 unit roundoff
@@ -73,7 +73,7 @@ def native_bf16() -> bool:
 def screen_applies(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """The screened head's conditions: CPU fp32 inputs, no gradient, a native bf16 gemm."""
     return (
-        not hidden.is_cuda
+        hidden.device.type == "cpu"
         and hidden.dtype == torch.float32
         and weight.dtype == torch.float32
         and (bias is None or bias.dtype == torch.float32)
@@ -148,8 +148,6 @@ def splade_max_screened(
     max pooling); fp32 inputs without gradient only. ``rows``, ``tile_elems`` and ``workers``
     as in :func:`.blocked.splade_max_blocked` (workers also share the rescoring's documents).
     """
-    from .blocked import splade_max_blocked
-
     B, _, _, V, m = check_args(hidden, weight, bias, mask, activation, pooling)
     if pooling != "max":
         raise ValueError("the screened path implements max pooling only")
