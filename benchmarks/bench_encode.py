@@ -14,9 +14,8 @@ reset (`/proc/self/clear_refs`) before each encode and read after it.
 `--model minilm` builds the SPLADE-shaped MiniLM folder offline (the all-MiniLM-L6-v2
 backbone with a random MLM transform; `tests/builders.py`'s `build_minilm_splade`); any other
 value is a model folder. `--precision` applies to lsr only, one lsr variant per listed
-precision (sentence-transformers runs fp32, the reference); `fp32-plain` is fp32 as before
-the screened head: the backbone's Linear layers on MKL (`LSR_ONEDNN=0` at load) and the
-blocked fp32 head (`LSR_SCREEN=0` while it encodes).
+precision (sentence-transformers runs fp32, the reference); `fp32-plain` is fp32 with the
+screened head turned off (`LSR_SCREEN=0` while it encodes: the blocked fp32 head).
 Prints docs/s for each variant,
 peak RSS, process CPU time per document (less disturbed than wall time when other jobs
 share the cores), each lsr variant's vectors against sentence-transformers' (largest difference, same
@@ -153,7 +152,7 @@ def head_gflops(enc, docs: list[str], max_length: int, batch_size: int, rounds: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="splade-tiny", help="splade-tiny, minilm, or a model folder")
-    ap.add_argument("--precision", default="fp32", help="lsr's precision(s), comma-separated: fp32, bf16, int8, fp32-plain (fp32 before the screened head and oneDNN linears); one lsr variant each")
+    ap.add_argument("--precision", default="fp32", help="lsr's precision(s), comma-separated: fp32, bf16, int8, fp32-plain (fp32, screening off); one lsr variant each")
     ap.add_argument("--n-docs", type=int, default=512)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -187,8 +186,7 @@ def main() -> None:
 
             precision = variant.split()[1]
             plain = precision.endswith("-plain")
-            with env("LSR_ONEDNN", "0" if plain else None):  # read at load: the backbone's Linear layers
-                enc = lsr_encoders[variant] = load_encoder(folder, device="cpu", precision=precision.removesuffix("-plain"))
+            enc = lsr_encoders[variant] = load_encoder(folder, device="cpu", precision=precision.removesuffix("-plain"))
 
             def run_lsr(d, enc=enc, plain=plain):
                 with env("LSR_SCREEN", "0" if plain else None):

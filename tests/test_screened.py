@@ -214,28 +214,3 @@ def test_bf16_weight_cache_follows_the_weight():
         h, w, b, m = _inputs(2, 6, 16, 50, seed=12 + _, shift=1.0)
         assert (_screened(h, w, b, m) - splade_max_reference(h, w, b, m)).abs().max() <= 1e-5
 
-
-def test_onednn_linears_keep_the_vectors(monkeypatch):
-    """splade-tiny's backbone Linear layers on packed oneDNN weights (the fp32 CPU default)
-    give the vectors of the model's own (MKL) forward within 1e-5; LSR_ONEDNN=0 keeps MKL;
-    another precision puts the layers' own forward back."""
-    from lsr.encoders import load_encoder
-
-    with open(SCIFACT, encoding="utf-8") as f:
-        docs = [d["title"] + " " + d["text"] for d in map(json.loads, (next(f) for _ in range(6)))]
-
-    def patched(enc):
-        return sum("forward" in m.__dict__ for m in enc.model.modules())
-
-    monkeypatch.setenv("LSR_ONEDNN", "0")
-    mkl = load_encoder(str(SPLADE_TINY), device="cpu")
-    monkeypatch.setenv("LSR_ONEDNN", "1")
-    dnn = load_encoder(str(SPLADE_TINY), device="cpu")
-    assert patched(mkl) == 0
-    assert patched(dnn) == sum(isinstance(m, torch.nn.Linear) for m in dnn.model.modules()) - 1  # all but the decoder
-    a = mkl.encode_documents(docs, batch_size=3).to_dense()
-    b = dnn.encode_documents(docs, batch_size=3).to_dense()
-    assert np.abs(a - b).max() <= 1e-5 and np.array_equal(a != 0, b != 0)
-    dnn.set_precision("bf16")
-    assert patched(dnn) == 0
-    assert dnn.encode_documents(docs[:2]).to_dense().shape == (2, a.shape[1])

@@ -79,31 +79,6 @@ def mlm_hidden(model: Any, head: Any, inputs: dict[str, Any], name: str = "model
     return hidden
 
 
-def onednn_linears(model: Any, skip: Any) -> int:
-    """Run `model`'s fp32 `nn.Linear` layers (all but `skip`) through oneDNN with weights
-    packed once (`torch.ops.mkldnn._linear_pointwise`, what torch's own inductor freezing
-    uses on CPU): still fp32 arithmetic, in another summation order than MKL's `addmm`, and on
-    this AMD host ~15% faster for a BERT backbone (no bias broadcast copy, no per-call
-    packing). Inference only (no autograd through the packed op). Returns the number of layers
-    switched; 0 where oneDNN is unavailable or packing fails (the layers keep MKL)."""
-    import torch
-
-    if not torch.backends.mkldnn.is_available():
-        return 0
-    layers = [
-        m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not skip and m.weight.dtype == torch.float32
-    ]
-    try:
-        packed = [torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), 4096) for m in layers]
-    except (AttributeError, RuntimeError) as err:
-        logger.debug("oneDNN linear packing unavailable: %s", err)
-        return 0
-    for m, w in zip(layers, packed):
-        bias = m.bias.detach() if m.bias is not None else None
-        m.forward = lambda x, w=w, bias=bias: torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
-    return len(layers)
-
-
 def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -170,8 +145,6 @@ class SpladeEncoder(Encoder):
         self.bias = bias.detach() if bias is not None else None
         self.precision = "fp32"
         self.set_precision(precision)
-        if self.device.type == "cpu" and precision == "fp32" and os.environ.get("LSR_ONEDNN", "1") != "0":
-            onednn_linears(self.model, self._head)  # LSR_ONEDNN=0: MKL, as the model's own forward
         params = inspect.signature(self.model.forward).parameters
         self._wants_token_type = "token_type_ids" in params
         limit = getattr(self.tokenizer, "model_max_length", None) or 512
@@ -197,8 +170,6 @@ class SpladeEncoder(Encoder):
         if precision not in PRECISIONS or self.precision != "fp32":
             raise LsrError(f"cannot change the precision from {self.precision} to {precision!r}")
         self.precision = precision
-        for module in self.model.modules():  # back to the layers' own forward (onednn_linears)
-            module.__dict__.pop("forward", None)
         if precision == "bf16":
             self.bias = self.bias.clone() if self.bias is not None else None  # stays fp32
             self.model.to(torch.bfloat16)
