@@ -9,16 +9,23 @@ reset (`/proc/self/clear_refs`) before each encode and read after it.
     .venv/bin/python benchmarks/bench_encode.py --model splade-tiny            # ../shared/models/splade-tiny
     .venv/bin/python benchmarks/bench_encode.py --model minilm                 # the MiniLM-SPLADE folder
     .venv/bin/python benchmarks/bench_encode.py --model splade-tiny --precision fp32,bf16,int8 --rounds 3
+    .venv/bin/python benchmarks/bench_encode.py --model minilm --precision fp32,fp32-plain --n-docs 256
 
 `--model minilm` builds the SPLADE-shaped MiniLM folder offline (the all-MiniLM-L6-v2
 backbone with a random MLM transform; `tests/builders.py`'s `build_minilm_splade`); any other
 value is a model folder. `--precision` applies to lsr only, one lsr variant per listed
-precision (sentence-transformers runs fp32, the reference). Prints docs/s for each variant,
-peak RSS, each lsr variant's vectors against sentence-transformers' (largest difference, same
+precision (sentence-transformers runs fp32, the reference); `fp32-plain` is fp32 with the
+screened head turned off (`LSR_SCREEN=0` while it encodes: the blocked fp32 head).
+Prints docs/s for each variant,
+peak RSS, process CPU time per document (less disturbed than wall time when other jobs
+share the cores), each lsr variant's vectors against sentence-transformers' (largest difference, same
 non-zeros, same top-10 terms), and for the SPLADE head (fp32 and bf16): its achieved GFLOP/s
 on the encoder's own hidden states against a plain matmul of the same size and dtype (`[N, D]
 @ [D, V]`, output preallocated) and the same matmul in L2-sized pieces (this CPU's practical
-peak for that dtype). sentence-transformers' ONNX backend is not a variant: it needs
+peak for that dtype); for fp32 also the screened head (`lsr.kernels.screened`, used where
+the CPU has a native bf16 dot product) against the blocked fp32 head on the same batch, and
+its candidate fraction (terms rescored in fp32) beside the fraction of non-zero terms.
+sentence-transformers' ONNX backend is not a variant: it needs
 `optimum-onnx`, whose 0.1.0 pins transformers < 4.58 (this project runs on 5.x).
 Never asserts on timings.
 """
@@ -26,6 +33,7 @@ Never asserts on timings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -53,6 +61,21 @@ def read_docs(n: int) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def env(name: str, value: str | None):
+    """The environment variable `name` set to `value` inside the block (None: left as it is)."""
+    before = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if value is not None and before is None:
+            del os.environ[name]
+        elif value is not None:
+            os.environ[name] = before
+
+
 def same_top_terms(a: np.ndarray, b: np.ndarray, k: int) -> float:
     """Share of rows whose k largest entries are the same set of columns in `a` and `b`."""
     ta = np.sort(np.argsort(-a, axis=1, kind="stable")[:, :k], axis=1)
@@ -65,7 +88,7 @@ def head_gflops(enc, docs: list[str], max_length: int, batch_size: int, rounds: 
     (both in the head's dtype: fp32, or bf16 for `--precision bf16`)."""
     import torch
 
-    from lsr.kernels import splade_max
+    from lsr.kernels import screened, splade_max
 
     tok = enc.tokenizer(docs[:batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     inputs = {"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}
@@ -89,6 +112,9 @@ def head_gflops(enc, docs: list[str], max_length: int, batch_size: int, rounds: 
         def plain():
             torch.mm(h_tok, w.T, out=out)
 
+        def blocked():
+            splade_max(hidden, w, enc.bias, mask, screen=False)
+
         threads = torch.get_num_threads()
 
         def pieces():  # about the same flops as L2-sized [256, 512] products, one thread
@@ -100,7 +126,13 @@ def head_gflops(enc, docs: list[str], max_length: int, batch_size: int, rounds: 
             finally:
                 torch.set_num_threads(threads)
 
-        best, _ = time_alternating({"head": head, "plain": plain, "pieces": pieces}, rounds, warmup=False)
+        fns = {"head": head, "plain": plain, "pieces": pieces}
+        screening = dt == torch.float32 and screened.screen_applies(hidden, w, enc.bias)
+        if screening:
+            fns["blocked"] = blocked
+            _, _, cand = screened.screen(hidden, w, enc.bias, mask != 0)
+            nonzero = float((splade_max(hidden, w, enc.bias, mask) > 0).float().mean())
+        best, _ = time_alternating(fns, rounds, warmup=False)
     pieces_flop = 2.0 * 256 * D * 512 * ((n_tok + 255) // 256) * (V // 512)
     g = {"head": flop / best["head"] / 1e9, "plain": flop / best["plain"] / 1e9, "pieces": pieces_flop / best["pieces"] / 1e9}
     print(
@@ -109,12 +141,18 @@ def head_gflops(enc, docs: list[str], max_length: int, batch_size: int, rounds: 
         f"pieces {g['pieces']:.1f} GFLOP/s (x{threads} threads = {g['pieces'] * threads:.1f}) -> head at "
         f"{g['head'] / g['plain']:.0%} of the plain mm, {g['head'] / (g['pieces'] * threads):.0%} of {threads} x the pieces' peak"
     )
+    if screening:
+        print(
+            f"  screened head {best['head'] * 1e3:.0f} ms vs blocked fp32 head {best['blocked'] * 1e3:.0f} ms "
+            f"({best['blocked'] / best['head']:.2f}x; blocked {flop / best['blocked'] / 1e9:.1f} GFLOP/s); candidates "
+            f"{float(cand.float().mean()):.2%} of the (document, term) pairs, non-zero {nonzero:.2%}"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="splade-tiny", help="splade-tiny, minilm, or a model folder")
-    ap.add_argument("--precision", default="fp32", help="lsr's precision(s), comma-separated: fp32, bf16, int8 (one lsr variant each)")
+    ap.add_argument("--precision", default="fp32", help="lsr's precision(s), comma-separated: fp32, bf16, int8, fp32-plain (fp32, screening off); one lsr variant each")
     ap.add_argument("--n-docs", type=int, default=512)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -146,8 +184,15 @@ def main() -> None:
         if variant.startswith("lsr"):
             from lsr.encoders import load_encoder
 
-            enc = lsr_encoders[variant] = load_encoder(folder, device="cpu", precision=variant.split()[1])
-            encoders[variant] = lambda d, enc=enc: enc.encode_documents(d, batch_size=args.batch_size, max_length=args.max_length)
+            precision = variant.split()[1]
+            plain = precision.endswith("-plain")
+            enc = lsr_encoders[variant] = load_encoder(folder, device="cpu", precision=precision.removesuffix("-plain"))
+
+            def run_lsr(d, enc=enc, plain=plain):
+                with env("LSR_SCREEN", "0" if plain else None):
+                    return enc.encode_documents(d, batch_size=args.batch_size, max_length=args.max_length)
+
+            encoders[variant] = run_lsr
         else:
             from sentence_transformers import SparseEncoder
 
@@ -169,13 +214,17 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     peak = {v: 0.0 for v in variants}
+    cpu = {v: float("inf") for v in variants}
 
     def measured(variant: str):
-        """The variant's encode, its peak RSS recorded (high-water mark reset before it)."""
+        """The variant's encode, its peak RSS (high-water mark reset before it) and its
+        process CPU time (best round) recorded."""
 
         def run():
             reset_peak_rss()
+            start = time.process_time()
             vectors = encoders[variant](docs)
+            cpu[variant] = min(cpu[variant], time.process_time() - start)
             peak[variant] = max(peak[variant], peak_rss_mib())
             return vectors
 
@@ -185,22 +234,22 @@ def main() -> None:
         print(f"  round {r + 1}: " + ", ".join(f"{v} {args.n_docs / best[v]:.2f} docs/s (best so far)" for v in variants))
 
     best, vectors = time_alternating({v: measured(v) for v in variants}, args.rounds, warmup=False, after_round=after_round)
-    print(markdown_table(["variant", "docs/s", "peak RSS MiB (process, models of both loaded)"],
-                         [[v, f"{args.n_docs / best[v]:.2f}", f"{peak[v]:.0f}"] for v in variants]))  # fmt: skip
+    print(markdown_table(["variant", "docs/s", "CPU-ms/doc", "peak RSS MiB (process, models of both loaded)"],
+                         [[v, f"{args.n_docs / best[v]:.2f}", f"{cpu[v] / args.n_docs * 1e3:.0f}", f"{peak[v]:.0f}"] for v in variants]))  # fmt: skip
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     st_name = "sentence-transformers"
     for variant, enc in lsr_encoders.items():
         if st_name in vectors:
             a, b = vectors[variant].to_dense(), vectors[st_name].to_dense()
             print(
-                f"{variant} / {st_name}: {best[st_name] / best[variant]:.2f}x; vectors: max |diff| {np.abs(a - b).max():.2e}, "
+                f"{variant} / {st_name}: {best[st_name] / best[variant]:.2f}x (CPU time {cpu[st_name] / cpu[variant]:.2f}x); vectors: max |diff| {np.abs(a - b).max():.2e}, "
                 f"same non-zeros: {bool(np.array_equal(a != 0, b != 0))}, mean active terms {np.count_nonzero(a, axis=1).mean():.0f}, "
                 f"documents whose top-10 terms are the same set: {same_top_terms(a, b, 10):.0%}"
             )
     from lsr.encoders.splade import SpladeEncoder
 
     for variant, enc in lsr_encoders.items():
-        if isinstance(enc, SpladeEncoder) and enc.precision in ("fp32", "bf16"):
+        if isinstance(enc, SpladeEncoder) and enc.precision in ("fp32", "bf16") and not variant.endswith("-plain"):
             head_gflops(enc, docs, args.max_length, 16, args.rounds)
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -12,19 +12,27 @@ differentiable in hidden, weight and bias, without materialising the ``[B, S, V]
   the same naming as sentence-transformers' ``SpladePooling`` (OpenSearch SPLADE models).
 
 Dispatch: CUDA tensors with max pooling → Triton (:mod:`.triton_max`), falling back to the
-chunked path when Triton cannot be imported; CPU tensors with max pooling → the cache-blocked
-path (:mod:`.blocked`; bf16 logits tiles when hidden and weight are both bf16 and no gradient
-is needed); sum pooling → the chunked torch path (:mod:`.chunked`). Triton is imported lazily, never by ``import lsr.kernels``.
+chunked path when Triton cannot be imported; CPU tensors with max pooling → the screened
+path (:mod:`.screened`: bf16 screening, a certified bound, fp32 rescoring; exact fp32) when
+the inputs are fp32, no gradient is needed and the CPU has a native bf16 dot product (unless
+``screen=False`` or the environment sets ``LSR_SCREEN=0``), else the cache-blocked path
+(:mod:`.blocked`; bf16 logits tiles when hidden and weight are both bf16 and no gradient is
+needed); sum pooling → the chunked torch path (:mod:`.chunked`). Triton is imported lazily,
+never by ``import lsr.kernels``.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from . import screened
 from ._common import ACTIVATIONS, POOLINGS, torch_single_threaded
 from .blocked import splade_max_blocked
 from .chunked import splade_max_chunked
 from .reference import splade_max_reference
+from .screened import splade_max_screened
 from .triton_max import splade_max_triton
 
 __all__ = [
@@ -34,6 +42,7 @@ __all__ = [
     "splade_max_blocked",
     "splade_max_chunked",
     "splade_max_reference",
+    "splade_max_screened",
     "splade_max_triton",
     "torch_single_threaded",
     "triton_available",
@@ -63,6 +72,7 @@ def splade_max(
     activation: str = "relu",
     *,
     pooling: str = "max",
+    screen: bool | None = None,
 ) -> torch.Tensor:
     """SPLADE pooling of the LM-head logits; see the module docstring for the formulas.
 
@@ -73,6 +83,8 @@ def splade_max(
         mask: ``[B, S]``, 1/True for real tokens, 0/False for padding (None: all real).
         activation: ``"relu"`` (log1p(relu)) or ``"log1p_relu"`` (log1p(log1p(relu))).
         pooling: ``"max"`` (SPLADE v2+) or ``"sum"`` (SPLADE v1).
+        screen: allow the screened CPU head where it applies (same fp32 result, faster);
+            None: yes unless the environment sets ``LSR_SCREEN=0``.
 
     Returns:
         ``[B, V]`` float32 scores (≥ 0), accumulated in float32.
@@ -80,5 +92,9 @@ def splade_max(
     if hidden.is_cuda and pooling == "max" and triton_available():
         return splade_max_triton(hidden, weight, bias, mask, activation, pooling=pooling)
     if not hidden.is_cuda and pooling == "max" and hidden.dim() == 3:
+        if screen is None:
+            screen = os.environ.get("LSR_SCREEN", "1") != "0"
+        if screen and screened.screen_applies(hidden, weight, bias):
+            return splade_max_screened(hidden, weight, bias, mask, activation, pooling=pooling)
         return splade_max_blocked(hidden, weight, bias, mask, activation, pooling=pooling)
     return splade_max_chunked(hidden, weight, bias, mask, activation, pooling=pooling)

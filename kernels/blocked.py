@@ -5,8 +5,8 @@ path's ~16 MiB) are bound by writing them to memory and reading them back for th
 ``D = 128`` (splade-tiny) and, on the current 2-core host, at ``D = 384`` and ``768`` too
 (docs/kernels.md has the figures). This path cuts both axes: blocks of about ``_ROWS``
 positions (whole documents, padded to the block's longest document with copies of their own
-last row, which leaves every max and the first arg-max unchanged) times vocabulary tiles of
-``_TILE_ELEMS / rows`` columns, so each ``[rows, T]`` tile (~512 KiB) is reduced to the
+last row, which leaves every max unchanged; an arg-max on a copy is clamped to the real row)
+times vocabulary tiles of ``_TILE_ELEMS / rows`` columns, so each ``[rows, T]`` tile (~512 KiB) is reduced to the
 per-document max while it is still in L2. Documents are ordered by length inside the call, so
 blocks pad little even when the caller does not sort.
 
@@ -60,14 +60,34 @@ def bf16_tiles(hidden: torch.Tensor, weight: torch.Tensor, need_idx: bool) -> bo
 
 def _max_forward_blocked(hidden, weight, bias, m, dt, need_idx, rows=_ROWS, tile_elems=_TILE_ELEMS, workers=None):
     """Same contract as chunked's ``_max_forward``: ``(top [B, V] clamped, rows | None, h_tok)``."""
-    B = hidden.shape[0]
-    V = weight.shape[0]
-    dev = hidden.device
     tile_dt = torch.bfloat16 if bf16_tiles(hidden, weight, need_idx) else dt
     h_tok, lengths = _gather(hidden, m, tile_dt)
-    top = torch.full((B, V), float("-inf"), dtype=dt, device=dev)
-    arg = torch.zeros((B, V), dtype=torch.int64, device=dev) if need_idx else None
     w = weight if weight.dtype == tile_dt else weight.to(tile_dt)
+    top, arg = tiles_max(h_tok, lengths, w, need_idx, rows, tile_elems, workers)
+    top = top.to(dt)
+    if bias is not None:
+        top += bias.to(dt)
+    top.clamp_min_(0.0)
+    return top, arg, h_tok
+
+
+def tiles_max(h_tok, lengths, w, need_idx=False, rows=_ROWS, tile_elems=_TILE_ELEMS, workers=None):
+    """Per-document max of ``h_tok @ w.T`` over each document's rows, in L2-sized tiles.
+
+    ``h_tok`` is ``[N, D]`` (documents' rows contiguous, ``lengths`` of them each) in ``w``'s
+    dtype. Returns ``(top [B, V], arg [B, V] | None)``: ``top`` in the tiles' dtype, ``-inf``
+    for empty documents; ``arg`` the first arg-max row of ``h_tok`` when ``need_idx``.
+
+    bf16 tiles without arg-max are reduced over their bit patterns as int16 (an int16 max and
+    min cost ~15 µs per ``[256, 512]`` tile, a bf16 max ~50): bf16 is sign-magnitude, so a
+    non-negative value orders like its bits and is a non-negative int16, and among negative
+    values (negative int16s) the largest is the one of least magnitude, the smallest int16.
+    The max is the int16 max where that is ≥ 0, else the int16 min: exactly the bf16 max.
+    """
+    B, V = len(lengths), w.shape[0]
+    dev, tile_dt = w.device, w.dtype
+    sign_bits = tile_dt == torch.bfloat16 and not need_idx
+    red_dt = torch.int16 if sign_bits else tile_dt
     starts = [0] * B
     for i in range(1, B):
         starts[i] = starts[i - 1] + lengths[i - 1]
@@ -78,14 +98,16 @@ def _max_forward_blocked(hidden, weight, bias, m, dt, need_idx, rows=_ROWS, tile
         h_blk = h_tok.index_select(0, torch.tensor(idx, dtype=torch.int64, device=dev))
         blocks.append((len(perm), len(docs), L, h_blk))
         perm.extend(docs)
+    top = torch.full((B, V), float("-inf"), dtype=tile_dt, device=dev)
+    arg = torch.zeros((B, V), dtype=torch.int64, device=dev) if need_idx else None
     if not blocks:
-        top.clamp_min_(0.0)
-        return top, arg, h_tok
+        return top, arg
     n_rows = max(k * L for _, k, L, _ in blocks)
     T = max(16, min(V, tile_elems // n_rows))
     tiles = list(range(0, V, T))
-    out_top = torch.empty((len(perm), V), dtype=tile_dt, device=dev)
+    out_top = torch.empty((len(perm), V), dtype=red_dt, device=dev)
     out_arg = torch.empty((len(perm), V), dtype=torch.int64, device=dev) if need_idx else None
+    out_min = torch.empty((len(perm), V), dtype=red_dt, device=dev) if sign_bits else None
 
     def run(next_tile):
         buf = torch.empty((n_rows, T), dtype=tile_dt, device=dev)
@@ -96,23 +118,27 @@ def _max_forward_blocked(hidden, weight, bias, m, dt, need_idx, rows=_ROWS, tile
             for r0, k, L, h_blk in blocks:
                 out = buf[: k * L, : v1 - v0]
                 torch.mm(h_blk, w_t, out=out)
-                view = out.view(k, L, v1 - v0)
+                view = (out.view(red_dt) if sign_bits else out).view(k, L, v1 - v0)
                 if need_idx:
                     torch.max(view, dim=1, out=(out_top[r0 : r0 + k, v0:v1], out_arg[r0 : r0 + k, v0:v1]))
                 else:
                     torch.amax(view, dim=1, out=out_top[r0 : r0 + k, v0:v1])
+                if sign_bits:
+                    torch.amin(view, dim=1, out=out_min[r0 : r0 + k, v0:v1])
 
     _parallel(run, len(tiles), workers)
+    if sign_bits:
+        out_top = torch.where(out_top >= 0, out_top, out_min).view(tile_dt)
     p = torch.tensor(perm, dtype=torch.int64, device=dev)
-    top.index_copy_(0, p, out_top.to(dt))
+    top.index_copy_(0, p, out_top)
     if need_idx:
-        # first arg-max over the padded rows is a real row (its copies come after it)
+        # a padding copy of a document's last row stands for that row: torch.max does not
+        # always return the first of equal values (a hypothesis case, V = 4, sent a tie to the copy)
+        last = torch.tensor([lengths[i] - 1 for i in perm], dtype=torch.int64, device=dev)[:, None]
+        torch.minimum(out_arg, last, out=out_arg)
         out_arg += torch.tensor([starts[i] for i in perm], dtype=torch.int64, device=dev)[:, None]
         arg.index_copy_(0, p, out_arg)
-    if bias is not None:
-        top += bias.to(dt)
-    top.clamp_min_(0.0)
-    return top, arg, h_tok
+    return top, arg
 
 
 def _parallel(run, n_tiles, workers):

@@ -440,6 +440,7 @@ def test_dispatcher_cpu_picks_blocked_for_max_pooling(monkeypatch):
     import lsr.kernels as K
 
     used = []
+    monkeypatch.setattr(K.screened, "native_bf16", lambda: False)  # the screened head: tests/test_screened.py
     monkeypatch.setattr(K, "splade_max_blocked", lambda *a, **k: used.append("blocked") or splade_max_reference(*a, **k))
     monkeypatch.setattr(K, "splade_max_chunked", lambda *a, **k: used.append("chunked") or splade_max_reference(*a, **k))
     for D in (8, 384, 1024):
