@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lsr.errors import LsrError
+from lsr.formats.npy import NpyAppender
 from lsr.indexer.storage import save_array
 
 FIELDS = ("ids", "titles", "texts")
@@ -21,9 +22,7 @@ class DocStoreWriter:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.blobs = {f: open(self.directory / f"{f}.npy", "wb") for f in FIELDS}
-        for blob in self.blobs.values():
-            blob.write(b"\0" * NPY_HEADER)  # room for the header, written once the size is known
+        self.blobs = {f: NpyAppender(self.directory / f"{f}.npy", np.uint8) for f in FIELDS}
         # 8 bytes per entry (a list of Python ints takes ~36): millions of documents add up
         self.offsets: dict[str, array] = {f: array("q", [0]) for f in FIELDS}
         self.seen: dict[str, str] = {}
@@ -46,7 +45,7 @@ class DocStoreWriter:
             for field in FIELDS:
                 blob, offsets = part.blobs[field], np.asarray(part.offsets[field])
                 base = self.offsets[field][-1]
-                self.blobs[field].write(memoryview(np.ascontiguousarray(blob)).cast("B"))
+                self.blobs[field].write(blob)
                 self.offsets[field].extend((offsets[1:] + base).tolist())
             self.copied += len(part)
 
@@ -55,20 +54,8 @@ class DocStoreWriter:
 
     def close(self) -> None:
         for field, blob in self.blobs.items():
-            blob.seek(0)
-            blob.write(_npy_header(self.offsets[field][-1]))
             blob.close()
             save_array(self.directory / f"{field}.offsets.npy", np.frombuffer(self.offsets[field], np.int64))
-
-
-NPY_HEADER = 128  # bytes of a version 1.0 .npy header of a 1-D uint8 array (any length)
-
-
-def _npy_header(size: int) -> bytes:
-    """The .npy (format 1.0) header of a uint8 array of `size` entries, NPY_HEADER bytes long."""
-    text = repr({"descr": "|u1", "fortran_order": False, "shape": (size,)})
-    body = text.ljust(NPY_HEADER - 10 - 1).encode("latin1") + b"\n"
-    return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body
 
 
 class DocStore:

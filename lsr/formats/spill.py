@@ -3,9 +3,9 @@ encoded, read back memory-mapped, so a corpus's vectors never have to sit in mem
 
 Layout: `indices.npy` (int32), `values.npy` (float32), `indptr.npy` (int64, rows + 1) and
 `spill.json` (`{"format": "lsr-vectors", "dim", "rows", "nnz"}`), plain `.npy` files that
-`np.load(mmap_mode=...)` opens. While writing, components and values are appended behind a
-fixed-size header placeholder (plain writes, never memory-mapped ones: a full disk is an
-`OSError`, not a SIGBUS) and only the row lengths are kept in memory (8 bytes a row);
+`np.load(mmap_mode=...)` opens. While writing, components and values are appended
+(`lsr.formats.npy.NpyAppender`: plain writes, the header last) and only the row lengths are
+kept in memory (8 bytes a row);
 `close()` writes the headers, `indptr.npy` and `spill.json`. A folder without `spill.json`
 is incomplete and is refused by `read_spill`.
 """
@@ -15,26 +15,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
 
 from lsr.formats.lines import FormatError
+from lsr.formats.npy import NpyAppender
 from lsr.sparse import SparseVectors
 
 FORMAT = "lsr-vectors"
-HEADER_BYTES = 128  # room for a `.npy` 1.0 header of any 1-D length
-_MAGIC = b"\x93NUMPY\x01\x00"
-
-
-def _npy_header(dtype: np.dtype, length: int) -> bytes:
-    """A `.npy` 1.0 header of exactly `HEADER_BYTES` bytes for a 1-D array."""
-    text = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (int(length),)})
-    body = HEADER_BYTES - len(_MAGIC) - 2
-    return _MAGIC + struct.pack("<H", body) + text.ljust(body - 1).encode("latin1") + b"\n"
-
-
 class VectorSpill:
     """Writes a spill folder (`directory`, created; it must not exist yet). `add(chunk)` appends
     rows; `close()` completes the folder; `vectors()` closes and returns its rows memory-mapped.
@@ -45,17 +34,15 @@ class VectorSpill:
         self.directory.mkdir(parents=True)
         self.dim, self.rows, self.nnz = int(dim), 0, 0
         self._lengths: list[np.ndarray] = []
-        self._files = {name: open(self.directory / f"{name}.npy", "wb") for name in ("indices", "values")}
-        for f in self._files.values():
-            f.write(bytes(HEADER_BYTES))
+        self._files = {name: NpyAppender(self.directory / f"{name}.npy", dtype) for name, dtype in (("indices", np.int32), ("values", np.float32))}
         self.closed = False
 
     def add(self, chunk: SparseVectors) -> None:
         """Append `chunk`'s rows (its components as int32, values as float32)."""
         if not isinstance(chunk, SparseVectors):
             raise TypeError(f"expected SparseVectors chunks, got {type(chunk).__name__}")
-        self._files["indices"].write(np.ascontiguousarray(chunk.indices, dtype=np.int32).tobytes())
-        self._files["values"].write(np.ascontiguousarray(chunk.values, dtype=np.float32).tobytes())
+        self._files["indices"].write(chunk.indices)
+        self._files["values"].write(chunk.values)
         self._lengths.append(np.diff(chunk.indptr))
         self.dim = max(self.dim, int(chunk.dim))
         self.rows += len(chunk)
@@ -65,10 +52,7 @@ class VectorSpill:
         """Write the headers, `indptr.npy` and `spill.json`: the folder is complete."""
         if self.closed:
             return
-        for name, dtype in (("indices", np.int32), ("values", np.float32)):
-            f = self._files[name]
-            f.seek(0)
-            f.write(_npy_header(dtype, self.nnz))
+        for f in self._files.values():
             f.close()
         indptr = np.zeros(self.rows + 1, dtype=np.int64)
         if self._lengths:
@@ -87,7 +71,7 @@ class VectorSpill:
     def remove(self) -> None:
         """Delete the folder (complete or not)."""
         for f in self._files.values():
-            f.close()
+            f.discard()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> "VectorSpill":
