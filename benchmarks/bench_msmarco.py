@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_index import bert_vocab, load_queries, recall, synthetic_docs
-from harness import HERE, RESULT, markdown_table, time_alternating
+from bench_index import bert_vocab, dir_bytes, load_queries, recall, synthetic_docs
+from harness import HERE, RESULT, markdown_table, status_mib, time_alternating
 from lsr.sparse import SparseVectors
 
 GIB = 2**30
@@ -135,25 +135,18 @@ child_report(build_s=t2 - t1, read_s=t1 - t0, save_s=t3 - t2, size=size)
 
 
 def build_child(which: str, data: Path, out: str, params: dict, max_rss: int) -> dict | None:
-    """Build in a child process, sampling its memory (VmRSS, RssAnon) every 0.5 s; stopped
+    """Build in a child process, sampling its anonymous resident memory every 0.5 s; stopped
     when its resident anonymous memory passes `max_rss` bytes. None (and one line) on failure."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
         child = subprocess.Popen([sys.executable, "-c", CHILD, which, str(data), out, json.dumps(params)],
                                  stdout=out_f, stderr=err_f, text=True, env=env)  # fmt: skip
-        peak_anon = 0
+        peak_anon = 0.0
         killed = False
         while child.poll() is None:
-            fields = {}
-            try:
-                for line in Path(f"/proc/{child.pid}/status").read_text().splitlines():
-                    key, _, value = line.partition(":")
-                    if key in ("VmRSS", "RssAnon"):
-                        fields[key] = int(value.split()[0]) * 1024
-            except OSError:
-                pass
-            peak_anon = max(peak_anon, fields.get("RssAnon", 0))
-            if fields.get("RssAnon", 0) > max_rss:
+            anon = status_mib("RssAnon", child.pid) * 2**20
+            peak_anon = max(peak_anon, anon)
+            if anon > max_rss:
                 child.kill()
                 killed = True
             time.sleep(0.5)
@@ -173,13 +166,6 @@ def build_child(which: str, data: Path, out: str, params: dict, max_rss: int) ->
     if result["size"] is None and totals:
         result["size"] = int(totals[-1].split()[1])
     return result
-
-
-def dir_bytes(path: str) -> int:
-    """Bytes of a file, or of every file under a folder."""
-    if Path(path).is_file():
-        return Path(path).stat().st_size
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 def main() -> None:

@@ -52,10 +52,11 @@ def time_alternating(
     return {name: keep(t) for name, t in times.items()}, outputs
 
 
-def _status_mib(field: str) -> float:
-    """A `/proc/self/status` memory field (`VmRSS`, `VmHWM`) in MiB; 0 where there is none."""
+def status_mib(field: str, pid: int | str = "self") -> float:
+    """A `/proc/PID/status` memory field (`VmRSS`, `VmHWM`, `RssAnon`) in MiB, of this process
+    by default; 0 where there is none."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
@@ -65,13 +66,13 @@ def _status_mib(field: str) -> float:
 
 def rss_mib() -> float:
     """This process's resident memory now, MiB."""
-    return _status_mib("VmRSS")
+    return status_mib("VmRSS")
 
 
 def peak_rss_mib() -> float:
     """This process's resident-memory high-water mark (VmHWM), MiB. In a child this is its own:
     `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` would keep the parent's RSS from before exec."""
-    return _status_mib("VmHWM")
+    return status_mib("VmHWM")
 
 
 def reset_peak_rss() -> None:
