@@ -478,6 +478,13 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
     l_comp = np.empty(16, dtype=np.int32)
     l_block = np.empty(16, dtype=np.int32)
     l_code = np.empty(16, dtype=np.uint8)
+    # radix sort scratch of the summary groups (components below 2**comp_bits)
+    comp_bits = 8
+    while (1 << comp_bits) < dim:
+        comp_bits += 8
+    rad_a = np.empty(16, dtype=np.int64)
+    rad_b = np.empty(16, dtype=np.int64)
+    rad_count = np.empty(257, dtype=np.int64)
     nbk = 0
     ngr = 0
     nu = np.int64(0)  # counters passed to _grow: int64, not the literal 0 (see topk)
@@ -527,7 +534,10 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
             e_hi = e_lo
             while e_hi < m and l_block[e_hi] < g0 + GROUP:
                 e_hi += 1
-            order = stable_argsort(l_comp, e_lo, e_hi, ASCENDING)
+            if rad_a.shape[0] < e_hi - e_lo:
+                rad_a = np.empty(l_comp.shape[0], dtype=np.int64)
+                rad_b = np.empty(l_comp.shape[0], dtype=np.int64)
+            order = _radix_order(l_comp, e_lo, e_hi, comp_bits, rad_a, rad_b, rad_count)
             if nu + (e_hi - e_lo) > ucomp.shape[0]:
                 size = max(2 * ucomp.shape[0], nu + e_hi - e_lo)
                 ucomp = _grow(ucomp, size, nu)
@@ -553,6 +563,29 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
             e_lo = e_hi
     return (n_blocks, block_end[:nbk].copy(), block_min[:nbk].copy(), block_scale[:nbk].copy(),
             group_uniq[:ngr].copy(), ucomp[:nu].copy(), ucount[:nu].copy(), entry[:ne].copy())
+
+
+@njit(cache=True)
+def _radix_order(keys, lo, hi, n_bits, order, spare, count):
+    """Positions 0 .. hi-lo-1 of keys[lo:hi] (non-negative, below 2**n_bits) in stable
+    ascending key order, in the returned array (`order` or `spare`, both scratch of at least
+    hi-lo): a least-significant-digit radix sort, one byte a pass."""
+    n = hi - lo
+    for i in range(n):
+        order[i] = i
+    for shift in range(0, n_bits, 8):
+        count[:] = 0
+        for i in range(n):
+            count[((keys[lo + order[i]] >> shift) & 255) + 1] += 1
+        for b in range(256):
+            count[b + 1] += count[b]
+        for i in range(n):
+            x = order[i]
+            b = (keys[lo + x] >> shift) & 255
+            spare[count[b]] = x
+            count[b] += 1
+        order, spare = spare, order
+    return order
 
 
 @njit(cache=True)
