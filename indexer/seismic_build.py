@@ -167,11 +167,13 @@ def _reset_max(maxv, touched, nt):
 
 
 @njit(cache=True)
-def _energy_cut(maxv, touched, nt, energy, vals, cand, cvals, kept, hist):
+def _energy_cut(maxv, touched, nt, energy, vals, cand, cvals, kept, hist, order, start):
     """The largest components (value desc, first-seen order on ties) until their running sum
     reaches `energy` of the total, inclusive, into kept[:count]; returns (count, the last
-    value kept). The same as popping a max-heap of all of them, but only the values above a
-    threshold get sorted: a 64-bin histogram of the mass tells which values can be needed."""
+    value kept). The same as popping a max-heap of all of them, but only the values that can
+    be needed get ordered: a 64-bin histogram of the mass tells which (the bins from the top
+    down to the one where the mass reaches the target, with a margin), and those are ordered
+    bin by bin (a counting sort over the bins, then insertion inside each bin)."""
     total = np.float32(0.0)
     vmax = -np.inf
     for u in range(nt):
@@ -180,7 +182,6 @@ def _energy_cut(maxv, touched, nt, energy, vals, cand, cvals, kept, hist):
         total += v
         vmax = max(vmax, v)
     until = total * np.float32(energy)
-    p = -np.inf
     if vmax > 0 and nt > 64:
         scale = 64.0 / vmax
         hist[:] = 0.0
@@ -189,31 +190,80 @@ def _energy_cut(maxv, touched, nt, energy, vals, cand, cvals, kept, hist):
             if v > 0:
                 hist[min(63, int(v * scale))] += v
         mass = 0.0
-        for b in range(63, 0, -1):
-            mass += hist[b]
+        for b_cut in range(63, 0, -1):
+            mass += hist[b_cut]
             if mass >= until * 1.001:
-                p = (b / scale) * (1.0 - 1e-6)
-                break
-    while True:
-        nc = np.int64(0)
-        for u in range(nt):
-            cand[nc] = u
-            nc += vals[u] >= p
-        for i in range(nc):
-            cvals[i] = vals[cand[i]]
-        order = stable_argsort(cvals, np.int64(0), nc, DESCENDING)  # ties: first seen first
-        acc = np.float32(0.0)
-        cnt = 0
-        for i in range(nc):
-            u = cand[order[i]]
-            acc += vals[u]
-            kept[cnt] = touched[u]
-            cnt += 1
-            if not (acc < until):
-                return cnt, vals[u]
-        if nc == nt:  # all taken
-            return cnt, vals[cand[order[nc - 1]]] if nc else np.float32(0.0)
-        p = -np.inf  # rounding kept the candidates short of the target: take them all
+                nc = _order_by_bins(vals, nt, scale, b_cut, cand, cvals, order, start)
+                cnt, last = _take_until(vals, touched, order, nc, until, kept)
+                if cnt > 0:
+                    return cnt, last
+                break  # rounding kept the candidates short of the target: order them all
+    for u in range(nt):
+        cvals[u] = vals[u]
+    by_value = stable_argsort(cvals, np.int64(0), nt, DESCENDING)  # ties: first seen first
+    cnt, last = _take_until(vals, touched, by_value, nt, until, kept)
+    if cnt > 0:
+        return cnt, last
+    return nt, vals[by_value[nt - 1]] if nt else np.float32(0.0)  # all taken
+
+
+@njit(cache=True)
+def _order_by_bins(vals, nt, scale, b_cut, cand, cvals, order, start):
+    """Into order[:nc] the positions u < nt whose bin min(63, int(vals[u] * scale)) is at
+    least b_cut, by value descending, ties in position order; returns nc. (`cand`, `cvals`:
+    scratch.)"""
+    nc = np.int64(0)
+    for u in range(nt):
+        cand[nc] = u
+        nc += min(63, int(vals[u] * scale)) >= b_cut
+    n_bins = 64 - b_cut
+    for r in range(n_bins + 1):
+        start[r] = 0
+    for i in range(nc):
+        start[64 - min(63, int(vals[cand[i]] * scale))] += 1  # bin r = 63 - bin, counted at r + 1
+    for r in range(n_bins):
+        start[r + 1] += start[r]
+    for i in range(nc):
+        r = 63 - min(63, int(vals[cand[i]] * scale))
+        order[start[r]] = cand[i]
+        start[r] += 1
+    lo = 0
+    for r in range(n_bins):  # bin r now ends at start[r]
+        hi = start[r]
+        if hi - lo > 64:  # a crowded bin: merge sort (insertion would be quadratic)
+            for i in range(lo, hi):
+                cvals[i] = vals[order[i]]
+            sub = stable_argsort(cvals, lo, hi, DESCENDING)
+            for i in range(hi - lo):
+                cand[i] = order[lo + sub[i]]
+            for i in range(hi - lo):
+                order[lo + i] = cand[i]
+            lo = hi
+            continue
+        for i in range(lo + 1, hi):
+            x = order[i]
+            vx = vals[x]
+            j = i - 1
+            while j >= lo and vals[order[j]] < vx:
+                order[j + 1] = order[j]
+                j -= 1
+            order[j + 1] = x
+        lo = hi
+    return nc
+
+
+@njit(cache=True)
+def _take_until(vals, touched, order, n, until, kept):
+    """The components touched[order[i]] in order until their running float32 sum reaches
+    `until` into kept; (count, last value), or (0, 0) when the n of them fall short."""
+    acc = np.float32(0.0)
+    for i in range(n):
+        u = order[i]
+        acc += vals[u]
+        kept[i] = touched[u]
+        if not (acc < until):
+            return i + 1, vals[u]
+    return 0, np.float32(0.0)
 
 
 class Forward(NamedTuple):
@@ -465,6 +515,8 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
     cand = np.empty(dim + 1, dtype=np.int64)
     kept = np.empty(dim + 1, dtype=np.int32)
     hist = np.empty(64, dtype=np.float64)
+    bin_order = np.empty(dim + 1, dtype=np.int64)
+    bin_start = np.empty(65, dtype=np.int64)
     # outputs (entries grow by doubling)
     n_blocks = np.zeros(n_lists, dtype=np.int64)
     block_end = np.empty(n_post, dtype=np.int64)
@@ -502,7 +554,7 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
             b_hi = bounds[b]
             block_end[nbk + b] = b_hi
             nt = _block_max(fwd.ptr, fwd.idx, fwd.val, docs, lo + b_lo, lo + b_hi, maxv, touched)
-            cnt, thr = _energy_cut(maxv, touched, nt, energy, bvals, cand, cvals, kept, hist)
+            cnt, thr = _energy_cut(maxv, touched, nt, energy, bvals, cand, cvals, kept, hist, bin_order, bin_start)
             mx = thr
             for u in range(cnt):
                 mx = max(mx, maxv[kept[u]])
