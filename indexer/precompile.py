@@ -6,8 +6,8 @@ adds no compiler. `start(dim, values)` therefore splits the work between two pro
 
 - a thread of this process compiles `seismic_build.build_lists` (the blocks and summaries,
   the largest kernel), on lists without postings;
-- a child process (`python -m lsr.indexer.precompile DIM VALUES`) compiles the pruning,
-  top-component and renumbering kernels on 3 documents, says so on its stdout, then the search kernels on a
+- a child process (`python -m lsr.indexer.precompile DIM VALUES`) compiles the pruning
+  and top-component kernels on 3 documents, says so on its stdout, then the search kernels on a
   3-document index assembled in NumPy, all written to the cache, which this process loads at
   the first call instead of compiling.
 
@@ -70,7 +70,6 @@ def compile_prune(dim: int) -> None:
         fwd_ptr, fwd_idx, fwd_val, dim = _tiny_forward(dim, tmp)
         _, docs = seismic._prune(fwd_ptr, fwd_idx, fwd_val, dim, 1, 1.5)
         seismic._top_components(fwd_ptr, fwd_idx, fwd_val, DOC_CUT, 1)
-        seismic.kb.renumber_postings(docs, np.zeros(1, np.int64), np.zeros(len(fwd_ptr) - 1, np.int32))
 
 
 def compile_lists(dim: int) -> None:
@@ -84,7 +83,7 @@ def compile_lists(dim: int) -> None:
         n = len(fwd_ptr) - 1
         top_c, top_v = np.full((n, DOC_CUT), -1, np.int32), np.zeros((n, DOC_CUT), np.float32)
         seismic._build_lists_parallel(np.zeros(dim + 1, np.int64), np.zeros(0, np.int32), fwd_ptr, fwd_idx, fwd_val,
-                                      top_c, top_v, dim, 0.1, 2, 0, 0.4, 1)  # fmt: skip
+                                      top_c, top_v, dim, 0.1, 2, 0, 0.4, np.zeros(n, np.int32), 1)  # fmt: skip
 
 
 def no_postings(n_lists: int) -> tuple[np.ndarray, ...]:

@@ -55,6 +55,7 @@ already lossy); smaller values skip less (``0`` never skips, so with no pruning 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -154,43 +155,56 @@ def _prune(fwd_ptr, fwd_idx, fwd_val, dim: int, n_postings: int, max_fraction: f
     return kb._invert(fwd_ptr, fwd_idx, fwd_val, dim, np.float32(threshold), n_equal, cap)
 
 
-def _top_components(fwd_ptr, fwd_idx, fwd_val, doc_cut: int, n_threads: int) -> tuple[np.ndarray, np.ndarray]:
+def _top_components(fwd_ptr, fwd_idx, fwd_val, doc_cut: int, n_threads: int, pool=None) -> tuple[np.ndarray, np.ndarray]:
     """Per document its `doc_cut` largest components and values (`[n, doc_cut]`, padded with
-    -1 / 0), from `seismic_build.top_components` over document ranges on `n_threads` threads."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    -1 / 0), from `seismic_build.top_components` over document ranges on `n_threads` tasks
+    (of `pool`, or of a pool of their own)."""
     n = len(fwd_ptr) - 1
     top_c = np.full((n, doc_cut), -1, dtype=np.int32)
     top_v = np.zeros((n, doc_cut), dtype=np.float32)
     bounds = np.linspace(0, n, n_threads + 1).astype(np.int64)
-    with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        for done in [pool.submit(kb.top_components, fwd_ptr, fwd_idx, fwd_val, int(lo), int(hi), top_c, top_v)
+    with _pool_or(pool, n_threads) as run:
+        for done in [run.submit(kb.top_components, fwd_ptr, fwd_idx, fwd_val, int(lo), int(hi), top_c, top_v)
                      for lo, hi in zip(bounds[:-1], bounds[1:])]:  # fmt: skip
             done.result()
     return top_c, top_v
 
 
-def _build_lists_parallel(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim,
-                          centroid_fraction, min_cluster_size, seed, energy, n_threads) -> list[tuple]:
-    """`seismic_build.build_lists` over ranges of lists holding about equal numbers of
-    postings (several per thread, for balance), on `n_threads` threads (the kernel releases
-    the GIL). Results in list order; independent of the number of threads."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    forward = kb.Forward(fwd_ptr, fwd_idx, fwd_val)
+def _list_ranges(list_ptr: np.ndarray, dim: int, n_threads: int) -> np.ndarray:
+    """Bounds of ranges of lists holding about equal numbers of postings (16 per thread, for
+    balance)."""
     total = int(list_ptr[-1])
     n_ranges = max(1, min(dim, n_threads * 16))
     cuts = np.searchsorted(list_ptr, np.linspace(0, total, n_ranges + 1)[1:-1], side="right")
-    bounds = np.unique(np.concatenate([[0], np.minimum(cuts, dim), [dim]]))  # no postings: cuts = dim + 1
+    return np.unique(np.concatenate([[0], np.minimum(cuts, dim), [dim]]))  # no postings: cuts = dim + 1
+
+
+def _build_lists_parallel(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim, centroid_fraction,
+                          min_cluster_size, seed, energy, new_id, n_threads, pool=None) -> list[tuple]:
+    """`seismic_build.build_lists` over `_list_ranges` as tasks of `pool` (or of a pool of
+    `n_threads` of their own; the kernel releases the GIL). Results in list order; they do
+    not depend on the number of threads."""
+    forward = kb.Forward(fwd_ptr, fwd_idx, fwd_val)
+    bounds = _list_ranges(list_ptr, dim, n_threads)
 
     def run(i: int) -> tuple:
         return kb.build_lists(int(bounds[i]), int(bounds[i + 1]), list_ptr, docs, forward, top_c, top_v, dim,
-                              centroid_fraction, min_cluster_size, seed, energy)
+                              centroid_fraction, min_cluster_size, seed, energy, new_id)
 
-    if n_threads == 1:
-        return [run(i) for i in range(len(bounds) - 1)]
-    with ThreadPoolExecutor(max_workers=n_threads) as pool:
-        return list(pool.map(run, range(len(bounds) - 1)))
+    with _pool_or(pool, n_threads) as runner:
+        return [done.result() for done in [runner.submit(run, i) for i in range(len(bounds) - 1)]]
+
+
+@contextlib.contextmanager
+def _pool_or(pool, n_threads: int):
+    """`pool`, or a thread pool of `n_threads` for the body."""
+    if pool is not None:
+        yield pool
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n_threads) as own:
+        yield own
 
 
 def _assemble(parts: list[tuple], list_ptr: np.ndarray, dim: int) -> dict[str, np.ndarray]:
@@ -386,31 +400,37 @@ class SeismicIndex:
         fwd_ptr = np.array(fwd_ptr, dtype=np.int64)  # the index's own (the input may be a mapped file)
         n_docs = len(fwd_ptr) - 1
         n_threads = resolve_threads(threads or 0)
-        # 1. global-threshold pruning
-        list_ptr, docs = _prune(fwd_ptr, fwd_idx, fwd_val, dim, n_postings, max_fraction)
-        t1 = time.perf_counter()
-        # 2.-3. blocking and summaries, list ranges of about equal postings on a thread pool
-        top_c, top_v = _top_components(fwd_ptr, fwd_idx, fwd_val, int(doc_cut), n_threads)
-        parts = _build_lists_parallel(
-            list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim, float(centroid_fraction),
-            int(min_cluster_size), int(seed), float(summary_energy), n_threads,
-        )
-        doc_ids = doc_order(top_c, dim)
-        del top_c, top_v
-        t2 = time.perf_counter()
-        summaries = _assemble(parts, list_ptr, dim)
-        new_id = np.empty(n_docs, dtype=np.int32)
-        new_id[doc_ids] = np.arange(n_docs, dtype=np.int32)
-        kb.renumber_postings(docs, summaries["block_doc_ptr"], new_id)
-        del new_id
+        from concurrent.futures import ThreadPoolExecutor
+
+        # One pool for every step, so that the steps that do not depend on each other overlap
+        # (the kernels and most NumPy calls release the GIL): pruning beside the top
+        # components; the forward index's packing beside the blocks and summaries.
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            # 1. global-threshold pruning
+            pruned = pool.submit(_prune, fwd_ptr, fwd_idx, fwd_val, dim, n_postings, max_fraction)
+            top_c, top_v = _top_components(fwd_ptr, fwd_idx, fwd_val, int(doc_cut), n_threads, pool)
+            doc_ids = doc_order(top_c, dim)
+            forward = pool.submit(pack_forward, fwd_ptr, fwd_idx, fwd_val, doc_ids, dim, values)
+            new_id = np.empty(n_docs, dtype=np.int32)
+            new_id[doc_ids] = np.arange(n_docs, dtype=np.int32)
+            list_ptr, docs = pruned.result()
+            t1 = time.perf_counter()
+            # 2.-3. blocking, summaries and the blocks' renumbering, list ranges of about equal postings
+            parts = _build_lists_parallel(
+                list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim, float(centroid_fraction),
+                int(min_cluster_size), int(seed), float(summary_energy), new_id, n_threads, pool,
+            )
+            del top_c, top_v, new_id
+            t2 = time.perf_counter()
+            summaries = _assemble(parts, list_ptr, dim)
+            fwd_ptr, fwd_words = forward.result()
         t3 = time.perf_counter()
         log.info(
             "seismic build: %d docs, %d postings kept, %d blocks, %d summary entries; "
-            "prune %.2fs, blocks and summaries %.2fs, assembly and renumbering %.2fs",
+            "prune and top components %.2fs, blocks and summaries %.2fs, assembly and forward index %.2fs",
             n_docs, len(docs), len(summaries["block_min"]), len(summaries["sum_entry"]),
             t1 - t0, t2 - t1, t3 - t2,
         )
-        fwd_ptr, fwd_words = pack_forward(fwd_ptr, fwd_idx, fwd_val, doc_ids, dim, values)
         del fwd_idx, fwd_val
         arrays = dict(fwd_ptr=fwd_ptr, fwd_words=fwd_words, post_docs=docs, **summaries, doc_ids=doc_ids)
         params = dict(

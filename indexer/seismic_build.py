@@ -49,7 +49,7 @@ def top_components(fwd_ptr, fwd_idx, fwd_val, d_lo, d_hi, out, outv):
                 outv[d, j] = fwd_val[lo + order[j]]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _invert(fwd_ptr, fwd_idx, fwd_val, dim, threshold, n_equal_keep, cap):
     """Inverted lists of the postings that survive global-threshold pruning and the cap.
 
@@ -490,10 +490,11 @@ def _assign_bs(docs, lo, hi, nc, penalty, cen, top_c, top_v, scores, assign, mas
 
 @njit(cache=True, nogil=True)
 def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fraction, min_cluster_size, seed,
-                energy):
+                energy, new_id):
     """Blocks and summaries of the lists [t_lo, t_hi), in list order.
 
-    Reorders each list's documents in `docs` into its blocks (lists own disjoint ranges, so
+    Reorders each list's documents in `docs` into its blocks and renumbers them through
+    `new_id` once the block is summarised (`_renumber_block`; lists own disjoint ranges, so
     concurrent calls on different lists are safe). Returns, concatenated over the lists:
     blocks per list; per block its end (relative to the list), summary min and scale; per
     summary group (GROUP blocks) its number of distinct components; per distinct component
@@ -554,6 +555,7 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
             b_hi = bounds[b]
             block_end[nbk + b] = b_hi
             nt = _block_max(fwd.ptr, fwd.idx, fwd.val, docs, lo + b_lo, lo + b_hi, maxv, touched)
+            _renumber_block(docs, lo + b_lo, lo + b_hi, new_id)
             cnt, thr = _energy_cut(maxv, touched, nt, energy, bvals, cand, cvals, kept, hist, bin_order, bin_start)
             mx = thr
             for u in range(cnt):
@@ -648,28 +650,25 @@ def _grow(a, size, used):
     return out
 
 
-@njit(cache=True, nogil=True)
-def renumber_postings(post_docs, block_doc_ptr, new_id):
-    """Map every posting through `new_id` (old document number → new) and sort each block's
-    documents ascending again, in place: the blocks hold the same documents, and a block's
-    documents are read from the forward index in memory order."""
-    for b in range(block_doc_ptr.shape[0] - 1):
-        lo = block_doc_ptr[b]
-        hi = block_doc_ptr[b + 1]
-        for p in range(lo, hi):
-            post_docs[p] = new_id[post_docs[p]]
-        if hi - lo <= 32:  # insertion sort: most blocks hold a dozen documents
-            for i in range(lo + 1, hi):
-                x = post_docs[i]
-                j = i - 1
-                while j >= lo and post_docs[j] > x:
-                    post_docs[j + 1] = post_docs[j]
-                    j -= 1
-                post_docs[j + 1] = x
-        else:
-            order = stable_argsort(post_docs, lo, hi, ASCENDING)
-            tmp = np.empty(hi - lo, dtype=post_docs.dtype)
-            for i in range(hi - lo):
-                tmp[i] = post_docs[lo + order[i]]
-            for i in range(hi - lo):
-                post_docs[lo + i] = tmp[i]
+@njit(cache=True)
+def _renumber_block(post_docs, lo, hi, new_id):
+    """Map the block post_docs[lo:hi] through `new_id` (old document number → new) and sort
+    it ascending again, in place: the block holds the same documents, and its documents are
+    read from the forward index in memory order."""
+    for p in range(lo, hi):
+        post_docs[p] = new_id[post_docs[p]]
+    if hi - lo <= 32:  # insertion sort: most blocks hold a dozen documents
+        for i in range(lo + 1, hi):
+            x = post_docs[i]
+            j = i - 1
+            while j >= lo and post_docs[j] > x:
+                post_docs[j + 1] = post_docs[j]
+                j -= 1
+            post_docs[j + 1] = x
+    else:
+        order = stable_argsort(post_docs, lo, hi, ASCENDING)
+        tmp = np.empty(hi - lo, dtype=post_docs.dtype)
+        for i in range(hi - lo):
+            tmp[i] = post_docs[lo + order[i]]
+        for i in range(hi - lo):
+            post_docs[lo + i] = tmp[i]
