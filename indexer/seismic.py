@@ -274,10 +274,8 @@ def pack_forward(fwd_ptr, fwd_idx, fwd_val, order: np.ndarray, dim: int, value_t
     for lo in range(0, len(order), step):
         hi = min(lo + step, len(order))
         a, b = int(ptr[lo]), int(ptr[hi])
-        src = np.repeat(fwd_ptr[order[lo:hi]] - ptr[lo:hi], lengths[lo:hi]) + np.arange(a, b)
-        magnitude = np.abs(np.asarray(fwd_val[src], dtype=np.float32)).view(np.uint32).astype(np.int64)
-        row = np.repeat(np.arange(hi - lo, dtype=np.int64), lengths[lo:hi])
-        src = src[np.argsort((row << 32) | (0xFFFFFFFF - magnitude), kind="stable")]  # bits of |v| order as |v|
+        src = np.empty(b - a, dtype=np.int64)
+        kb.by_magnitude(fwd_ptr, fwd_val, order, ptr, lo, hi, src)
         words[a:b] = pack_words(fwd_idx[src], fwd_val[src], dim, value_type)
     return ptr, words
 

@@ -33,20 +33,52 @@ def _mix64(x):
 @njit(cache=True, nogil=True)
 def top_components(fwd_ptr, fwd_idx, fwd_val, d_lo, d_hi, out, outv):
     """Per document of [d_lo, d_hi) its largest components (by value, ties in stored order)
-    into its rows of out / outv ([n, doc_cut], filled with -1 / 0 beforehand)."""
+    into its rows of out / outv ([n, doc_cut], filled with -1 / 0 beforehand; a document of
+    at most doc_cut components gets them all, in stored order): one pass over the document
+    keeping the best so far in order (a value enters when it beats the last kept one, after
+    the kept ones it equals)."""
     doc_cut = out.shape[1]
     for d in range(d_lo, d_hi):
-        lo = fwd_ptr[d]
-        hi = fwd_ptr[d + 1]
-        if hi - lo <= doc_cut:
-            for j in range(hi - lo):
-                out[d, j] = fwd_idx[lo + j]
-                outv[d, j] = fwd_val[lo + j]
-        else:
-            order = stable_argsort(fwd_val, lo, hi, DESCENDING)
-            for j in range(doc_cut):
-                out[d, j] = fwd_idx[lo + order[j]]
-                outv[d, j] = fwd_val[lo + order[j]]
+        if fwd_ptr[d + 1] - fwd_ptr[d] <= doc_cut:  # all of them, in stored order
+            for j in range(fwd_ptr[d + 1] - fwd_ptr[d]):
+                out[d, j] = fwd_idx[fwd_ptr[d] + j]
+                outv[d, j] = fwd_val[fwd_ptr[d] + j]
+            continue
+        kept = 0
+        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            v = fwd_val[j]
+            if kept == doc_cut:
+                if not v > outv[d, kept - 1]:
+                    continue
+                kept -= 1  # the last one drops out
+            i = kept
+            while i > 0 and outv[d, i - 1] < v:
+                out[d, i] = out[d, i - 1]
+                outv[d, i] = outv[d, i - 1]
+                i -= 1
+            out[d, i] = fwd_idx[j]
+            outv[d, i] = v
+            kept += 1
+
+
+@njit(cache=True, nogil=True)
+def by_magnitude(fwd_ptr, fwd_val, order, ptr, lo, hi, src):
+    """For the rows order[lo:hi] (placed at ptr[lo:hi] of the packed forward index) the
+    positions of their components in `fwd_val`, each row's in decreasing absolute value
+    (ties in stored order), into src[: ptr[hi] - ptr[lo]]."""
+    longest = 0
+    for r in range(lo, hi):
+        longest = max(longest, fwd_ptr[order[r] + 1] - fwd_ptr[order[r]])
+    magnitude = np.empty(longest, dtype=np.float32)
+    for r in range(lo, hi):
+        a = fwd_ptr[order[r]]
+        n = fwd_ptr[order[r] + 1] - a
+        for i in range(n):
+            magnitude[i] = abs(fwd_val[a + i])
+        by_value = stable_argsort(magnitude, np.int64(0), n, DESCENDING)
+        o = ptr[r] - ptr[lo]
+        for i in range(n):
+            src[o + i] = a + by_value[i]
 
 
 @njit(cache=True, nogil=True)
@@ -94,7 +126,8 @@ def _invert(fwd_ptr, fwd_idx, fwd_val, dim, threshold, n_equal_keep, cap):
         new_counts[t + 1] = min(ptr[t + 1] - ptr[t], cap)
     new_ptr = _cumsum(new_counts)
     out = np.empty(new_ptr[dim], dtype=np.int32)
-    keep = np.zeros(0, dtype=np.bool_)
+    bits = vals.view(np.int32)
+    count = np.empty(256, dtype=np.int64)
     for t in range(dim):
         lo = ptr[t]
         hi = ptr[t + 1]
@@ -104,17 +137,45 @@ def _invert(fwd_ptr, fwd_idx, fwd_val, dim, threshold, n_equal_keep, cap):
                 out[o + j - lo] = docs[j]
             continue
         # the `cap` largest (ties: lower doc id: stored first), written in stored (doc) order
-        if keep.shape[0] < hi - lo:
-            keep = np.zeros(hi - lo, dtype=np.bool_)
-        order = stable_argsort(vals, lo, hi, DESCENDING)
-        for i in range(cap):
-            keep[order[i]] = True
-        for j in range(hi - lo):
-            if keep[j]:
-                out[o] = docs[lo + j]
+        kth = _kth_largest_key(bits, lo, hi, cap, count)
+        eq_left = cap
+        for j in range(lo, hi):
+            eq_left -= _order_key(bits[j]) > kth
+        for j in range(lo, hi):
+            key = _order_key(bits[j])
+            if key > kth or (key == kth and eq_left > 0):
+                eq_left -= key == kth
+                out[o] = docs[j]
                 o += 1
-                keep[j] = False
     return new_ptr, out
+
+
+@njit(cache=True, inline="always")
+def _order_key(b):
+    """A float32's bits (as int32) as a uint32 key of the same order (-0.0 just below 0.0)."""
+    return np.uint32(b ^ ((b >> 31) & np.int32(0x7FFFFFFF))) ^ np.uint32(0x80000000)
+
+
+@njit(cache=True)
+def _kth_largest_key(bits, lo, hi, k, count):
+    """The order key (`_order_key`) of the k-th largest (1-based) of the float32 values whose
+    bits are bits[lo:hi]: a radix selection, one byte a pass from the top, counting only the
+    keys that share the bytes chosen so far."""
+    prefix = np.uint32(0)
+    mask = np.uint32(0)
+    for shift in (24, 16, 8, 0):
+        count[:] = 0
+        for j in range(lo, hi):
+            key = _order_key(bits[j])
+            if key & mask == prefix:
+                count[(key >> np.uint32(shift)) & np.uint32(255)] += 1
+        for b in range(255, -1, -1):
+            if count[b] >= k:
+                prefix |= np.uint32(b) << np.uint32(shift)
+                mask |= np.uint32(255) << np.uint32(shift)
+                break
+            k -= count[b]
+    return prefix
 
 
 @njit(cache=True)

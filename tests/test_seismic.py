@@ -104,6 +104,45 @@ def test_pruning_budget_and_cap():
     assert col[kept].min() >= np.sort(col)[::-1][len(kept) - 1]
 
 
+def _kept_rows(idx, t):
+    a = idx._a
+    lo, hi = a["block_doc_ptr"][a["list_block_ptr"][t]], a["block_doc_ptr"][a["list_block_ptr"][t + 1]]
+    return sorted(a["doc_ids"][a["post_docs"][lo:hi]].tolist())
+
+
+@pytest.mark.parametrize(
+    "values, cap, kept",
+    [
+        ([1.0, 2.0, 2.0, 3.0, 2.0, 2.0], 4, [1, 2, 3, 4]),  # ties at the cap: the lower rows
+        ([-1.0, 2.0, -3.0, 0.5, 2.0, 2.0], 4, [1, 3, 4, 5]),  # signed values order as numbers
+        ([-0.0, 0.0, -1.0, -2.0, -0.5, 0.0], 2, [1, 5]),  # -0.0 just below 0.0, as the global threshold
+    ],
+)
+def test_list_cap_keeps_the_largest_ties_by_row(values, cap, kept):
+    """Each list keeps its int(n_postings * max_fraction) largest postings, ties to the lower
+    row (here no global pruning: the budget, n_postings * dim, holds every posting)."""
+    docs = SparseVectors.from_rows([([0], [v]) for v in values], 6)
+    idx = SeismicIndex.build(docs, n_postings=cap, max_fraction=1.0, min_cluster_size=0)
+    assert _kept_rows(idx, 0) == kept
+
+
+def test_top_components_are_the_largest_ties_in_stored_order():
+    from lsr.indexer.seismic import _top_components
+
+    rng = np.random.default_rng(4)
+    rows = [(list(range(n)), rng.integers(0, 4, n).astype(float).tolist()) for n in rng.integers(1, 40, 300)]
+    docs = SparseVectors.from_rows(rows, 40)
+    top_c, top_v = _top_components(docs.indptr, docs.indices, docs.values, 15, 2)
+    for d, (cols, vals) in enumerate(rows):
+        if len(cols) <= 15:
+            want = cols  # all of them, in stored order
+        else:
+            want = [cols[i] for i in np.argsort(-np.array(vals), kind="stable")[:15]]
+        assert top_c[d, : len(want)].tolist() == want
+        assert top_v[d, : len(want)].tolist() == [vals[cols.index(c)] for c in want]
+        assert (top_c[d, len(want) :] == -1).all()
+
+
 def test_padding_and_edge_queries(data):
     docs, _ = data
     small = docs[np.arange(5)]
