@@ -193,8 +193,10 @@ def _cumsum(counts):
 def _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo, hi, maxv, touched):
     """Coordinate-wise max of the documents docs[lo:hi] into maxv, which must hold -inf
     everywhere on entry (reset it with `_reset_max`); touched[:nt] lists the components in
-    first-seen order. Branch-free, with the next documents prefetched."""
+    first-seen order; returns (nt, the largest value). Branch-free, with the next documents
+    prefetched."""
     nt = 0
+    top = np.float32(-np.inf)
     for i in range(lo, min(lo + 2, hi)):
         _prefetch_row(fwd_ptr, fwd_idx, fwd_val, docs[i])
     for i in range(lo, hi):
@@ -206,8 +208,10 @@ def _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo, hi, maxv, touched):
             m = maxv[c]
             touched[nt] = c
             nt += m == -np.inf
-            maxv[c] = max(m, fwd_val[j])
-    return nt
+            v = fwd_val[j]
+            maxv[c] = max(m, v)
+            top = max(top, v)
+    return nt, top
 
 
 @njit(cache=True, inline="always")
@@ -228,28 +232,32 @@ def _reset_max(maxv, touched, nt):
 
 
 @njit(cache=True)
-def _energy_cut(maxv, touched, nt, energy, vals, cand, cvals, kept, hist, order, start):
+def _energy_cut(maxv, touched, nt, vmax, energy, vals, cand, cvals, kept, hist, order, start):
     """The largest components (value desc, first-seen order on ties) until their running sum
     reaches `energy` of the total, inclusive, into kept[:count]; returns (count, the last
-    value kept). The same as popping a max-heap of all of them, but only the values that can
-    be needed get ordered: a 64-bin histogram of the mass tells which (the bins from the top
-    down to the one where the mass reaches the target, with a margin), and those are ordered
-    bin by bin (a counting sort over the bins, then insertion inside each bin)."""
+    value kept). `vmax`: the largest of them. The same as popping a max-heap of all of them,
+    but only the values that can be needed get ordered: a 64-bin histogram of the mass,
+    made in the pass that gathers the values, tells which (the bins from the top down to the
+    one where the mass reaches the target, with a margin), and those are ordered bin by bin
+    (a counting sort over the bins, then insertion inside each bin)."""
     total = np.float32(0.0)
-    vmax = -np.inf
-    for u in range(nt):
-        v = maxv[touched[u]]
-        vals[u] = v
-        total += v
-        vmax = max(vmax, v)
-    until = total * np.float32(energy)
-    if vmax > 0 and nt > 64:
-        scale = 64.0 / vmax
+    binned = vmax > 0 and nt > 64
+    scale = 64.0 / vmax if binned else 0.0
+    if binned:
         hist[:] = 0.0
         for u in range(nt):
-            v = vals[u]
+            v = maxv[touched[u]]
+            vals[u] = v
+            total += v
             if v > 0:
                 hist[min(63, int(v * scale))] += v
+    else:
+        for u in range(nt):
+            v = maxv[touched[u]]
+            vals[u] = v
+            total += v
+    until = total * np.float32(energy)
+    if binned:
         mass = 0.0
         for b_cut in range(63, 0, -1):
             mass += hist[b_cut]
@@ -615,9 +623,9 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
         for b in range(nb):
             b_hi = bounds[b]
             block_end[nbk + b] = b_hi
-            nt = _block_max(fwd.ptr, fwd.idx, fwd.val, docs, lo + b_lo, lo + b_hi, maxv, touched)
+            nt, vmax = _block_max(fwd.ptr, fwd.idx, fwd.val, docs, lo + b_lo, lo + b_hi, maxv, touched)
             _renumber_block(docs, lo + b_lo, lo + b_hi, new_id)
-            cnt, thr = _energy_cut(maxv, touched, nt, energy, bvals, cand, cvals, kept, hist, bin_order, bin_start)
+            cnt, thr = _energy_cut(maxv, touched, nt, vmax, energy, bvals, cand, cvals, kept, hist, bin_order, bin_start)
             mx = thr
             for u in range(cnt):
                 mx = max(mx, maxv[kept[u]])
