@@ -344,16 +344,15 @@ class Forward(NamedTuple):
 
 
 class Centroids(NamedTuple):
-    """A small inverted index over one list's centroids' full vectors: component c is slot
-    `slot[c]` (-1: no centroid has it), whose centroids and values are
-    `cen_id / cen_val[slot_ptr[u]:slot_ptr[u + 1]]`; components held by many centroids also
-    get a dense row `dense[dense_of[u]]` (-1: none), over the centroids."""
+    """A small inverted index over one list's centroids' full vectors. Component c has the
+    code `code[c]`: -1, no centroid has it; u >= 0, its centroids and values are
+    `cen_id / cen_val[slot_ptr[u]:slot_ptr[u + 1]]`; -2 - r, held by many centroids, its
+    values are the dense row `dense[r]` (over the centroids)."""
 
-    slot: np.ndarray
+    code: np.ndarray
     slot_ptr: np.ndarray
     cen_id: np.ndarray
     cen_val: np.ndarray
-    dense_of: np.ndarray
     dense: np.ndarray
 
 
@@ -401,8 +400,9 @@ def _sample_centroids(docs, lo, n, nc, seed, t, perm):
 
 @njit(cache=True)
 def _centroid_index(fwd, perm, nc, slot, cen_cnt, touched):
-    """The `Centroids` of the documents perm[:nc], and the number of slots (their distinct
-    components, listed in touched[:n] in first-seen order; `slot` is set for them)."""
+    """The `Centroids` of the documents perm[:nc] (`slot`, -1 everywhere on entry, becomes
+    their `code`), and the number of their distinct components, listed in touched[:n] in
+    first-seen order (reset `slot` there after use)."""
     n_slots = 0
     for ci in range(nc):
         d = perm[ci]
@@ -414,36 +414,37 @@ def _centroid_index(fwd, perm, nc, slot, cen_cnt, touched):
                 touched[n_slots] = c
                 n_slots += 1
             cen_cnt[slot[c]] += 1
-    slot_ptr = np.empty(n_slots + 1, dtype=np.int64)
+    # components held by over 1/16 of the centroids get a dense row (vectorised accumulation
+    # beats scattered updates from there on); the others are numbered in first-seen order
+    n_dense = 0
+    n_sparse = 0
+    for u in range(n_slots):
+        if cen_cnt[u] * 16 > nc and nc >= 16:
+            slot[touched[u]] = -2 - n_dense
+            n_dense += 1
+        else:
+            slot[touched[u]] = n_sparse
+            cen_cnt[n_sparse] = cen_cnt[u]
+            n_sparse += 1
+    slot_ptr = np.empty(n_sparse + 1, dtype=np.int64)
     slot_ptr[0] = 0
-    for u in range(n_slots):
+    for u in range(n_sparse):
         slot_ptr[u + 1] = slot_ptr[u] + cen_cnt[u]
-    cen_id = np.empty(slot_ptr[n_slots], dtype=np.int32)
-    cen_val = np.empty(slot_ptr[n_slots], dtype=np.float32)
-    for u in range(n_slots):
         cen_cnt[u] = slot_ptr[u]
+    cen_id = np.empty(slot_ptr[n_sparse], dtype=np.int32)
+    cen_val = np.empty(slot_ptr[n_sparse], dtype=np.float32)
+    dense = np.zeros((n_dense, nc), dtype=np.float32)
     for ci in range(nc):
         d = perm[ci]
         for j in range(fwd.ptr[d], fwd.ptr[d + 1]):
             u = slot[fwd.idx[j]]
-            cen_id[cen_cnt[u]] = ci
-            cen_val[cen_cnt[u]] = fwd.val[j]
-            cen_cnt[u] += 1
-    # components held by over 1/16 of the centroids get a dense row (vectorised accumulation
-    # beats scattered updates from there on)
-    dense_of = np.full(n_slots, -1, dtype=np.int64)
-    n_dense = 0
-    for u in range(n_slots):
-        if (slot_ptr[u + 1] - slot_ptr[u]) * 16 > nc and nc >= 16:
-            dense_of[u] = n_dense
-            n_dense += 1
-    dense = np.zeros((n_dense, nc), dtype=np.float32)
-    for u in range(n_slots):
-        r = dense_of[u]
-        if r >= 0:
-            for p in range(slot_ptr[u], slot_ptr[u + 1]):
-                dense[r, cen_id[p]] = cen_val[p]
-    return Centroids(slot, slot_ptr, cen_id, cen_val, dense_of, dense), n_slots
+            if u < 0:
+                dense[-2 - u, ci] = fwd.val[j]
+            else:
+                cen_id[cen_cnt[u]] = ci
+                cen_val[cen_cnt[u]] = fwd.val[j]
+                cen_cnt[u] += 1
+    return Centroids(slot, slot_ptr, cen_id, cen_val, dense), n_slots
 
 
 @njit(cache=True)
@@ -526,7 +527,7 @@ def _assign_bs(docs, lo, hi, nc, penalty, cen, top_c, top_v, scores, assign, mas
     """Best centroid (dot product of the doc's top components with the centroids' full
     vectors, `Centroids`; ties: lowest centroid index; dissolved centroids carry `_REMOVED`
     in `penalty`) for docs[lo:hi] where mask is set."""
-    slot, slot_ptr, cen_id, cen_val, dense_of, dense = cen
+    code, slot_ptr, cen_id, cen_val, dense = cen
     n_top = top_c.shape[1]
     for i in range(lo, hi):
         if not mask[i - lo]:
@@ -541,13 +542,12 @@ def _assign_bs(docs, lo, hi, nc, penalty, cen, top_c, top_v, scores, assign, mas
             c = top_c[d, j]
             if c < 0:
                 break
-            u = slot[c]
-            if u < 0:
+            u = code[c]
+            if u == -1:
                 continue
             v = top_v[d, j]
-            r = dense_of[u]
-            if r >= 0:
-                row = dense[r]
+            if u < 0:
+                row = dense[-2 - u]
                 for ci in range(nc):
                     scores[ci] += v * row[ci]
             else:
