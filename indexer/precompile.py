@@ -6,8 +6,8 @@ adds no compiler. `start(dim, values)` therefore splits the work between two pro
 
 - a thread of this process compiles `seismic_build.build_lists` (the blocks and summaries,
   the largest kernel), on lists without postings;
-- a child process (`python -m lsr.indexer.precompile DIM VALUES`) compiles the pruning
-  and top-component kernels on 3 documents, says so on its stdout, then the search kernels on a
+- a child process (`python -m lsr.indexer.precompile DIM VALUES`) compiles the pruning,
+  top-component and forward-order kernels on 3 documents, says so on its stdout, then the search kernels on a
   3-document index assembled in NumPy, all written to the cache, which this process loads at
   the first call instead of compiling.
 
@@ -63,13 +63,15 @@ def _tiny_forward(dim: int, scratch: str) -> tuple:
 
 def compile_prune(dim: int) -> None:
     """Compile (and cache) the kernels of a build's first steps over `dim` columns: pruning
-    into inverted lists and each document's top components (the child's first part)."""
+    into inverted lists, each document's top components and the forward index's order (the
+    child's first part)."""
     from lsr.indexer import seismic
 
     with tempfile.TemporaryDirectory(prefix="lsr-compile-") as tmp:
         fwd_ptr, fwd_idx, fwd_val, dim = _tiny_forward(dim, tmp)
-        _, docs = seismic._prune(fwd_ptr, fwd_idx, fwd_val, dim, 1, 1.5)
+        seismic._prune(fwd_ptr, fwd_idx, fwd_val, dim, 1, 1.5)
         seismic._top_components(fwd_ptr, fwd_idx, fwd_val, DOC_CUT, 1)
+        seismic.pack_forward(fwd_ptr, fwd_idx, fwd_val, np.arange(len(fwd_ptr) - 1, dtype=np.int32), dim, "float16")  # doc_order's type
 
 
 def compile_lists(dim: int) -> None:
