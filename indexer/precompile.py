@@ -71,7 +71,8 @@ def compile_prune(dim: int) -> None:
         fwd_ptr, fwd_idx, fwd_val, dim = _tiny_forward(dim, tmp)
         seismic._prune(fwd_ptr, fwd_idx, fwd_val, dim, 1, 1.5)
         seismic._top_components(fwd_ptr, fwd_idx, fwd_val, DOC_CUT, 1)
-        seismic.pack_forward(fwd_ptr, fwd_idx, fwd_val, np.arange(len(fwd_ptr) - 1, dtype=np.int32), dim, "float16")  # doc_order's type
+        rows = np.arange(len(fwd_ptr) - 1, dtype=np.int32)  # doc_order's type
+        seismic.pack_forward(fwd_ptr, fwd_idx, fwd_val, rows, dim, "float16")
 
 
 def compile_lists(dim: int) -> None:

@@ -155,7 +155,8 @@ def _prune(fwd_ptr, fwd_idx, fwd_val, dim: int, n_postings: int, max_fraction: f
     return kb._invert(fwd_ptr, fwd_idx, fwd_val, dim, np.float32(threshold), n_equal, cap)
 
 
-def _top_components(fwd_ptr, fwd_idx, fwd_val, doc_cut: int, n_threads: int, pool=None) -> tuple[np.ndarray, np.ndarray]:
+def _top_components(fwd_ptr, fwd_idx, fwd_val, doc_cut: int, n_threads: int,
+                    pool=None) -> tuple[np.ndarray, np.ndarray]:
     """Per document its `doc_cut` largest components and values (`[n, doc_cut]`, padded with
     -1 / 0), from `seismic_build.top_components` over document ranges on `n_threads` tasks
     (of `pool`, or of a pool of their own)."""

@@ -622,7 +622,8 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
             block_end[nbk + b] = b_hi
             nt, vmax = _block_max(fwd.ptr, fwd.idx, fwd.val, docs, lo + b_lo, lo + b_hi, maxv, touched)
             _renumber_block(docs, lo + b_lo, lo + b_hi, new_id)
-            cnt, thr = _energy_cut(maxv, touched, nt, vmax, energy, bvals, cand, cvals, kept, hist, bin_order, bin_start)
+            cnt, thr = _energy_cut(maxv, touched, nt, vmax, energy, bvals, cand, cvals, kept, hist, bin_order,
+                                   bin_start)
             mx = thr
             for u in range(cnt):
                 mx = max(mx, maxv[kept[u]])

@@ -53,7 +53,7 @@ def _unpack_word(word):
 # One function for both word types, unpacking through a scalar overload: a wrapper that picked
 # a per-type function would take the arrays as arguments and pay two atomic reference-count
 # updates per array per document (Numba cannot prune them around a call that may raise).
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, no_cpython_wrapper=True)
 def doc_dot(words, x0, x1, qdense):
     """Dot product of the document words[x0:x1] with the dense query."""
     s = np.float32(0.0)
@@ -63,7 +63,7 @@ def doc_dot(words, x0, x1, qdense):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, no_cpython_wrapper=True)
 def _prefetch_doc(fwd_ptr, words, d, line):
     x0 = fwd_ptr[d]
     x1 = fwd_ptr[d + np.uint32(1)]
@@ -97,7 +97,7 @@ def _summary_scores(t, q_idx, qdense, acc, aux, hit_lo, hit_hi, hit_q, ix):
     return nb
 
 
-@njit(cache=True)
+@njit(cache=True, no_cpython_wrapper=True)
 def _find_query_terms(q_idx, qdense, pos, u_hi, sum_ucomp, sum_ucount, sum_ckpt, sum_entry, hit_lo, hit_hi, hit_q):
     """The entry ranges hit_lo[:n] / hit_hi[:n] of the query terms found among one group's
     components sum_ucomp[pos:u_hi] (one binary search each, the query terms ascending), with
@@ -133,7 +133,7 @@ def _find_query_terms(q_idx, qdense, pos, u_hi, sum_ucomp, sum_ucount, sum_ckpt,
     return n_hit
 
 
-@njit(cache=True)
+@njit(cache=True, no_cpython_wrapper=True)
 def _add_entries(sum_entry, base, n_hit, hit_lo, hit_hi, hit_q, acc, aux):
     """Add the found entries to their blocks (acc: code * q, aux: q), blocks from `base`."""
     for h in range(n_hit):
@@ -145,7 +145,7 @@ def _add_entries(sum_entry, base, n_hit, hit_lo, hit_hi, hit_q, acc, aux):
             aux[bl] += qv
 
 
-@njit(cache=True)
+@njit(cache=True, no_cpython_wrapper=True)
 def _next_block(scores, blocks, by_score, bi, nb, full, threshold):
     """Position >= bi of the next block whose summary score passes `threshold` (nb if none)."""
     if not full:
@@ -158,7 +158,7 @@ def _next_block(scores, blocks, by_score, bi, nb, full, threshold):
     return nb
 
 
-@njit(cache=True)
+@njit(cache=True, no_cpython_wrapper=True)
 def _take_unseen(post_docs, fwd_ptr, p0, p1, visited, seen, n_seen, allowed):
     """Append the documents post_docs[p0:p1] not yet visited to `seen` (marking them in the
     `visited` bitset, their forward pointers prefetched); returns the new length of `seen`.
@@ -178,7 +178,7 @@ def _take_unseen(post_docs, fwd_ptr, p0, p1, visited, seen, n_seen, allowed):
     return n_seen
 
 
-@njit(cache=True)
+@njit(cache=True, no_cpython_wrapper=True)
 def _score_docs(fwd_ptr, fwd_words, post_docs, doc_ids, seen, c0, n_c, np0, np1, primed, qdense, q_l1, hs, hid,
                 size, k):
     """Score the documents seen[c0:c0+n_c] exactly and offer them to the heap under their
@@ -217,7 +217,7 @@ def _score_docs(fwd_ptr, fwd_words, post_docs, doc_ids, seen, c0, n_c, np0, np1,
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, no_cpython_wrapper=True)
 def _scan_list(ix, t, sc, blocks, by_score, nb, heap_factor, k, qdense, q_l1, visited, seen, n_seen, hs, hid, size,
                allowed):
     """Visit list t's blocks (in `blocks` order when `by_score`, else stored order) whose
@@ -253,7 +253,7 @@ def _scan_list(ix, t, sc, blocks, by_score, nb, heap_factor, k, qdense, q_l1, vi
     return size, n_seen
 
 
-@njit(cache=True)
+@njit(cache=True, no_cpython_wrapper=True)
 def search_one(q_idx, q_val, k, query_cut, heap_factor, ix, qdense, visited, seen, acc, hs, hid, out_ids, out_scores,
                allowed):
     """Top-k of one query (q_idx ascending) into out_ids / out_scores.
