@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,7 @@ class ExactIndex:
         self.path: Path | None = None  # where it was loaded from (for error messages)
         self._checked = True  # built here; a loaded index is checked in full before Numba reads it
         self._blocks: tuple | None = None  # `_search_arrays`, made at the first block-max search
+        self._local = threading.local()  # per calling thread: block-max scratch (`_thread_scratch`)
 
     @property
     def dim(self) -> int:
@@ -105,14 +107,34 @@ class ExactIndex:
         else:
             serial, parallel = exact_kernels.scan_serial, exact_kernels.scan_parallel
             arrays = (self.list_ptr, self.list_docs, self.list_weights)
-        args = (queries.indptr, queries.indices, queries.values, *arrays, self.n_docs, k, allowed)
+        args = (queries.indptr, queries.indices, queries.values, *arrays)
         threads = min(resolve_threads(threads), n)
-        if threads == 1:
-            serial(*args, 0, n, ids, scores)
+        if threads == 1 and serial is exact_kernels.search_serial:
+            scratch = self._thread_scratch(int(np.diff(queries.indptr).max()), k)
+            self._local.scratch = None  # dropped if the kernel fails half-way (it clears as it goes)
+            serial(*args, k, allowed, 0, n, ids, scores, scratch)
+            self._local.scratch = scratch
+        elif threads == 1:
+            serial(*args, self.n_docs, k, allowed, 0, n, ids, scores)
         else:
             with numba_threads(threads):
-                parallel(*args, threads, ids, scores)
+                parallel(*args, self.n_docs, k, allowed, threads, ids, scores)
         return ids, scores
+
+    def _thread_scratch(self, max_terms: int, k: int):
+        """The calling thread's block-max scratch (`exact_kernels.new_scratch`), kept between
+        calls and made again when a query is longer or k larger than it holds. Per calling
+        thread: the kernel releases the GIL, so concurrent searches (`lsr serve`) each have
+        their own."""
+        from lsr.indexer import exact_kernels
+
+        held = getattr(self._local, "scratch", None)
+        if held is None or held.slot.shape[1] < max_terms:
+            n_blocks = -(-self.n_docs // exact_kernels.BLOCK)
+            held = exact_kernels.new_scratch(n_blocks, -(-max_terms // 16) * 16, k)  # room for longer queries
+        elif len(held.heap_s) != k:
+            held = held._replace(heap_s=np.empty(k, np.float32), heap_d=np.empty(k, np.int64))
+        return held
 
     def _search_arrays(self) -> tuple | None:
         """What the block-max kernel reads: the rows in block order (`exact_kernels.doc_order`),

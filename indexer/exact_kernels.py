@@ -267,16 +267,11 @@ def _search_query(terms, weights, rows, list_docs, list_weights, block_ptr, bloc
         s.slot[b, :n_terms] = -1
 
 
-def _search_chunk(q_indptr, q_indices, q_values, rows, list_docs, list_weights, block_ptr, blocks, block_max, block_start,
-                  n_docs, k, allowed, first, last, out_ids, out_scores):
-    """Queries first..last-1 with one set of scratch arrays (cleared by each query); `allowed`
-    (a mask over rows, empty: all) leaves documents out of the ranking (the bounds still hold:
-    they only ever over-estimate what is left)."""
-    n_blocks = (n_docs + BLOCK - 1) >> BLOCK_SHIFT
-    max_terms = 1
-    for q in range(first, last):
-        max_terms = max(max_terms, q_indptr[q + 1] - q_indptr[q])
-    s = _Scratch(
+@njit(cache=True)
+def new_scratch(n_blocks, max_terms, k):
+    """Working arrays for queries of up to `max_terms` terms and top-`k` over `n_blocks`
+    blocks, cleared (as `_search_query` leaves them)."""
+    return _Scratch(
         bound=np.zeros(n_blocks, np.float32),
         block_seen=np.zeros(n_blocks, np.bool_),
         touched=np.empty(n_blocks, np.int64),
@@ -288,13 +283,24 @@ def _search_chunk(q_indptr, q_indices, q_values, rows, list_docs, list_weights, 
         heap_s=np.empty(k, np.float32),
         heap_d=np.empty(k, np.int64),
     )
+
+
+def _search_chunk(q_indptr, q_indices, q_values, rows, list_docs, list_weights, block_ptr, blocks, block_max, block_start,
+                  k, allowed, first, last, out_ids, out_scores, s):
+    """Queries first..last-1 with the scratch arrays `s` (`new_scratch`: blocks of the index,
+    at least the longest query's terms, top-k), which every query leaves cleared; `allowed` (a
+    mask over rows, empty: all) leaves documents out of the ranking (the bounds still hold:
+    they only ever over-estimate what is left)."""
     for q in range(first, last):
         a, z = q_indptr[q], q_indptr[q + 1]
         _search_query(q_indices[a:z], q_values[a:z], rows, list_docs, list_weights, block_ptr, blocks, block_max, block_start,
                       k, allowed, s, out_ids[q], out_scores[q])
 
 
-search_serial = njit(cache=True, nogil=True)(_search_chunk)  # nogil: lsr serve overlaps concurrent batches
+# nogil: lsr serve overlaps concurrent batches; its scratch comes from the caller, reused
+# across calls (a 1M-document index's slots are 5 MiB a query: allocating and clearing them
+# for each single-query call cost about as much as the search)
+search_serial = njit(cache=True, nogil=True)(_search_chunk)
 _search_chunk_inner = njit(cache=True)(_search_chunk)
 
 
@@ -303,11 +309,16 @@ def search_parallel(q_indptr, q_indices, q_values, rows, list_docs, list_weights
                     n_docs, k, allowed, n_chunks, out_ids, out_scores):
     n_queries = len(q_indptr) - 1
     per_chunk = (n_queries + n_chunks - 1) // n_chunks
+    n_blocks = (n_docs + BLOCK - 1) >> BLOCK_SHIFT
     for c in prange(n_chunks):
         first = c * per_chunk
         last = min(n_queries, first + per_chunk)
+        max_terms = 1
+        for q in range(first, last):
+            max_terms = max(max_terms, q_indptr[q + 1] - q_indptr[q])
         _search_chunk_inner(q_indptr, q_indices, q_values, rows, list_docs, list_weights, block_ptr, blocks, block_max,
-                            block_start, n_docs, k, allowed, first, last, out_ids, out_scores)
+                            block_start, k, allowed, first, last, out_ids, out_scores,
+                            new_scratch(n_blocks, max_terms, k))
 
 
 # ---- the plain scan ----------------------------------------------------------------------

@@ -182,3 +182,36 @@ def test_one_query_in_a_fresh_process_stays_out_of_numba_with_the_same_answer(tm
     ids, scores = index.search(queries[[0, 0]], k=10)  # two rows: the Numba kernel
     assert out[0] == "False"
     assert out[1].strip() == f"{ids[0].tolist()} {scores[0].tolist()}"
+
+
+def test_single_query_scratch_is_reused_and_grows_across_calls():
+    """One-query calls reuse their thread's block-max scratch: longer queries, other k, and two
+    threads at once give the scan's answer, and a short query after a long one still does."""
+    import threading
+
+    import numba  # noqa: F401 - one query takes the Numba kernel once Numba is imported
+
+    docs = random_vectors(3000, 300, 0.03, seed=5)
+    queries = random_vectors(40, 300, 0.02, seed=6)
+    short_first = np.argsort(np.diff(queries.indptr), kind="stable")
+    index = ExactIndex.build(docs)
+    for k in (3, 10, 7):
+        expected_ids, expected_scores = scan(index, queries, k)
+        for q in list(short_first) + list(short_first[:5]):
+            ids, scores = index.search(queries[q : q + 1], k=k)
+            assert np.array_equal(ids[0], expected_ids[q]) and np.array_equal(scores[0], expected_scores[q])
+    assert index._local.scratch.slot.shape[1] >= np.diff(queries.indptr).max()
+    expected_ids, _ = scan(index, queries, 10)
+    failures = []
+
+    def run():
+        for q in range(len(queries)):
+            if not np.array_equal(index.search(queries[q : q + 1], k=10)[0][0], expected_ids[q]):
+                failures.append(q)
+
+    workers = [threading.Thread(target=run) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not failures
