@@ -129,7 +129,7 @@ class ExactIndex:
         from lsr.indexer import exact_kernels
 
         held = getattr(self._local, "scratch", None)
-        if held is None or held.slot.shape[1] < max_terms:
+        if held is None or held.slot.shape[0] < max_terms:
             n_blocks = -(-self.n_docs // exact_kernels.BLOCK)
             held = exact_kernels.new_scratch(n_blocks, -(-max_terms // 16) * 16, k)  # room for longer queries
         elif len(held.heap_s) != k:

@@ -37,7 +37,8 @@ class _Scratch(NamedTuple):
     bound: np.ndarray  # float32[n_blocks]: Σ w·max of the current query
     block_seen: np.ndarray  # bool[n_blocks]
     touched: np.ndarray  # int64[n_blocks]: the blocks with a bound
-    slot: np.ndarray  # int64[n_blocks, max query terms]: a term's postings in the block, or -1
+    slot: np.ndarray  # int64[max query terms, n_blocks]: a term's postings in the block, or -1 (term-major:
+    # a term's slots are written and cleared in block order, one stream, not one cache line each)
     order: np.ndarray  # int64[n_blocks]: touched blocks, highest bounds first
     acc: np.ndarray  # float32[BLOCK]: the scores of one block's documents
     doc_seen: np.ndarray  # bool[BLOCK]
@@ -151,7 +152,7 @@ def _add_bounds(terms, weights, block_ptr, blocks, block_max, block_start, bound
                 touched[n_touched] = b
                 n_touched += 1
             bound[b] += w * block_max[e]
-            slot[b, j] = (block_start[e] << SLOT_BITS) | (block_start[e + 1] - block_start[e])
+            slot[j, b] = (block_start[e] << SLOT_BITS) | (block_start[e + 1] - block_start[e])
     return n_touched, holds
 
 
@@ -198,26 +199,27 @@ def _bucket(value, scale):
 
 
 @njit(cache=True)
-def _prefetch_block(slot_row, list_docs, list_weights):
-    """Ask for the first cache line of each of a block's posting ranges (one miss each, all
+def _prefetch_block(slot, b, n_terms, list_docs, list_weights):
+    """Ask for the first cache line of each of block b's posting ranges (one miss each, all
     in flight at once instead of one after the other)."""
-    for j in range(len(slot_row)):
-        v = slot_row[j]
+    for j in range(n_terms):
+        v = slot[j, b]
         if v >= 0:
             prefetch(list_docs, v >> SLOT_BITS)
             prefetch(list_weights, v >> SLOT_BITS)
 
 
 @njit(cache=True)
-def _score_block(b, weights, rows, list_docs, list_weights, slot_row, acc, doc_seen, local, heap_s, heap_d, size, k, allowed):
+def _score_block(b, weights, rows, list_docs, list_weights, slot, n_terms, acc, doc_seen, local, heap_s, heap_d, size, k,
+                 allowed):
     """Score the documents of block b that share a term with the query (float32 sums in
     query-term order, as a full scan) into the heap, those `allowed` leaves out (a mask over
     rows, empty: all) excepted; returns the heap's new size."""
     filtered = allowed.shape[0] > 0
     first_doc = np.int64(b) << BLOCK_SHIFT
     n_local = 0
-    for j in range(len(slot_row)):
-        v = slot_row[j]
+    for j in range(n_terms):
+        v = slot[j, b]
         if v < 0:
             continue
         w = weights[j]
@@ -255,8 +257,8 @@ def _search_query(terms, weights, rows, list_docs, list_weights, block_ptr, bloc
         b = s.order[i]
         i = _next_block(s.order, s.bound, i + 1, n_touched, _threshold(s.heap_s, size, k, prune))
         if i < n_touched:
-            _prefetch_block(s.slot[s.order[i], :n_terms], list_docs, list_weights)
-        size = _score_block(b, weights, rows, list_docs, list_weights, s.slot[b, :n_terms], s.acc, s.doc_seen, s.local,
+            _prefetch_block(s.slot, s.order[i], n_terms, list_docs, list_weights)
+        size = _score_block(b, weights, rows, list_docs, list_weights, s.slot, n_terms, s.acc, s.doc_seen, s.local,
                             s.heap_s, s.heap_d, size, k, allowed)
         i = _next_block(s.order, s.bound, i, n_touched, _threshold(s.heap_s, size, k, prune))
     heap_write_sorted(s.heap_s, s.heap_d, size, out_ids, out_scores)
@@ -264,7 +266,11 @@ def _search_query(terms, weights, rows, list_docs, list_weights, block_ptr, bloc
         b = s.touched[i]
         s.bound[b] = 0.0
         s.block_seen[b] = False
-        s.slot[b, :n_terms] = -1
+    for j in range(n_terms):  # the slots each term set, in block order
+        t = terms[j]
+        if t < len(block_ptr) - 1:
+            for e in range(block_ptr[t], block_ptr[t + 1]):
+                s.slot[j, blocks[e]] = -1
 
 
 @njit(cache=True)
@@ -275,7 +281,7 @@ def new_scratch(n_blocks, max_terms, k):
         bound=np.zeros(n_blocks, np.float32),
         block_seen=np.zeros(n_blocks, np.bool_),
         touched=np.empty(n_blocks, np.int64),
-        slot=np.full((n_blocks, max_terms), -1, np.int64),
+        slot=np.full((max_terms, n_blocks), -1, np.int64),
         order=np.empty(n_blocks, np.int64),
         acc=np.zeros(BLOCK, np.float32),
         doc_seen=np.zeros(BLOCK, np.bool_),

@@ -200,7 +200,7 @@ def test_single_query_scratch_is_reused_and_grows_across_calls():
         for q in list(short_first) + list(short_first[:5]):
             ids, scores = index.search(queries[q : q + 1], k=k)
             assert np.array_equal(ids[0], expected_ids[q]) and np.array_equal(scores[0], expected_scores[q])
-    assert index._local.scratch.slot.shape[1] >= np.diff(queries.indptr).max()
+    assert index._local.scratch.slot.shape[0] >= np.diff(queries.indptr).max()
     expected_ids, _ = scan(index, queries, 10)
     failures = []
 
