@@ -123,7 +123,7 @@ class ExactIndex:
 
     def _thread_scratch(self, max_terms: int, k: int):
         """The calling thread's block-max scratch (`exact_kernels.new_scratch`), kept between
-        calls and made again when a query is longer or k larger than it holds. Per calling
+        calls: made again when a query has more terms than it holds, its heap when k changes. Per calling
         thread: the kernel releases the GIL, so concurrent searches (`lsr serve`) each have
         their own."""
         from lsr.indexer import exact_kernels

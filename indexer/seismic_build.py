@@ -167,7 +167,7 @@ def _kth_largest_key(bits, lo, hi, k, count):
     prefix = np.uint32(0)
     mask = np.uint32(0)
     for shift in (24, 16, 8, 0):
-        count[:] = 0
+        count[:] = 0  # not `_filled`: the build's thread calls that, and this is the child's side
         for j in range(lo, hi):
             key = _order_key(bits[j])
             if key & mask == prefix:
@@ -248,17 +248,12 @@ def _energy_cut(maxv, touched, nt, vmax, energy, vals, cand, cvals, kept, hist, 
     scale = 64.0 / vmax if binned else 0.0
     if binned:
         _filled(hist, 0.0)
-        for u in range(nt):
-            v = maxv[touched[u]]
-            vals[u] = v
-            total += v
-            if v > 0:
-                hist[min(63, int(v * scale))] += v
-    else:
-        for u in range(nt):
-            v = maxv[touched[u]]
-            vals[u] = v
-            total += v
+    for u in range(nt):
+        v = maxv[touched[u]]
+        vals[u] = v
+        total += v
+        if binned and v > 0:
+            hist[min(63, int(v * scale))] += v
     until = total * np.float32(energy)
     if binned:
         mass = 0.0

@@ -1,4 +1,6 @@
-"""The one sort the index kernels use (Numba): a stable merge sort of positions by key.
+"""The comparison sort the index kernels use (Numba): a stable merge sort of positions by key.
+(Where the keys are small non-negative integers, the Seismic build sorts by radix instead:
+`seismic_build._radix_order`.)
 
 Numba's own `np.argsort` / `np.sort` are generic implementations that each compile for
 seconds per kind and type (quicksort, mergesort, int32, float32 ...), and slice copies
