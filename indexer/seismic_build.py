@@ -13,7 +13,6 @@ of `build_lists`' 10 s compilation).
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -337,7 +336,8 @@ class Forward(NamedTuple):
 
 class Centroids(NamedTuple):
     """A small inverted index over one list's centroids' full vectors. Component c has the
-    code `code[c]`: -1, no centroid has it; u >= 0, its centroids and values are
+    code `code[c]` (`code[dim]` = -1, for the -1 that pads `top_components`' rows): -1, no
+    centroid has it; u >= 0, its centroids and values are
     `cen_id / cen_val[slot_ptr[u]:slot_ptr[u + 1]]`; -2 - r, held by many centroids, its
     values are the dense row `dense[r]` (over the centroids)."""
 
@@ -349,11 +349,12 @@ class Centroids(NamedTuple):
 
 
 class ClusterScratch(NamedTuple):
-    """One thread's scratch for `_cluster_list`: `slot` (per component, all -1 between lists),
-    `cen_cnt`, `touched` (O(dim)), `scores`, `perm`, `bounds` (O(longest list))."""
+    """One thread's scratch for `_cluster_list`: `code` (int32 per component and one more, all
+    -1 between lists), `count` (int64 per component, all 0 between lists), `touched` (O(dim)),
+    `scores`, `perm`, `bounds` (O(longest list))."""
 
-    slot: np.ndarray
-    cen_cnt: np.ndarray
+    code: np.ndarray
+    count: np.ndarray
     touched: np.ndarray
     scores: np.ndarray
     perm: np.ndarray
@@ -364,14 +365,14 @@ class ClusterScratch(NamedTuple):
 def _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_cluster_size, seed, scratch):
     """Reorder docs[lo:hi] (list t) into blocks; write the block ends (relative to lo) into
     scratch.bounds[0:nb]; return nb."""
-    slot, cen_cnt, touched, scores, perm, bounds = scratch
+    code, count, touched, scores, perm, bounds = scratch
     n = hi - lo
     nc = min(max(int(np.float32(centroid_fraction) * np.float32(n)), 1), n)
     _sample_centroids(docs, lo, n, nc, seed, t, perm)
-    cen, n_slots = _centroid_index(fwd, perm, nc, slot, cen_cnt, touched)
+    cen, n_slots = _centroid_index(fwd, perm, nc, code, count, touched)
     assign = _assign_dissolving(docs, lo, hi, nc, min_cluster_size, cen, top_c, top_v, scores)
     for u in range(n_slots):
-        slot[touched[u]] = -1
+        code[touched[u]] = -1
     return _group_blocks(docs, lo, n, nc, perm, assign, bounds)
 
 
@@ -391,52 +392,67 @@ def _sample_centroids(docs, lo, n, nc, seed, t, perm):
 
 
 @njit(cache=True, no_cpython_wrapper=True)
-def _centroid_index(fwd, perm, nc, slot, cen_cnt, touched):
-    """The `Centroids` of the documents perm[:nc] (`slot`, -1 everywhere on entry, becomes
-    their `code`), and the number of their distinct components, listed in touched[:n] in
-    first-seen order (reset `slot` there after use)."""
+def _centroid_index(fwd, perm, nc, code, count, touched):
+    """The `Centroids` of the documents perm[:nc] (`code`, -1 everywhere on entry, gets their
+    codes; `count`, 0 everywhere on entry and on return), and the number of their distinct
+    components, listed in touched[:n] in first-seen order (reset `code` there after use).
+    Two passes over the centroids' rows (count, then place), prefetching two rows ahead; the
+    first keys its counts by component (no code lookup in between) and records first sights
+    without a branch."""
     n_slots = 0
     for ci in range(nc):
+        if ci + 2 < nc:
+            _prefetch_row(fwd.ptr, fwd.idx, fwd.val, perm[ci + 2])
         d = perm[ci]
         for j in range(fwd.ptr[d], fwd.ptr[d + 1]):
             c = fwd.idx[j]
-            if slot[c] < 0:
-                slot[c] = n_slots
-                cen_cnt[n_slots] = 0
-                touched[n_slots] = c
-                n_slots += 1
-            cen_cnt[slot[c]] += 1
+            seen = count[c]
+            touched[n_slots] = c
+            n_slots += seen == 0
+            count[c] = seen + 1
     # components held by over 1/16 of the centroids get a dense row (vectorised accumulation
-    # beats scattered updates from there on); the others are numbered in first-seen order
+    # beats scattered updates from there on); the others are numbered in first-seen order, and
+    # their count becomes the position of their next entry
     n_dense = 0
     n_sparse = 0
+    total = np.int64(0)
     for u in range(n_slots):
-        if cen_cnt[u] * 16 > nc and nc >= 16:
-            slot[touched[u]] = -2 - n_dense
+        c = touched[u]
+        held = count[c]
+        if held * 16 > nc and nc >= 16:
+            code[c] = -2 - n_dense
             n_dense += 1
         else:
-            slot[touched[u]] = n_sparse
-            cen_cnt[n_sparse] = cen_cnt[u]
+            code[c] = n_sparse
             n_sparse += 1
+            count[c] = total
+            total += held
     slot_ptr = np.empty(n_sparse + 1, dtype=np.int64)
-    slot_ptr[0] = 0
-    for u in range(n_sparse):
-        slot_ptr[u + 1] = slot_ptr[u] + cen_cnt[u]
-        cen_cnt[u] = slot_ptr[u]
-    cen_id = np.empty(slot_ptr[n_sparse], dtype=np.int32)
-    cen_val = np.empty(slot_ptr[n_sparse], dtype=np.float32)
+    for u in range(n_slots):
+        c = touched[u]
+        if code[c] >= 0:
+            slot_ptr[code[c]] = count[c]
+    slot_ptr[n_sparse] = total
+    cen_id = np.empty(total, dtype=np.int32)
+    cen_val = np.empty(total, dtype=np.float32)
     dense = _filled(np.empty(n_dense * nc, dtype=np.float32), 0.0).reshape((n_dense, nc))
     for ci in range(nc):
+        if ci + 2 < nc:
+            _prefetch_row(fwd.ptr, fwd.idx, fwd.val, perm[ci + 2])
         d = perm[ci]
         for j in range(fwd.ptr[d], fwd.ptr[d + 1]):
-            u = slot[fwd.idx[j]]
+            c = fwd.idx[j]
+            u = code[c]
             if u < 0:
                 dense[-2 - u, ci] = fwd.val[j]
             else:
-                cen_id[cen_cnt[u]] = ci
-                cen_val[cen_cnt[u]] = fwd.val[j]
-                cen_cnt[u] += 1
-    return Centroids(slot, slot_ptr, cen_id, cen_val, dense), n_slots
+                p = count[c]
+                cen_id[p] = ci
+                cen_val[p] = fwd.val[j]
+                count[c] = p + 1
+    for u in range(n_slots):
+        count[touched[u]] = 0
+    return Centroids(code, slot_ptr, cen_id, cen_val, dense), n_slots
 
 
 @njit(cache=True, no_cpython_wrapper=True)
@@ -518,9 +534,18 @@ def _argmax(scores, n):
 def _assign_bs(docs, lo, hi, nc, penalty, cen, top_c, top_v, scores, assign, mask):
     """Best centroid (dot product of the doc's top components with the centroids' full
     vectors, `Centroids`; ties: lowest centroid index; dissolved centroids carry `_REMOVED`
-    in `penalty`) for docs[lo:hi] where mask is set."""
+    in `penalty`) for docs[lo:hi] where mask is set.
+
+    Per document, its components are first sorted into dense and sparse ones without a branch
+    (which kind a component is follows no pattern a branch predictor could learn), then the
+    dense rows are added and the sparse ones scattered."""
     code, slot_ptr, cen_id, cen_val, dense = cen
     n_top = top_c.shape[1]
+    no_comp = code.shape[0] - 1  # code[dim] = -1: a padding -1 of top_c
+    rows = np.empty(n_top, dtype=np.int64)
+    row_v = np.empty(n_top, dtype=np.float32)
+    slots = np.empty(n_top, dtype=np.int64)
+    slot_v = np.empty(n_top, dtype=np.float32)
     for i in range(lo, hi):
         if not mask[i - lo]:
             continue
@@ -528,25 +553,31 @@ def _assign_bs(docs, lo, hi, nc, penalty, cen, top_c, top_v, scores, assign, mas
             prefetch(top_c, np.uint32(docs[i + 4]) * n_top)
             prefetch(top_v, np.uint32(docs[i + 4]) * n_top)
         d = np.uint32(docs[i])
-        for ci in range(nc):
-            scores[ci] = penalty[ci]
+        n_rows = 0
+        n_slots = 0
         for j in range(n_top):
             c = top_c[d, j]
-            if c < 0:
-                break
-            u = code[c]
-            if u == -1:
-                continue
+            u = code[c if c >= 0 else no_comp]
             v = top_v[d, j]
-            if u < 0:
-                row = dense[-2 - u]
-                for ci in range(nc):
-                    scores[ci] += v * row[ci]
-            else:
-                for p in range(slot_ptr[u], slot_ptr[u + 1]):
-                    scores[cen_id[p]] += v * cen_val[p]
-        best = _argmax(scores, nc)
-        assign[i - lo] = best
+            rows[n_rows] = -2 - u
+            row_v[n_rows] = v
+            n_rows += u < -1
+            slots[n_slots] = u
+            slot_v[n_slots] = v
+            n_slots += u >= 0
+        for ci in range(nc):
+            scores[ci] = penalty[ci]
+        for r in range(n_rows):
+            row = dense[rows[r]]
+            v = row_v[r]
+            for ci in range(nc):
+                scores[ci] += v * row[ci]
+        for s in range(n_slots):
+            u = slots[s]
+            v = slot_v[s]
+            for p in range(slot_ptr[u], slot_ptr[u + 1]):
+                scores[cen_id[p]] += v * cen_val[p]
+        assign[i - lo] = _argmax(scores, nc)
 
 
 @njit(cache=True, nogil=True)
@@ -569,7 +600,10 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
     # scratch (O(dim) + O(longest list))
     touched = np.empty(dim + 1, dtype=np.int32)
     bounds = np.empty(max_len, dtype=np.int64)
-    scratch = ClusterScratch(_filled(np.empty(dim, dtype=np.int64), -1), np.empty(dim + 1, dtype=np.int64), touched,
+    code = np.empty(dim + 1, dtype=np.int32)
+    for c in range(dim + 1):
+        code[c] = -1
+    scratch = ClusterScratch(code, _filled(np.empty(dim, dtype=np.int64), 0), touched,
                              np.empty(max_len, dtype=np.float32), np.empty(max_len, dtype=np.int32), bounds)
     maxv = _filled(np.empty(dim, dtype=np.float32), -np.inf)
     bvals = np.empty(dim + 1, dtype=np.float32)
@@ -713,13 +747,16 @@ def _filled(a, value):
     return a
 
 
+_ROUNDER = np.float32(1.5 * 2**23)
+
+
 @njit(cache=True, inline="always")
 def _round_half_even(x):
-    """`np.round(x)` (halves to even) as an integer, for 0 <= x < 2**31 (np.round compiles
-    two implementations)."""
-    f = math.floor(x)
-    d = x - f
-    return f + 1 if d > 0.5 or (d == 0.5 and f % 2 == 1) else f
+    """`np.round(x)` (halves to even) as an integer, for a float32 0 <= x < 2**22, without a
+    branch: the float32 sum x + 1.5 * 2**23 has a spacing of 1, so its own rounding (to
+    nearest, halves to even) rounds x; subtracting the constant again is exact. (np.round
+    compiles two implementations; a floor-and-compare version mispredicts half the time.)"""
+    return int((x + _ROUNDER) - _ROUNDER)
 
 
 @njit(cache=True, no_cpython_wrapper=True)

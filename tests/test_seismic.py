@@ -407,6 +407,69 @@ def test_summaries_equal_their_definition():
             np.testing.assert_allclose(acc[0, :nb], want, rtol=1e-5, atol=1e-4)
 
 
+def _reference_blocks(docs, t, doc_cut, centroid_fraction, min_cluster_size, seed):
+    """List t's blocks (sets of collection rows, in block order) from first principles, for a
+    list that keeps every posting: sampled centroids (the kernel's own sampling), each document
+    to the centroid of largest dot product between the centroid's full vector and the
+    document's `doc_cut` largest components (ties: the lower centroid), clusters of at most
+    `min_cluster_size` documents dissolved into the others, blocks in their centroids' row
+    order."""
+    from lsr.indexer import seismic_build as kb
+
+    dense = docs.to_scipy().toarray()
+    rows = np.flatnonzero(dense[:, t] != 0).astype(np.int32)
+    n = len(rows)
+    nc = min(max(int(np.float32(centroid_fraction) * np.float32(n)), 1), n)
+    perm = np.empty(n, np.int32)
+    kb._sample_centroids.py_func(rows, 0, n, nc, seed, t, perm)  # (no Python wrapper of its own)
+    centroids = dense[perm[:nc]].astype(np.float64)
+    top = np.zeros_like(dense, dtype=np.float64)
+    for r in rows:
+        cols, vals = docs.row(int(r))
+        best = np.argsort(-vals, kind="stable")[:doc_cut] if len(cols) > doc_cut else np.arange(len(cols))
+        top[r, cols[best]] = vals[best]
+    scores = top[rows] @ centroids.T  # integer values: exact in any order
+    assign = scores.argmax(axis=1)  # first of the largest
+    sizes = np.bincount(assign, minlength=nc)
+    removed = (sizes > 0) & (sizes <= min_cluster_size)
+    if removed.all():
+        assign[:] = 0
+    elif removed.any():
+        redo = removed[assign]
+        assign[redo] = np.where(removed, -np.inf, scores[redo]).argmax(axis=1)
+    return [set(rows[assign == c].tolist()) for c in np.argsort(perm[:nc], kind="stable") if (assign == c).any()]
+
+
+def test_blocks_equal_their_definition():
+    """Lists long enough for dense centroid rows (a component held by over 1/16 of the
+    centroids) beside sparse ones, documents shorter and longer than doc_cut, small integer
+    values (exact sums, so score ties happen and must go to the lower centroid)."""
+    rng = np.random.default_rng(11)
+    zipf = 1.0 / np.arange(1, 399)
+    rows = []
+    for _ in range(1200):
+        rest = rng.choice(np.arange(2, 400), rng.integers(3, 30), p=zipf / zipf.sum())
+        cols = np.unique(np.concatenate([[0, 1][: rng.integers(1, 3)], rest]))
+        rows.append((cols.tolist(), rng.integers(1, 5, len(cols)).astype(float).tolist()))
+    docs = SparseVectors.from_rows(rows, 400)
+    for min_cluster_size in (0, 2):
+        idx = SeismicIndex.build(docs, n_postings=10**6, max_fraction=10.0, centroid_fraction=0.1,
+                                 min_cluster_size=min_cluster_size, doc_cut=8, threads=2)
+        a = idx._a
+        for t in (0, 1, 2, 40):
+            blocks = range(a["list_block_ptr"][t], a["list_block_ptr"][t + 1])
+            got = [set(a["doc_ids"][a["post_docs"][a["block_doc_ptr"][b] : a["block_doc_ptr"][b + 1]]].tolist())
+                   for b in blocks]
+            assert got == _reference_blocks(docs, t, 8, 0.1, min_cluster_size, 0)
+
+
+@pytest.mark.parametrize("x", [0.0, 0.5, 1.5, 2.5, 3.4999998, 3.5, 126.5, 254.5, 254.50002, 255.0])
+def test_summary_rounding_is_halves_to_even(x):
+    from lsr.indexer.seismic_build import _round_half_even
+
+    assert _round_half_even(np.float32(x)) == int(np.round(np.float32(x)))
+
+
 def test_load_rejects_an_older_layout(tmp_path, index):
     import json
 
