@@ -172,10 +172,11 @@ def _top_components(fwd_ptr, fwd_idx, fwd_val, doc_cut: int, n_threads: int,
 
 
 def _list_ranges(list_ptr: np.ndarray, dim: int, n_threads: int) -> np.ndarray:
-    """Bounds of ranges of lists holding about equal numbers of postings (16 per thread, for
-    balance)."""
+    """Bounds of ranges of lists holding about equal numbers of postings: 64 per thread, so
+    that the last ones end close together (with 16, at 100k documents, one thread idled for
+    the last 0.3 s of a 7 s build)."""
     total = int(list_ptr[-1])
-    n_ranges = max(1, min(dim, n_threads * 16))
+    n_ranges = max(1, min(dim, n_threads * 64))
     cuts = np.searchsorted(list_ptr, np.linspace(0, total, n_ranges + 1)[1:-1], side="right")
     return np.unique(np.concatenate([[0], np.minimum(cuts, dim), [dim]]))  # no postings: cuts = dim + 1
 
