@@ -75,7 +75,7 @@ def compile_prune(dim: int) -> None:
         seismic.pack_forward(fwd_ptr, fwd_idx, fwd_val, rows, dim, "float16")
 
 
-def compile_lists(dim: int) -> None:
+def compile_lists(dim: int, values: str = "float16") -> None:
     """Compile (and cache) `build_lists` as a build over `dim` columns calls it, on lists
     without postings (its inputs in the types `_prune` and `_top_components` give them), so
     that no other kernel runs."""
@@ -85,8 +85,10 @@ def compile_lists(dim: int) -> None:
         fwd_ptr, fwd_idx, fwd_val, dim = _tiny_forward(dim, tmp)
         n = len(fwd_ptr) - 1
         top_c, top_v = np.full((n, DOC_CUT), -1, np.int32), np.zeros((n, DOC_CUT), np.float32)
+        words = seismic.pack_words(fwd_idx, fwd_val, dim, values)  # (not pack_forward: the child compiles its kernel)
         seismic._build_lists_parallel(np.zeros(dim + 1, np.int64), np.zeros(0, np.int32), fwd_ptr, fwd_idx, fwd_val,
-                                      top_c, top_v, dim, 0.1, 2, 0, 0.4, np.zeros(n, np.int32), 1)  # fmt: skip
+                                      top_c, top_v, dim, 0.1, 2, 0, 0.4, np.zeros(n, np.int32), fwd_ptr, words,
+                                      1)  # fmt: skip
 
 
 def no_postings(n_lists: int) -> tuple[np.ndarray, ...]:
@@ -138,7 +140,7 @@ class Precompile:
     def _compile(self, dim: int, values: str, everything: bool) -> None:
         """The thread: `build_lists`; without a child, the child's kernels too."""
         try:
-            compile_lists(dim)
+            compile_lists(dim, values)
             if everything:
                 compile_prune(dim)
                 compile_search(dim, values)

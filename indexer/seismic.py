@@ -18,9 +18,11 @@ Build (`SeismicIndex.build`):
    documents (pyseismic's rule) are dissolved and their documents re-assigned to the
    remaining centroids. A block is one cluster; documents are stored in ascending id order
    inside a block.
-3. **Summaries**: per block, the coordinate-wise max of its documents' full vectors, cut to
-   the largest components holding ``summary_energy`` of its L1 mass, quantised to u8 with a
-   per-block ``min`` and ``scale`` (``value ≈ min + code * scale``).
+3. **Summaries**: per block, the coordinate-wise max of its documents' full vectors as the
+   forward index stores them (float16 values by default, as pyseismic's build uses: a summary
+   then bounds what search scores), cut to the largest components holding ``summary_energy``
+   of its L1 mass, quantised to u8 with a per-block ``min`` and ``scale``
+   (``value ≈ min + code * scale``).
 4. **Forward index**: every document's full vector, used for exact scoring, its components
    in decreasing absolute value (search scores the first ``HEAD`` and bounds the others by
    the next one's value); one word per component packing the component and its value:
@@ -30,8 +32,9 @@ Build (`SeismicIndex.build`):
 5. **Numbering**: the documents are renumbered inside the index by their two largest
    components (`doc_order`), so that the documents of a block, which look alike, lie close
    together in the forward index (fewer cache and TLB misses when a block is scored);
-   ``doc_ids`` maps the index's numbers back to collection rows. Blocks and summaries are
-   made before the renumbering and hold the same documents: results are those of the
+   ``doc_ids`` maps the index's numbers back to collection rows. The forward index is packed
+   first; blocks are made on collection rows, then renumbered and summarised from the packed
+   forward index (neighbouring rows). They hold the same documents: results are those of the
    collection's own numbering (ties still rank the lower collection row first).
 
 Layout (all flat NumPy arrays, saved as ``.npy`` and mmap'd on load): see
@@ -182,7 +185,8 @@ def _list_ranges(list_ptr: np.ndarray, dim: int, n_threads: int) -> np.ndarray:
 
 
 def _build_lists_parallel(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim, centroid_fraction,
-                          min_cluster_size, seed, energy, new_id, n_threads, pool=None) -> list[tuple]:
+                          min_cluster_size, seed, energy, new_id, words_ptr, words, n_threads,
+                          pool=None) -> list[tuple]:
     """`seismic_build.build_lists` over `_list_ranges` as tasks of `pool` (or of a pool of
     `n_threads` of their own; the kernel releases the GIL). Results in list order; they do
     not depend on the number of threads."""
@@ -191,7 +195,7 @@ def _build_lists_parallel(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_
 
     def run(i: int) -> tuple:
         return kb.build_lists(int(bounds[i]), int(bounds[i + 1]), list_ptr, docs, forward, top_c, top_v, dim,
-                              centroid_fraction, min_cluster_size, seed, energy, new_id)
+                              centroid_fraction, min_cluster_size, seed, energy, new_id, words_ptr, words)
 
     with _pool_or(pool, n_threads) as runner:
         return [done.result() for done in [runner.submit(run, i) for i in range(len(bounds) - 1)]]
@@ -263,22 +267,30 @@ def doc_order(top_c: np.ndarray, dim: int) -> np.ndarray:
     return np.argsort(first * (dim + 1) + second, kind="stable").astype(np.int32)
 
 
-def pack_forward(fwd_ptr, fwd_idx, fwd_val, order: np.ndarray, dim: int, value_type: str):
+def pack_forward(fwd_ptr, fwd_idx, fwd_val, order: np.ndarray, dim: int, value_type: str, pool=None):
     """(pointers, words) of the forward index with its rows in `order` (`pack_words`), each
     row's words in decreasing absolute value (ties in stored order), gathered in slices of
-    rows so that the temporaries stay small."""
+    rows so that the temporaries stay small (the slices as tasks of `pool`, when given)."""
     lengths = np.diff(fwd_ptr)[order]
     ptr = np.zeros(len(order) + 1, dtype=np.int64)
     np.cumsum(lengths, out=ptr[1:])
     small = value_type == "float16" and dim <= 65536
     words = np.empty(int(ptr[-1]), dtype=np.uint32 if small else np.uint64)
-    step = 1 << 15
-    for lo in range(0, len(order), step):
-        hi = min(lo + step, len(order))
+
+    def pack(lo: int, hi: int) -> None:
         a, b = int(ptr[lo]), int(ptr[hi])
         src = np.empty(b - a, dtype=np.int64)
         kb.by_magnitude(fwd_ptr, fwd_val, order, ptr, lo, hi, src)
         words[a:b] = pack_words(fwd_idx[src], fwd_val[src], dim, value_type)
+
+    step = 1 << 15
+    slices = [(lo, min(lo + step, len(order))) for lo in range(0, len(order), step)]
+    if pool is None:
+        for lo, hi in slices:
+            pack(lo, hi)
+    else:
+        for done in [pool.submit(pack, lo, hi) for lo, hi in slices]:
+            done.result()
     return ptr, words
 
 
@@ -404,30 +416,32 @@ class SeismicIndex:
 
         # One pool for every step, so that the steps that do not depend on each other overlap
         # (the kernels and most NumPy calls release the GIL): pruning beside the top
-        # components; the forward index's packing beside the blocks and summaries.
+        # components and the forward index's packing, which the summaries then read.
         with ThreadPoolExecutor(max_workers=n_threads) as pool:
             # 1. global-threshold pruning
             pruned = pool.submit(_prune, fwd_ptr, fwd_idx, fwd_val, dim, n_postings, max_fraction)
             top_c, top_v = _top_components(fwd_ptr, fwd_idx, fwd_val, int(doc_cut), n_threads, pool)
             doc_ids = doc_order(top_c, dim)
-            forward = pool.submit(pack_forward, fwd_ptr, fwd_idx, fwd_val, doc_ids, dim, values)
+            # 4.-5. the forward index, in the index's numbering (the summaries read it)
+            words_ptr, fwd_words = pack_forward(fwd_ptr, fwd_idx, fwd_val, doc_ids, dim, values, pool)
             new_id = np.empty(n_docs, dtype=np.int32)
             new_id[doc_ids] = np.arange(n_docs, dtype=np.int32)
             list_ptr, docs = pruned.result()
             t1 = time.perf_counter()
-            # 2.-3. blocking, summaries and the blocks' renumbering, list ranges of about equal postings
+            # 2.-3. blocking, the blocks' renumbering and summaries, list ranges of about equal postings
             parts = _build_lists_parallel(
                 list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim, float(centroid_fraction),
-                int(min_cluster_size), int(seed), float(summary_energy), new_id, n_threads, pool,
+                int(min_cluster_size), int(seed), float(summary_energy), new_id, words_ptr, fwd_words, n_threads,
+                pool,
             )
             del top_c, top_v, new_id
             t2 = time.perf_counter()
             summaries = _assemble(parts, list_ptr, dim)
-            fwd_ptr, fwd_words = forward.result()
+            fwd_ptr = words_ptr
         t3 = time.perf_counter()
         log.info(
             "seismic build: %d docs, %d postings kept, %d blocks, %d summary entries; "
-            "prune and top components %.2fs, blocks and summaries %.2fs, assembly and forward index %.2fs",
+            "prune, top components and forward index %.2fs, blocks and summaries %.2fs, assembly %.2fs",
             n_docs, len(docs), len(summaries["block_min"]), len(summaries["sum_entry"]),
             t1 - t0, t2 - t1, t3 - t2,
         )

@@ -20,6 +20,7 @@ from numba import njit
 
 from ._intrinsics import prefetch
 from .layout import CODE_MAX, CODE_SHIFT, GROUP
+from .seismic_search import _unpack
 from .sorting import ASCENDING, DESCENDING, stable_argsort
 
 
@@ -192,28 +193,37 @@ def _cumsum(counts):
 
 
 @njit(cache=True, no_cpython_wrapper=True)
-def _block_max(fwd_ptr, fwd_idx, fwd_val, docs, lo, hi, maxv, touched):
-    """Coordinate-wise max of the documents docs[lo:hi] into maxv, which must hold -inf
-    everywhere on entry (reset it with `_reset_max`); touched[:nt] lists the components in
-    first-seen order; returns (nt, the largest value). Branch-free, with the next documents
-    prefetched."""
+def _block_max(words_ptr, words, docs, lo, hi, maxv, touched):
+    """Coordinate-wise max of the documents docs[lo:hi] (index numbers) of the packed forward
+    index (`words_ptr`, `words`: the values it stores, float16 by default, so that a summary
+    bounds what search scores) into maxv, which must hold -inf everywhere on entry (reset it
+    with `_reset_max`); touched[:nt] lists the components in first-seen order; returns (nt,
+    the largest value). Branch-free, with the next documents prefetched."""
     nt = 0
     top = np.float32(-np.inf)
     for i in range(lo, min(lo + 2, hi)):
-        _prefetch_row(fwd_ptr, fwd_idx, fwd_val, docs[i])
+        _prefetch_words(words_ptr, words, docs[i])
     for i in range(lo, hi):
         if i + 2 < hi:
-            _prefetch_row(fwd_ptr, fwd_idx, fwd_val, docs[i + 2])
+            _prefetch_words(words_ptr, words, docs[i + 2])
         d = np.uint32(docs[i])
-        for j in range(np.uint64(fwd_ptr[d]), np.uint64(fwd_ptr[d + np.uint32(1)])):
-            c = np.uint32(fwd_idx[j])
+        for j in range(np.uint64(words_ptr[d]), np.uint64(words_ptr[d + np.uint32(1)])):
+            c, v = _unpack(words[j])
             m = maxv[c]
             touched[nt] = c
             nt += m == -np.inf
-            v = fwd_val[j]
             maxv[c] = max(m, v)
             top = max(top, v)
     return nt, top
+
+
+@njit(cache=True, inline="always")
+def _prefetch_words(words_ptr, words, d):
+    x0 = words_ptr[d]
+    x1 = words_ptr[d + 1]
+    for x in range(x0, x1, 64 // words.itemsize):
+        prefetch(words, x)
+    prefetch(words, x1 - 1)
 
 
 @njit(cache=True, inline="always")
@@ -582,12 +592,14 @@ def _assign_bs(docs, lo, hi, nc, penalty, cen, top_c, top_v, scores, assign, mas
 
 @njit(cache=True, nogil=True)
 def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fraction, min_cluster_size, seed,
-                energy, new_id):
+                energy, new_id, words_ptr, words):
     """Blocks and summaries of the lists [t_lo, t_hi), in list order.
 
-    Reorders each list's documents in `docs` into its blocks and renumbers them through
-    `new_id` once the block is summarised (`_renumber_block`; lists own disjoint ranges, so
-    concurrent calls on different lists are safe). Returns, concatenated over the lists:
+    Reorders each list's documents in `docs` into its blocks (clustering on the collection's
+    rows: `fwd`, `top_c`, `top_v`), renumbers each block through `new_id` (`_renumber_block`;
+    lists own disjoint ranges, so concurrent calls on different lists are safe) and summarises
+    it from the packed forward index, whose rows are in the new numbering (`words_ptr`,
+    `words`: `seismic.pack_forward`). Returns, concatenated over the lists:
     blocks per list; per block its end (relative to the list), summary min and scale; per
     summary group (GROUP blocks) its number of distinct components; per distinct component
     its id and entry count - 1; per entry `block_in_group | code << CODE_SHIFT`.
@@ -649,8 +661,8 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
         for b in range(nb):
             b_hi = bounds[b]
             block_end[nbk + b] = b_hi
-            nt, vmax = _block_max(fwd.ptr, fwd.idx, fwd.val, docs, lo + b_lo, lo + b_hi, maxv, touched)
             _renumber_block(docs, lo + b_lo, lo + b_hi, new_id)
+            nt, vmax = _block_max(words_ptr, words, docs, lo + b_lo, lo + b_hi, maxv, touched)
             cnt, thr = _energy_cut(maxv, touched, nt, vmax, energy, bvals, cand, cvals, kept, hist, bin_order,
                                    bin_start)
             mx = thr

@@ -138,7 +138,7 @@ def test_the_childs_index_has_the_types_of_a_built_one():
     forward = kb.Forward(docs.indptr, docs.indices, docs.values)
     kernel = kb.build_lists(0, 300, np.zeros(301, np.int64), np.zeros(0, np.int32), forward,
                             np.zeros((3, 15), np.int32), np.zeros((3, 15), np.float32), 300, 0.1, 2, 0, 0.4,
-                            np.zeros(3, np.int32))  # fmt: skip
+                            np.zeros(3, np.int32), docs.indptr, np.zeros(docs.nnz, np.uint32))  # fmt: skip
     mine = precompile.no_postings(300)
     assert [(a.dtype, a.shape) for a in kernel] == [(a.dtype, a.shape) for a in mine]
 

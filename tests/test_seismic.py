@@ -349,9 +349,12 @@ def test_values_beyond_float16_or_wide_dims_fall_back_to_float32():
 
 def _reference_summary_scores(index, docs, t, query):
     """Block summary scores of list t from first principles: per block the coordinate-wise
-    max of its documents, cut to the largest components holding `summary_energy` of its L1
-    mass (ties: first seen), quantised to u8 between the cut value and the max."""
+    max of its documents (their values as the forward index stores them, float16 by default),
+    cut to the largest components holding `summary_energy` of its L1 mass (ties: first seen,
+    the documents taken in the index's numbering), quantised to u8 between the cut value and
+    the max."""
     a = index._a
+    stored = index.forward_vectors()
     energy = np.float32(index.params["summary_energy"])
     qd = np.zeros(docs.dim, np.float32)
     qd[query.indices] = query.values
@@ -359,7 +362,7 @@ def _reference_summary_scores(index, docs, t, query):
     for gb in range(a["list_block_ptr"][t], a["list_block_ptr"][t + 1]):
         maxv, order = {}, []
         for d in a["doc_ids"][a["post_docs"][a["block_doc_ptr"][gb] : a["block_doc_ptr"][gb + 1]]]:
-            for c, v in zip(*docs.row(int(d))):
+            for c, v in zip(*stored.row(int(d))):
                 if c not in maxv:
                     order.append(c)
                     maxv[c] = v
