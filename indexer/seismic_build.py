@@ -5,9 +5,10 @@ CSR arrays (`fwd_ptr`, `fwd_idx`, `fwd_val` float32); lists are processed in par
 list per thread at a time, each thread with its own O(dim) scratch.
 
 Kept cheap to compile (a cold build compiles all of them): no `parallel=True` (the callers
-run ranges on a thread pool: the kernels release the GIL), one sort (`sorting`), copies as
-loops (an array-to-slice assignment compiles a shape check and its message formatting), and
-no Python wrapper for the kernels only other kernels call (`no_cpython_wrapper`: about 0.7 s
+run ranges on a thread pool: the kernels release the GIL), one merge sort (`sorting`, for
+float32 keys; integer keys, components and document numbers, go through `_radix_order`),
+copies as loops (an array-to-slice assignment compiles a shape check and its message
+formatting), and no Python wrapper for the kernels only other kernels call (`no_cpython_wrapper`: about 0.7 s
 of `build_lists`' 10 s compilation).
 """
 
@@ -21,7 +22,7 @@ from numba import njit
 from ._intrinsics import prefetch
 from .layout import CODE_MAX, CODE_SHIFT, GROUP
 from .seismic_search import _unpack
-from .sorting import ASCENDING, DESCENDING, stable_argsort
+from .sorting import DESCENDING, stable_argsort
 
 
 @njit(cache=True, inline="always")
@@ -372,9 +373,9 @@ class ClusterScratch(NamedTuple):
 
 
 @njit(cache=True, no_cpython_wrapper=True)
-def _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_cluster_size, seed, scratch):
+def _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_cluster_size, seed, scratch, doc_bits):
     """Reorder docs[lo:hi] (list t) into blocks; write the block ends (relative to lo) into
-    scratch.bounds[0:nb]; return nb."""
+    scratch.bounds[0:nb]; return nb. (`doc_bits`: document numbers are below 2**doc_bits.)"""
     code, count, touched, scores, perm, bounds = scratch
     n = hi - lo
     nc = min(max(int(np.float32(centroid_fraction) * np.float32(n)), 1), n)
@@ -383,7 +384,7 @@ def _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_clu
     assign = _assign_dissolving(docs, lo, hi, nc, min_cluster_size, cen, top_c, top_v, scores)
     for u in range(n_slots):
         code[touched[u]] = -1
-    return _group_blocks(docs, lo, n, nc, perm, assign, bounds)
+    return _group_blocks(docs, lo, n, nc, perm, assign, bounds, doc_bits)
 
 
 @njit(cache=True, no_cpython_wrapper=True)
@@ -493,13 +494,14 @@ def _assign_dissolving(docs, lo, hi, nc, min_cluster_size, cen, top_c, top_v, sc
 
 
 @njit(cache=True, no_cpython_wrapper=True)
-def _group_blocks(docs, lo, n, nc, perm, assign, bounds):
+def _group_blocks(docs, lo, n, nc, perm, assign, bounds, doc_bits):
     """Rewrite docs[lo:lo+n] (ascending ids, as `_invert` leaves every list) block by block:
     blocks in the order of their centroids' document ids perm[:nc] (as pyseismic orders
     them), ascending document id inside a block (a stable counting sort by block keeps the
     list's order); the ends of the non-empty blocks into bounds[:nb]; returns nb."""
     label = np.empty(nc, dtype=np.int32)
-    by_id = stable_argsort(perm, np.int64(0), nc, ASCENDING)
+    by_id = _radix_order(perm, np.int64(0), nc, doc_bits, np.empty(nc, dtype=np.int64), np.empty(nc, dtype=np.int64),
+                         np.empty(257, dtype=np.int64))
     for r in range(nc):
         label[by_id[r]] = r
     sizes = _filled(np.empty(nc, dtype=np.int64), 0)
@@ -642,6 +644,9 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
     comp_bits = 8
     while (1 << comp_bits) < dim:
         comp_bits += 8
+    doc_bits = 8  # document numbers, for the radix sorts of the blocks
+    while (1 << doc_bits) < new_id.shape[0]:
+        doc_bits += 8
     rad_a = np.empty(16, dtype=np.int64)
     rad_b = np.empty(16, dtype=np.int64)
     rad_count = np.empty(257, dtype=np.int64)
@@ -654,14 +659,15 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
         hi = list_ptr[t + 1]
         if hi == lo:
             continue
-        nb = _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_cluster_size, seed, scratch)
+        nb = _cluster_list(t, docs, lo, hi, fwd, top_c, top_v, centroid_fraction, min_cluster_size, seed, scratch,
+                           doc_bits)
         n_blocks[t - t_lo] = nb
         m = np.int64(0)
         b_lo = 0
         for b in range(nb):
             b_hi = bounds[b]
             block_end[nbk + b] = b_hi
-            _renumber_block(docs, lo + b_lo, lo + b_hi, new_id)
+            _renumber_block(docs, lo + b_lo, lo + b_hi, new_id, doc_bits, rad_count)
             nt, vmax = _block_max(words_ptr, words, docs, lo + b_lo, lo + b_hi, maxv, touched)
             cnt, thr = _energy_cut(maxv, touched, nt, vmax, energy, bvals, cand, cvals, kept, hist, bin_order,
                                    bin_start)
@@ -780,10 +786,11 @@ def _grow(a, size, used):
 
 
 @njit(cache=True, no_cpython_wrapper=True)
-def _renumber_block(post_docs, lo, hi, new_id):
-    """Map the block post_docs[lo:hi] through `new_id` (old document number → new) and sort
-    it ascending again, in place: the block holds the same documents, and its documents are
-    read from the forward index in memory order."""
+def _renumber_block(post_docs, lo, hi, new_id, doc_bits, count):
+    """Map the block post_docs[lo:hi] through `new_id` (old document number → new, below
+    2**doc_bits) and sort it ascending again, in place: the block holds the same documents,
+    and its documents are read from the forward index in memory order. (`count`: radix
+    scratch, 257.)"""
     for p in range(lo, hi):
         post_docs[p] = new_id[post_docs[p]]
     if hi - lo <= 32:  # insertion sort: most blocks hold a dozen documents
@@ -795,7 +802,8 @@ def _renumber_block(post_docs, lo, hi, new_id):
                 j -= 1
             post_docs[j + 1] = x
     else:
-        order = stable_argsort(post_docs, lo, hi, ASCENDING)
+        order = _radix_order(post_docs, lo, hi, doc_bits, np.empty(hi - lo, dtype=np.int64),
+                             np.empty(hi - lo, dtype=np.int64), count)
         tmp = np.empty(hi - lo, dtype=post_docs.dtype)
         for i in range(hi - lo):
             tmp[i] = post_docs[lo + order[i]]
