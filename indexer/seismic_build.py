@@ -197,9 +197,9 @@ def _cumsum(counts):
 def _block_max(words_ptr, words, docs, lo, hi, maxv, touched):
     """Coordinate-wise max of the documents docs[lo:hi] (index numbers) of the packed forward
     index (`words_ptr`, `words`: the values it stores, float16 by default, so that a summary
-    bounds what search scores) into maxv, which must hold -inf everywhere on entry (reset it
-    with `_reset_max`); touched[:nt] lists the components in first-seen order; returns (nt,
-    the largest value). Branch-free, with the next documents prefetched."""
+    bounds what search scores) into maxv, which must hold -inf everywhere on entry
+    (`_energy_cut` resets it); touched[:nt] lists the components in first-seen order; returns
+    (nt, the largest value). Branch-free, with the next documents prefetched."""
     nt = 0
     top = np.float32(-np.inf)
     for i in range(lo, min(lo + 2, hi)):
@@ -239,16 +239,11 @@ def _prefetch_row(fwd_ptr, fwd_idx, fwd_val, d):
 
 
 @njit(cache=True, no_cpython_wrapper=True)
-def _reset_max(maxv, touched, nt):
-    for u in range(nt):
-        maxv[touched[u]] = -np.inf
-
-
-@njit(cache=True, no_cpython_wrapper=True)
 def _energy_cut(maxv, touched, nt, vmax, energy, vals, cand, cvals, kept, hist, order, start):
     """The largest components (value desc, first-seen order on ties) until their running sum
-    reaches `energy` of the total, inclusive, into kept[:count]; returns (count, the last
-    value kept). `vmax`: the largest of them. The same as popping a max-heap of all of them,
+    reaches `energy` of the total, inclusive: their positions u in touched[:nt] (component
+    touched[u], value vals[u]) into kept[:count]; returns (count, the last value kept).
+    `vmax`: the largest of them. Resets maxv to -inf at the components it reads. The same as popping a max-heap of all of them,
     but only the values that can be needed get ordered: a 64-bin histogram of the mass,
     made in the pass that gathers the values, tells which (the bins from the top down to the
     one where the mass reaches the target, with a margin), and those are ordered bin by bin
@@ -259,7 +254,9 @@ def _energy_cut(maxv, touched, nt, vmax, energy, vals, cand, cvals, kept, hist, 
     if binned:
         _filled(hist, 0.0)
     for u in range(nt):
-        v = maxv[touched[u]]
+        c = touched[u]
+        v = maxv[c]
+        maxv[c] = -np.inf
         vals[u] = v
         total += v
         if binned and v > 0:
@@ -272,14 +269,14 @@ def _energy_cut(maxv, touched, nt, vmax, energy, vals, cand, cvals, kept, hist, 
             if mass >= until * 1.001:
                 nc = _order_by_bins(vals, nt, scale, b_cut, cand, order, start)
                 if nc >= 0:
-                    cnt, last = _take_until(vals, touched, order, nc, until, kept)
+                    cnt, last = _take_until(vals, order, nc, until, kept)
                     if cnt > 0:
                         return cnt, last
                 break  # a crowded bin, or rounding kept the candidates short: order them all
     for u in range(nt):
         cvals[u] = vals[u]
     by_value = stable_argsort(cvals, np.int64(0), nt, DESCENDING)  # ties: first seen first
-    cnt, last = _take_until(vals, touched, by_value, nt, until, kept)
+    cnt, last = _take_until(vals, by_value, nt, until, kept)
     if cnt > 0:
         return cnt, last
     return nt, vals[by_value[nt - 1]] if nt else np.float32(0.0)  # all taken
@@ -324,14 +321,14 @@ def _order_by_bins(vals, nt, scale, b_cut, cand, order, start):
 
 
 @njit(cache=True, no_cpython_wrapper=True)
-def _take_until(vals, touched, order, n, until, kept):
-    """The components touched[order[i]] in order until their running float32 sum reaches
+def _take_until(vals, order, n, until, kept):
+    """The positions order[i] in order until their values' running float32 sum reaches
     `until` into kept; (count, last value), or (0, 0) when the n of them fall short."""
     acc = np.float32(0.0)
     for i in range(n):
         u = order[i]
         acc += vals[u]
-        kept[i] = touched[u]
+        kept[i] = u
         if not (acc < until):
             return i + 1, vals[u]
     return 0, np.float32(0.0)
@@ -673,7 +670,7 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
                                    bin_start)
             mx = thr
             for u in range(cnt):
-                mx = max(mx, maxv[kept[u]])
+                mx = max(mx, bvals[kept[u]])
             scale = (mx - thr) / np.float32(CODE_MAX)
             block_min[nbk + b] = thr
             block_scale[nbk + b] = scale
@@ -683,16 +680,15 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
                 l_block = _grow(l_block, size, m)
                 l_code = _grow(l_code, size, m)
             for u in range(cnt):
-                c = kept[u]
-                l_comp[m] = c
+                u_kept = kept[u]
+                l_comp[m] = touched[u_kept]
                 l_block[m] = b
                 if scale > 0:
-                    q = _round_half_even((maxv[c] - thr) / scale)
+                    q = _round_half_even((bvals[u_kept] - thr) / scale)
                     l_code[m] = np.uint8(min(max(q, 0), CODE_MAX))
                 else:
                     l_code[m] = 0
                 m += 1
-            _reset_max(maxv, touched, nt)
             b_lo = b_hi
         nbk += nb
         # summary groups: the entries of GROUP consecutive blocks, sorted by component
