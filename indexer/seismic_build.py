@@ -1,8 +1,10 @@
 """Index construction of the Seismic index (Numba): pruning, blocking, summaries.
 
-See `lsr.indexer.seismic` for the algorithm. The kernels work on the forward index as three
-CSR arrays (`fwd_ptr`, `fwd_idx`, `fwd_val` float32); lists are processed in parallel, one
-list per thread at a time, each thread with its own O(dim) scratch.
+See `lsr.indexer.seismic` for the algorithm. The kernels read the collection as three CSR
+arrays (`fwd_ptr`, `fwd_idx`, `fwd_val` float32: pruning, top components, clustering), and
+the summaries read the packed forward index the build makes first (`words_ptr`, `words`);
+lists are processed in parallel, one list per thread at a time, each thread with its own
+O(dim) scratch.
 
 Kept cheap to compile (a cold build compiles all of them): no `parallel=True` (the callers
 run ranges on a thread pool: the kernels release the GIL), one merge sort (`sorting`, for
