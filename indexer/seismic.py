@@ -270,7 +270,8 @@ def doc_order(top_c: np.ndarray, dim: int) -> np.ndarray:
 def pack_forward(fwd_ptr, fwd_idx, fwd_val, order: np.ndarray, dim: int, value_type: str, pool=None):
     """(pointers, words) of the forward index with its rows in `order` (`pack_words`), each
     row's words in decreasing absolute value (ties in stored order), gathered in slices of
-    rows so that the temporaries stay small (the slices as tasks of `pool`, when given)."""
+    rows so that the temporaries stay small (the slices as tasks of `pool`, or of a thread of
+    their own)."""
     lengths = np.diff(fwd_ptr)[order]
     ptr = np.zeros(len(order) + 1, dtype=np.int64)
     np.cumsum(lengths, out=ptr[1:])
@@ -284,12 +285,8 @@ def pack_forward(fwd_ptr, fwd_idx, fwd_val, order: np.ndarray, dim: int, value_t
         words[a:b] = pack_words(fwd_idx[src], fwd_val[src], dim, value_type)
 
     step = 1 << 15
-    slices = [(lo, min(lo + step, len(order))) for lo in range(0, len(order), step)]
-    if pool is None:
-        for lo, hi in slices:
-            pack(lo, hi)
-    else:
-        for done in [pool.submit(pack, lo, hi) for lo, hi in slices]:
+    with _pool_or(pool, 1) as run:
+        for done in [run.submit(pack, lo, min(lo + step, len(order))) for lo in range(0, len(order), step)]:
             done.result()
     return ptr, words
 

@@ -222,6 +222,8 @@ def _block_max(words_ptr, words, docs, lo, hi, maxv, touched):
 
 @njit(cache=True, inline="always")
 def _prefetch_words(words_ptr, words, d):
+    # not seismic_search._prefetch_doc: the precompile child compiles that one, and the
+    # build's thread and the child must share no cached kernel (see `precompile`)
     x0 = words_ptr[d]
     x1 = words_ptr[d + 1]
     for x in range(x0, x1, 64 // words.itemsize):
@@ -422,10 +424,12 @@ def _centroid_index(fwd, perm, nc, code, count, touched):
             count[c] = seen + 1
     # components held by over 1/16 of the centroids get a dense row (vectorised accumulation
     # beats scattered updates from there on); the others are numbered in first-seen order, and
-    # their count becomes the position of their next entry
+    # their count becomes the position of their next entry (slot_ptr: room for every
+    # component, the sparse ones use the first n_sparse + 1)
     n_dense = 0
     n_sparse = 0
     total = np.int64(0)
+    slot_ptr = np.empty(n_slots + 1, dtype=np.int64)
     for u in range(n_slots):
         c = touched[u]
         held = count[c]
@@ -434,14 +438,10 @@ def _centroid_index(fwd, perm, nc, code, count, touched):
             n_dense += 1
         else:
             code[c] = n_sparse
+            slot_ptr[n_sparse] = total
             n_sparse += 1
             count[c] = total
             total += held
-    slot_ptr = np.empty(n_sparse + 1, dtype=np.int64)
-    for u in range(n_slots):
-        c = touched[u]
-        if code[c] >= 0:
-            slot_ptr[code[c]] = count[c]
     slot_ptr[n_sparse] = total
     cen_id = np.empty(total, dtype=np.int32)
     cen_val = np.empty(total, dtype=np.float32)
