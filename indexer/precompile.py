@@ -86,9 +86,9 @@ def compile_lists(dim: int, values: str = "float16") -> None:
         n = len(fwd_ptr) - 1
         top_c, top_v = np.full((n, DOC_CUT), -1, np.int32), np.zeros((n, DOC_CUT), np.float32)
         words = seismic.pack_words(fwd_idx, fwd_val, dim, values)  # (not pack_forward: the child compiles its kernel)
-        seismic._build_lists_parallel(np.zeros(dim + 1, np.int64), np.zeros(0, np.int32), fwd_ptr, fwd_idx, fwd_val,
+        list(seismic._build_lists_parallel(np.zeros(dim + 1, np.int64), np.zeros(0, np.int32), fwd_ptr, fwd_idx, fwd_val,
                                       top_c, top_v, dim, 0.1, 2, 0, 0.4, np.zeros(n, np.int32), fwd_ptr, words,
-                                      1)  # fmt: skip
+                                      1))  # fmt: skip
 
 
 def no_postings(n_lists: int) -> tuple[np.ndarray, ...]:

@@ -64,7 +64,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -186,9 +186,10 @@ def _list_ranges(list_ptr: np.ndarray, dim: int, n_threads: int) -> np.ndarray:
 
 def _build_lists_parallel(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim, centroid_fraction,
                           min_cluster_size, seed, energy, new_id, words_ptr, words, n_threads,
-                          pool=None) -> list[tuple]:
+                          pool=None) -> Iterator[tuple]:
     """`seismic_build.build_lists` over `_list_ranges` as tasks of `pool` (or of a pool of
-    `n_threads` of their own; the kernel releases the GIL). Results in list order; they do
+    `n_threads` of their own; the kernel releases the GIL), yielding the results in list order
+    as they are done, so that the caller joins them while the later ranges still run. They do
     not depend on the number of threads."""
     forward = kb.Forward(fwd_ptr, fwd_idx, fwd_val)
     bounds = _list_ranges(list_ptr, dim, n_threads)
@@ -198,7 +199,10 @@ def _build_lists_parallel(list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_
                               centroid_fraction, min_cluster_size, seed, energy, new_id, words_ptr, words)
 
     with _pool_or(pool, n_threads) as runner:
-        return [done.result() for done in [runner.submit(run, i) for i in range(len(bounds) - 1)]]
+        pending = [runner.submit(run, i) for i in range(len(bounds) - 1)]
+        for i in range(len(pending)):
+            done, pending[i] = pending[i], None
+            yield done.result()
 
 
 @contextlib.contextmanager
@@ -213,20 +217,40 @@ def _pool_or(pool, n_threads: int):
         yield own
 
 
-def _assemble(parts: list[tuple], list_ptr: np.ndarray, dim: int) -> dict[str, np.ndarray]:
-    """The index's block and summary arrays from the per-range results of `build_lists`
-    (emptied as it goes: each column's pieces are released once joined, and no temporary is
-    wider than the summaries' own types, so the peak stays near the index's size)."""
-    columns = [list(col) for col in zip(*parts)]
-    parts.clear()
+class _Column:
+    """A growing array: `append` copies a piece onto its end (growing by `ndarray.resize`,
+    a realloc: large arrays move by remapping their pages, not copying them), `array` trims it
+    to what it holds."""
 
-    def joined(i: int, dtype=None) -> np.ndarray:
-        pieces, columns[i] = columns[i], None
-        return np.concatenate(pieces, dtype=dtype, casting="unsafe")
+    def __init__(self, dtype):
+        self.data, self.used = np.empty(0, dtype=dtype), 0
 
-    n_blocks, block_end, block_min, block_scale, group_uniq = (joined(i) for i in range(5))
-    ucomp = joined(5, np.uint16 if dim <= 65536 else np.int32)
-    ucount, entry = joined(6), joined(7)
+    def append(self, piece: np.ndarray) -> None:
+        end = self.used + len(piece)
+        if end > len(self.data):
+            self.data.resize(max(end, 2 * len(self.data)), refcheck=False)
+        self.data[self.used : end] = piece  # (the casts here are to narrower types that hold the values)
+        self.used = end
+
+    def array(self) -> np.ndarray:
+        self.data.resize(self.used, refcheck=False)
+        return self.data
+
+
+def _assemble(parts: Iterable[tuple], list_ptr: np.ndarray, dim: int) -> dict[str, np.ndarray]:
+    """The index's block and summary arrays from the per-range results of `build_lists`, in
+    list order, each joined onto the columns as it comes (from `_build_lists_parallel`: while
+    the later ranges still run) and then released, so that the peak stays near the index's
+    size."""
+    types = (np.int64, np.int64, np.float32, np.float32, np.int64, np.uint16 if dim <= 65536 else np.int32,
+             np.uint8, np.uint16)
+    columns = [_Column(t) for t in types]
+    for part in parts:
+        for column, piece in zip(columns, part):
+            column.append(piece)
+        part = piece = None  # released before the next result comes
+    n_blocks, block_end, block_min, block_scale, group_uniq, ucomp, ucount, entry = (c.array() for c in columns)
+    del columns
     list_block_ptr = np.zeros(dim + 1, dtype=np.int64)
     np.cumsum(n_blocks, out=list_block_ptr[1:])
     block_doc_ptr = np.empty(len(block_end) + 1, dtype=np.int64)
@@ -425,22 +449,21 @@ class SeismicIndex:
             new_id[doc_ids] = np.arange(n_docs, dtype=np.int32)
             list_ptr, docs = pruned.result()
             t1 = time.perf_counter()
-            # 2.-3. blocking, the blocks' renumbering and summaries, list ranges of about equal postings
+            # 2.-3. blocking, the blocks' renumbering and summaries, list ranges of about equal
+            # postings, joined in list order as they are done
             parts = _build_lists_parallel(
                 list_ptr, docs, fwd_ptr, fwd_idx, fwd_val, top_c, top_v, dim, float(centroid_fraction),
                 int(min_cluster_size), int(seed), float(summary_energy), new_id, words_ptr, fwd_words, n_threads,
                 pool,
             )
             del top_c, top_v, new_id
-            t2 = time.perf_counter()
             summaries = _assemble(parts, list_ptr, dim)
             fwd_ptr = words_ptr
-        t3 = time.perf_counter()
+        t2 = time.perf_counter()
         log.info(
             "seismic build: %d docs, %d postings kept, %d blocks, %d summary entries; "
-            "prune, top components and forward index %.2fs, blocks and summaries %.2fs, assembly %.2fs",
-            n_docs, len(docs), len(summaries["block_min"]), len(summaries["sum_entry"]),
-            t1 - t0, t2 - t1, t3 - t2,
+            "prune, top components and forward index %.2fs, blocks and summaries %.2fs",
+            n_docs, len(docs), len(summaries["block_min"]), len(summaries["sum_entry"]), t1 - t0, t2 - t1,
         )
         del fwd_idx, fwd_val
         arrays = dict(fwd_ptr=fwd_ptr, fwd_words=fwd_words, post_docs=docs, **summaries, doc_ids=doc_ids)

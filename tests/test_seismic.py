@@ -587,3 +587,60 @@ def test_head_bound_is_rank_safe(signed):
     gt_ids, gt_scores = _exact(queries, docs, 10)
     np.testing.assert_array_equal(ids, gt_ids)
     np.testing.assert_allclose(scores, gt_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_assemble_joins_the_ranges_results_as_they_come():
+    """`_assemble` joins each range's result as it arrives and keeps no reference to it (the
+    build feeds it while later ranges still run; holding them all would double the peak),
+    and the joined columns equal the concatenation of the pieces (component ids narrowed to
+    u16 under 65,536 columns)."""
+    import gc
+    import weakref
+
+    from lsr.indexer.precompile import no_postings
+    from lsr.indexer.seismic import _assemble
+
+    rng = np.random.default_rng(3)
+    dim, n_ranges = 50, 6
+    list_bounds = np.linspace(0, dim, n_ranges + 1).astype(int)
+    list_ptr = np.zeros(dim + 1, np.int64)
+    list_ptr[1:] = np.cumsum(rng.integers(1, 40, dim))
+    kinds = no_postings(1)  # the kernel's types
+    pieces, alive = [], []
+
+    def result(lo, hi):
+        n_lists = hi - lo
+        n_blocks = rng.integers(0, 4, n_lists).astype(np.int64)
+        nb = int(n_blocks.sum())
+        block_end = np.concatenate([np.sort(rng.integers(1, 9, b)) for b in n_blocks] + [np.zeros(0, np.int64)])
+        ng = int(rng.integers(1, 5))
+        group_uniq = rng.integers(1, 4, ng).astype(np.int64)
+        nu = int(group_uniq.sum())
+        ucount = rng.integers(0, 3, nu).astype(np.uint8)
+        arrays = (n_blocks, block_end, rng.random(nb), rng.random(nb), group_uniq, rng.integers(0, dim, nu),
+                  ucount, rng.integers(0, 2**16, int(ucount.sum()) + nu))  # fmt: skip
+        return tuple(a.astype(k.dtype) for a, k in zip(arrays, kinds))
+
+    def results():
+        for lo, hi in zip(list_bounds[:-1], list_bounds[1:]):
+            part = result(lo, hi)
+            pieces.append([a.copy() for a in part])
+            alive.append([weakref.ref(a) for a in part])
+            yield part
+            del part
+            gc.collect()
+            assert all(ref() is None for ref in alive[-1]), "a joined result is still referenced"
+
+    joined = _assemble(results(), list_ptr, dim)
+    assert len(alive) == n_ranges
+    columns = [np.concatenate(c) for c in zip(*pieces)]
+    assert joined["sum_ucomp"].dtype == np.uint16
+    np.testing.assert_array_equal(joined["sum_ucomp"], columns[5])
+    np.testing.assert_array_equal(joined["sum_ucount"], columns[6])
+    np.testing.assert_array_equal(joined["sum_entry"], columns[7])
+    np.testing.assert_array_equal(joined["block_min"], columns[2])
+    np.testing.assert_array_equal(joined["block_scale"], columns[3])
+    np.testing.assert_array_equal(np.diff(joined["list_block_ptr"]), columns[0])
+    np.testing.assert_array_equal(np.diff(joined["group_uniq_ptr"]), columns[4])
+    want_ptr = np.repeat(list_ptr[:-1], columns[0]) + columns[1]
+    np.testing.assert_array_equal(joined["block_doc_ptr"][1:], want_ptr)
