@@ -201,22 +201,28 @@ def _block_max(words_ptr, words, docs, lo, hi, maxv, touched):
     index (`words_ptr`, `words`: the values it stores, float16 by default, so that a summary
     bounds what search scores) into maxv, which must hold -inf everywhere on entry
     (`_energy_cut` resets it); touched[:nt] lists the components in first-seen order; returns
-    (nt, the largest value). Branch-free, with the next documents prefetched."""
+    (nt, the largest absolute value: a bound of the values, the histogram's range in
+    `_energy_cut`). The loop over the words is branch-free, the next documents prefetched.
+    A row's words are in decreasing absolute value, so its first one gives the bound (a
+    running max over every word was a chain of dependent operations that bounded the loop)."""
     nt = 0
-    top = np.float32(-np.inf)
+    top = np.float32(0.0)
     for i in range(lo, min(lo + 2, hi)):
         _prefetch_words(words_ptr, words, docs[i])
     for i in range(lo, hi):
         if i + 2 < hi:
             _prefetch_words(words_ptr, words, docs[i + 2])
         d = np.uint32(docs[i])
-        for j in range(np.uint64(words_ptr[d]), np.uint64(words_ptr[d + np.uint32(1)])):
+        x0 = np.uint64(words_ptr[d])
+        x1 = np.uint64(words_ptr[d + np.uint32(1)])
+        if x0 < x1:
+            top = max(top, abs(_unpack(words[x0])[1]))
+        for j in range(x0, x1):
             c, v = _unpack(words[j])
             m = maxv[c]
             touched[nt] = c
             nt += m == -np.inf
             maxv[c] = max(m, v)
-            top = max(top, v)
     return nt, top
 
 
@@ -247,16 +253,21 @@ def _energy_cut(maxv, touched, nt, vmax, energy, vals, cand, cvals, kept, hist, 
     """The largest components (value desc, first-seen order on ties) until their running sum
     reaches `energy` of the total, inclusive: their positions u in touched[:nt] (component
     touched[u], value vals[u]) into kept[:count]; returns (count, the last value kept).
-    `vmax`: the largest of them. Resets maxv to -inf at the components it reads. The same as popping a max-heap of all of them,
-    but only the values that can be needed get ordered: a 64-bin histogram of the mass,
-    made in the pass that gathers the values, tells which (the bins from the top down to the
-    one where the mass reaches the target, with a margin), and those are ordered bin by bin
-    (a counting sort over the bins, then insertion inside each bin)."""
-    total = np.float32(0.0)
+    `vmax`: at least the largest of them. Resets maxv to -inf at the components it reads.
+
+    The same as popping a max-heap of all of them, but only the values that can be needed get
+    ordered: a 64-bin histogram of the mass, made in the pass that gathers the values, tells
+    which (the bins from the top down to the one where the mass reaches the target, with a
+    margin), and those are ordered bin by bin (a counting sort over the bins, then insertion
+    inside each bin). `hist` holds 4 such histograms (4 × 64), position u adding to histogram
+    u % 4: consecutive values often fall in one bin, and a single histogram made each addition
+    wait for the previous one (the histogram only chooses the candidates, so the order of its
+    sums does not change the result)."""
     binned = vmax > 0 and nt > 64
     scale = 64.0 / vmax if binned else 0.0
     if binned:
         _filled(hist, 0.0)
+    total = np.float32(0.0)
     for u in range(nt):
         c = touched[u]
         v = maxv[c]
@@ -264,12 +275,12 @@ def _energy_cut(maxv, touched, nt, vmax, energy, vals, cand, cvals, kept, hist, 
         vals[u] = v
         total += v
         if binned and v > 0:
-            hist[min(63, int(v * scale))] += v
+            hist[(u & 3) * 64 + min(63, int(v * scale))] += v
     until = total * np.float32(energy)
     if binned:
         mass = 0.0
         for b_cut in range(63, 0, -1):
-            mass += hist[b_cut]
+            mass += (hist[b_cut] + hist[64 + b_cut]) + (hist[128 + b_cut] + hist[192 + b_cut])
             if mass >= until * 1.001:
                 nc = _order_by_bins(vals, nt, scale, b_cut, cand, order, start)
                 if nc >= 0:
@@ -362,7 +373,9 @@ class Centroids(NamedTuple):
 
 class ClusterScratch(NamedTuple):
     """One thread's scratch for `_cluster_list`: `code` (int32 per component and one more, all
-    -1 between lists), `count` (int64 per component, all 0 between lists), `touched` (O(dim)),
+    -1 between lists), `count` (int32 per component, all 0 between lists: half the cache
+    lines of int64; it counts a list's centroid entries, at most centroid_fraction × the list's
+    cap rows), `touched` (O(dim)),
     `scores`, `perm`, `bounds` (O(longest list))."""
 
     code: np.ndarray
@@ -616,14 +629,14 @@ def build_lists(t_lo, t_hi, list_ptr, docs, fwd, top_c, top_v, dim, centroid_fra
     code = np.empty(dim + 1, dtype=np.int32)
     for c in range(dim + 1):
         code[c] = -1
-    scratch = ClusterScratch(code, _filled(np.empty(dim, dtype=np.int64), 0), touched,
+    scratch = ClusterScratch(code, _filled(np.empty(dim, dtype=np.int32), 0), touched,
                              np.empty(max_len, dtype=np.float32), np.empty(max_len, dtype=np.int32), bounds)
     maxv = _filled(np.empty(dim, dtype=np.float32), -np.inf)
     bvals = np.empty(dim + 1, dtype=np.float32)
     cvals = np.empty(dim + 1, dtype=np.float32)
     cand = np.empty(dim + 1, dtype=np.int64)
     kept = np.empty(dim + 1, dtype=np.int32)
-    hist = np.empty(64, dtype=np.float64)
+    hist = np.empty(4 * 64, dtype=np.float64)
     bin_order = np.empty(dim + 1, dtype=np.int64)
     bin_start = np.empty(65, dtype=np.int64)
     # outputs (entries grow by doubling)

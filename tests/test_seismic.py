@@ -351,18 +351,19 @@ def _reference_summary_scores(index, docs, t, query):
     """Block summary scores of list t from first principles: per block the coordinate-wise
     max of its documents (their values as the forward index stores them, float16 by default),
     cut to the largest components holding `summary_energy` of its L1 mass (ties: first seen,
-    the documents taken in the index's numbering), quantised to u8 between the cut value and
-    the max."""
+    the documents taken in the index's numbering, each one's words in stored order: by
+    decreasing absolute value), quantised to u8 between the cut value and the max."""
+    from lsr.indexer.seismic import unpack_words
+
     a = index._a
-    stored = index.forward_vectors()
     energy = np.float32(index.params["summary_energy"])
     qd = np.zeros(docs.dim, np.float32)
     qd[query.indices] = query.values
     out = []
     for gb in range(a["list_block_ptr"][t], a["list_block_ptr"][t + 1]):
         maxv, order = {}, []
-        for d in a["doc_ids"][a["post_docs"][a["block_doc_ptr"][gb] : a["block_doc_ptr"][gb + 1]]]:
-            for c, v in zip(*stored.row(int(d))):
+        for p in a["post_docs"][a["block_doc_ptr"][gb] : a["block_doc_ptr"][gb + 1]]:
+            for c, v in zip(*unpack_words(a["fwd_words"][a["fwd_ptr"][p] : a["fwd_ptr"][p + 1]])):
                 if c not in maxv:
                     order.append(c)
                     maxv[c] = v
@@ -382,13 +383,19 @@ def _reference_summary_scores(index, docs, t, query):
     return np.array(out, dtype=np.float32)
 
 
-def test_summaries_equal_their_definition():
-    """A list with more than 256 blocks (several summary groups) and over 16 components a group."""
+@pytest.mark.parametrize("signed", [False, True])
+def test_summaries_equal_their_definition(signed):
+    """A list with more than 256 blocks (several summary groups) and over 16 components a group;
+    also with negative values (a document's first word, its largest in absolute value, is
+    then not always its largest)."""
     rng = np.random.default_rng(8)
     rows = []
     for _ in range(3000):
         cols = np.unique(np.concatenate([[0], rng.choice(np.arange(1, 60), 12, replace=False)]))
-        rows.append((cols.tolist(), rng.gamma(2.0, 1.0, size=len(cols)).tolist()))
+        vals = rng.gamma(2.0, 1.0, size=len(cols))
+        if signed:
+            vals[1:] *= rng.choice([-1, 1], size=len(cols) - 1)  # component 0 (the list tested) stays positive
+        rows.append((cols.tolist(), vals.tolist()))
     docs = SparseVectors.from_rows(rows, 60)
     idx = SeismicIndex.build(docs, n_postings=10**6, centroid_fraction=0.2, min_cluster_size=0)
     a = idx._a
