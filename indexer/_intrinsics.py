@@ -1,8 +1,9 @@
-"""Low-level helpers for the Numba kernels: software prefetch and float16 decoding.
+"""Low-level helpers for the Numba kernels: software prefetch and float16 conversions.
 
 Numba has no float16 arithmetic on the CPU and no prefetch instruction, so both are written
 as LLVM intrinsics: a prefetch is `llvm.prefetch`; float16 → float32 is `fpext half`, which
-LLVM lowers to `vcvtph2ps` on x86 CPUs with F16C (and vectorises inside loops).
+LLVM lowers to `vcvtph2ps` on x86 CPUs with F16C (and vectorises inside loops), and float32 →
+float16 is `fptrunc` (`vcvtps2ph`, rounding to nearest even, as NumPy's `astype`).
 """
 
 from __future__ import annotations
@@ -47,5 +48,21 @@ def f16_to_f32(typingctx, bits):
         width = signature.args[0].bitwidth
         low = builder.trunc(args[0], i16) if width > 16 else args[0]
         return builder.fpext(builder.bitcast(low, ir.HalfType()), ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def f32_bits_to_f16(typingctx, bits):
+    """The float32 whose bits are the uint32 `bits` → IEEE float16 bits (round to nearest,
+    ties to even, as `np.float32.astype(np.float16)`), as a uint32."""
+    if not (isinstance(bits, types.Integer) and bits.bitwidth == 32):
+        return None
+    sig = types.uint32(bits)
+
+    def codegen(context, builder, signature, args):
+        value = builder.bitcast(args[0], ir.FloatType())
+        half = builder.fptrunc(value, ir.HalfType())
+        return builder.zext(builder.bitcast(half, ir.IntType(16)), ir.IntType(32))
 
     return sig, codegen

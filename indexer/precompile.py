@@ -61,10 +61,10 @@ def _tiny_forward(dim: int, scratch: str) -> tuple:
     return np.array(v.indptr, dtype=np.int64), v.indices, v.values, v.dim
 
 
-def compile_prune(dim: int) -> None:
+def compile_prune(dim: int, values: str = "float16") -> None:
     """Compile (and cache) the kernels of a build's first steps over `dim` columns: pruning
-    into inverted lists, each document's top components and the forward index's order (the
-    child's first part)."""
+    into inverted lists, each document's top components and the forward index's packing, for
+    `values` (the child's first part)."""
     from lsr.indexer import seismic
 
     with tempfile.TemporaryDirectory(prefix="lsr-compile-") as tmp:
@@ -72,7 +72,7 @@ def compile_prune(dim: int) -> None:
         seismic._prune(fwd_ptr, fwd_idx, fwd_val, dim, 1, 1.5)
         seismic._top_components(fwd_ptr, fwd_idx, fwd_val, DOC_CUT, 1)
         rows = np.arange(len(fwd_ptr) - 1, dtype=np.int32)  # doc_order's type
-        seismic.pack_forward(fwd_ptr, fwd_idx, fwd_val, rows, dim, "float16")
+        seismic.pack_forward(fwd_ptr, fwd_idx, fwd_val, rows, dim, values)
 
 
 def compile_lists(dim: int, values: str = "float16") -> None:
@@ -142,7 +142,7 @@ class Precompile:
         try:
             compile_lists(dim, values)
             if everything:
-                compile_prune(dim)
+                compile_prune(dim, values)
                 compile_search(dim, values)
             log.debug("Seismic %s kernels compiled after %.1f s", "all" if everything else "build_lists",
                       time.perf_counter() - self._start)  # fmt: skip
@@ -256,7 +256,7 @@ def main(argv: list[str]) -> None:
     """The child: `compile_prune`, the line "build", `compile_search`."""
     threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
     dim, values = int(argv[0]), argv[1]
-    compile_prune(dim)
+    compile_prune(dim, values)
     print("build", flush=True)
     compile_search(dim, values)
 

@@ -292,25 +292,18 @@ def doc_order(top_c: np.ndarray, dim: int) -> np.ndarray:
 
 
 def pack_forward(fwd_ptr, fwd_idx, fwd_val, order: np.ndarray, dim: int, value_type: str, pool=None):
-    """(pointers, words) of the forward index with its rows in `order` (`pack_words`), each
-    row's words in decreasing absolute value (ties in stored order), gathered in slices of
-    rows so that the temporaries stay small (the slices as tasks of `pool`, or of a thread of
-    their own)."""
+    """(pointers, words) of the forward index with its rows in `order` (`pack_words`' words),
+    each row's words in decreasing absolute value (ties in stored order), packed by
+    `seismic_build.pack_rows` in slices of rows (tasks of `pool`, or of a thread of their own)."""
     lengths = np.diff(fwd_ptr)[order]
     ptr = np.zeros(len(order) + 1, dtype=np.int64)
     np.cumsum(lengths, out=ptr[1:])
     small = value_type == "float16" and dim <= 65536
     words = np.empty(int(ptr[-1]), dtype=np.uint32 if small else np.uint64)
-
-    def pack(lo: int, hi: int) -> None:
-        a, b = int(ptr[lo]), int(ptr[hi])
-        src = np.empty(b - a, dtype=np.int64)
-        kb.by_magnitude(fwd_ptr, fwd_val, order, ptr, lo, hi, src)
-        words[a:b] = pack_words(fwd_idx[src], fwd_val[src], dim, value_type)
-
-    step = 1 << 15
+    step = 1 << 13
     with _pool_or(pool, 1) as run:
-        for done in [run.submit(pack, lo, min(lo + step, len(order))) for lo in range(0, len(order), step)]:
+        for done in [run.submit(kb.pack_rows, fwd_ptr, fwd_idx, fwd_val, order, ptr, lo, min(lo + step, len(order)),
+                                words) for lo in range(0, len(order), step)]:  # fmt: skip
             done.result()
     return ptr, words
 

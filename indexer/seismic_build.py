@@ -19,9 +19,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
-from ._intrinsics import prefetch
+from ._intrinsics import f32_bits_to_f16, prefetch
 from .layout import CODE_MAX, CODE_SHIFT, GROUP
 from .seismic_search import _unpack
 from .sorting import DESCENDING, stable_argsort
@@ -68,13 +69,14 @@ def top_components(fwd_ptr, fwd_idx, fwd_val, d_lo, d_hi, out, outv):
 
 
 @njit(cache=True, nogil=True)
-def by_magnitude(fwd_ptr, fwd_val, order, ptr, lo, hi, src):
-    """For the rows order[lo:hi] (placed at ptr[lo:hi] of the packed forward index) the
-    positions of their components in `fwd_val`, each row's in decreasing absolute value
-    (ties in stored order), into src[: ptr[hi] - ptr[lo]]. Each component is sorted as one
-    uint64 key, its absolute value's bits (inverted: decreasing) above its position in the row
-    (ties: stored order), by `_sort_distinct`: no indirect key loads, and merges without
-    branches (`stable_argsort`'s mispredicted about every other comparison)."""
+def pack_rows(fwd_ptr, fwd_idx, fwd_val, order, ptr, lo, hi, words):
+    """The forward index's rows order[lo:hi] into words[ptr[lo]:ptr[hi]] (row r at ptr[r]),
+    each row's components in decreasing absolute value (ties in stored order), packed as
+    `seismic.pack_words` packs them (the word type chooses: uint32 words hold float16 values).
+    Each component is sorted as one uint64 key, its absolute value's bits (inverted:
+    decreasing) above its position in the row (ties: stored order), by `_sort_distinct`: no
+    indirect key loads, and merges without branches (`stable_argsort`'s mispredicted about
+    every other comparison); the words are written in place, with no temporary."""
     longest = 0
     for r in range(lo, hi):
         longest = max(longest, fwd_ptr[order[r] + 1] - fwd_ptr[order[r]])
@@ -88,9 +90,22 @@ def by_magnitude(fwd_ptr, fwd_val, order, ptr, lo, hi, src):
             magnitude = bits[a + i] & np.uint32(0x7FFFFFFF)
             keys[i] = (np.uint64(np.uint32(0x7FFFFFFF) - magnitude) << np.uint64(32)) | np.uint64(i)
         ordered = _sort_distinct(keys, spare, n)
-        o = ptr[r] - ptr[lo]
+        o = ptr[r]
         for i in range(n):
-            src[o + i] = a + np.int64(ordered[i] & np.uint64(0xFFFFFFFF))
+            p = a + np.int64(ordered[i] & np.uint64(0xFFFFFFFF))
+            words[o + i] = _pack(fwd_idx[p], bits[p], words)
+
+
+def _pack(comp, bits, words):  # pragma: no cover - replaced by the overload in compiled code
+    """A forward-index word of the type of `words`: component `comp`, the float32 of `bits`."""
+    raise NotImplementedError
+
+
+@overload(_pack)
+def _pack_word(comp, bits, words):
+    if words.dtype == types.uint32:
+        return lambda comp, bits, words: np.uint32(comp) | (f32_bits_to_f16(bits) << np.uint32(16))
+    return lambda comp, bits, words: np.uint64(comp) | (np.uint64(bits) << np.uint64(32))
 
 
 @njit(cache=True, no_cpython_wrapper=True)

@@ -76,7 +76,7 @@ def test_the_childs_search_kernels_are_what_the_parent_loads(tmp_path):
     # BM25's vocabulary here is 13 words: the search kernels of the <= 65,536-column layout
     child = run_python(CHILD_SIDE.format(site=str(site), dim=13), env, tmp_path)
     assert {"lsr.indexer.seismic_search.search_batch", "lsr.indexer.seismic_build._invert",
-            "lsr.indexer.seismic_build.top_components", "lsr.indexer.seismic_build.by_magnitude"} <= set(child), child
+            "lsr.indexer.seismic_build.top_components", "lsr.indexer.seismic_build.pack_rows"} <= set(child), child
     assert list((tmp_path / "cache" / "numba").rglob("seismic_search.search_batch-*.nbi"))
     parent = run_python(PARENT_SIDE.format(corpus=str(corpus), index=str(tmp_path / "ix")), env, tmp_path)
     assert parent["hits"] == 1 and parent["misses"] == 0, parent

@@ -551,27 +551,30 @@ def test_renumbering_changes_no_result(data, index):
     assert index.forward_vectors(rows) == plain.forward_vectors(rows)
 
 
-def test_forward_rows_by_decreasing_magnitude_ties_in_stored_order():
+@pytest.mark.parametrize("value_type", ["float16", "float32"])
+def test_forward_rows_by_decreasing_magnitude_ties_in_stored_order(value_type):
     """`pack_forward`'s rows: words by decreasing absolute value, equal ones in stored order
     (`np.argsort(-|v|, kind="stable")`), for rows of every length its merge sort meets (runs
-    of 8, merges of unequal halves), values of both signs, zeros and many ties."""
-    from lsr.indexer.seismic import pack_forward, unpack_words
+    of 8, merges of unequal halves), values of both signs, zeros and many ties; packed as
+    NumPy's `pack_words` packs them (float16: the same rounding, halfway cases, subnormals
+    and the largest float16 included)."""
+    from lsr.indexer.seismic import pack_forward, pack_words
 
     rng = np.random.default_rng(5)
+    special = np.array([1 + 2**-11, 1 + 3 * 2**-11, -(2 + 2**-10), 1e-6, -3e-7, 65504.0, 0.1, 1 / 3], np.float32)
     rows = []
     for n in [0, 1, 2, 7, 8, 9, 16, 17, 33, 64, 100, 257]:
         vals = rng.integers(-4, 5, n).astype(np.float32) / 2
         vals[vals == 0] = rng.choice([0.0, -0.0], int((vals == 0).sum()))
+        vals[: len(special)] = special[: n]
         rows.append((np.sort(rng.choice(300, n, replace=False)).tolist(), vals.tolist()))
     docs = SparseVectors.from_rows(rows, 300)
     order = np.arange(len(docs), dtype=np.int32)[::-1].copy()
-    ptr, words = pack_forward(docs.indptr, docs.indices, docs.values, order, 300, "float32")
+    ptr, words = pack_forward(docs.indptr, docs.indices, docs.values, order, 300, value_type)
     for r, d in enumerate(order):
         comps, vals = docs.row(int(d))
         want = np.argsort(-np.abs(vals), kind="stable")
-        got_comps, got_vals = unpack_words(words[ptr[r] : ptr[r + 1]])
-        np.testing.assert_array_equal(got_comps, comps[want])
-        assert got_vals.tobytes() == vals[want].tobytes()  # -0.0 and 0.0 told apart
+        np.testing.assert_array_equal(words[ptr[r] : ptr[r + 1]], pack_words(comps[want], vals[want], 300, value_type))
 
 
 def test_doc_order_groups_documents_by_their_largest_components():
