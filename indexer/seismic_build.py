@@ -8,7 +8,8 @@ O(dim) scratch.
 
 Kept cheap to compile (a cold build compiles all of them): no `parallel=True` (the callers
 run ranges on a thread pool: the kernels release the GIL), one merge sort (`sorting`, for
-float32 keys; integer keys, components and document numbers, go through `_radix_order`),
+float32 keys; integer keys, components and document numbers, go through `_radix_order`, and
+the forward index's rows through `_sort_distinct` on uint64 keys),
 copies as loops (an array-to-slice assignment compiles a shape check and its message
 formatting), and no Python wrapper for the kernels only other kernels call (`no_cpython_wrapper`: about 0.7 s
 of `build_lists`' 10 s compilation).
