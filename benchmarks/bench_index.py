@@ -17,6 +17,7 @@ recall@k level. Ground truth is exact top-k (scipy, batched).
     python benchmarks/bench_index.py --docs 1000000  # 1M
     python benchmarks/bench_index.py --vectors corpus.jsonl.gz
     python benchmarks/bench_index.py --engines lsr-seismic,pyseismic --clock cpu  # a busy shared host
+    python benchmarks/bench_index.py --engines lsr-seismic,bmp --build-rounds 10  # builds only, alternating
 """
 
 from __future__ import annotations
@@ -215,6 +216,37 @@ def build_child(which: str, docs_path: str, out: str, params: dict, timeout: flo
     return result
 
 
+def build_rounds(rounds: int, specs: list[tuple[str, str, dict]], docs_csr: str, docs_bin: str, tmp: str,
+                 timeout: float | None) -> None:
+    """Only the builds, `rounds` times, the engines alternating within each round (child
+    processes, as the table's builds): per engine its best and median seconds, and per round
+    lsr Seismic's build time over the fastest peer's in that round (a shared host's load moves
+    both sides of a round alike)."""
+    times: dict[str, list[float]] = {name: [] for name, _, _ in specs}
+    ratios = []
+    for r in range(rounds):
+        this_round = {}
+        for name, which, params in specs:
+            out = f"{tmp}/round-{which}"
+            built = build_child(which, docs_bin if which == "pyseismic" else docs_csr, out, params, timeout)
+            if Path(out).is_dir():
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                Path(out).unlink(missing_ok=True)
+            if built is not None:
+                times[name].append(built["build_s"])
+                this_round[name] = built["build_s"]
+        peers = [t for name, t in this_round.items() if not name.startswith("lsr")]
+        if "lsr Seismic" in this_round and peers:
+            ratios.append(this_round["lsr Seismic"] / min(peers))
+        print(f"round {r + 1}: " + ", ".join(f"{name} {t:.2f} s" for name, t in this_round.items()), flush=True)
+    rows = [(name, f"{min(t):.2f}", f"{np.median(t):.2f}", len(t)) for name, t in times.items() if t]
+    print("\n## Builds alone, alternating\n" + markdown_table(["engine", "best s", "median s", "builds"], rows))
+    if ratios:
+        print(f"\nlsr Seismic / fastest peer, round by round: {' '.join(f'{x:.2f}' for x in ratios)} "
+              f"(median {np.median(ratios):.2f}; lsr faster in {sum(x < 1 for x in ratios)} of {len(ratios)})")
+
+
 def warm_numba(params):
     """Compile (or load from cache) our kernels outside the timed build."""
     from lsr.indexer import ExactIndex
@@ -282,6 +314,8 @@ def main() -> None:
     ap.add_argument("--engines", default="lsr-seismic,lsr-exact,pyseismic,bmp,kannolo",
                     help="which engines run (comma-separated; a peer not installed is skipped)")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes per configuration (the fastest counts)")
+    ap.add_argument("--build-rounds", type=int, default=0, help="only time the builds, this many rounds of the "
+                    "engines alternating (no search); for build times on a noisy host")
     ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                     help="latency as wall time, or as the calling thread's CPU time (a busy shared host: "
                          "other processes' time is left out; every engine searches in the calling thread)")
@@ -321,6 +355,16 @@ def main() -> None:
     seismic_params = dict(n_postings=args.n_postings, max_fraction=1.5, centroid_fraction=args.centroid_fraction,
                           summary_energy=args.summary_energy, min_cluster_size=2, doc_cut=15)
     warm_numba(dict(seismic_params, values=args.values))
+    if args.build_rounds:
+        wanted = args.engines.split(",")
+        specs = [("lsr Seismic", "lsr-seismic", dict(seismic_params, values=args.values)), ("lsr exact", "lsr-exact", {}),
+                 ("pyseismic", "pyseismic", seismic_params), ("bmp", "bmp", dict(bsize=args.bmp_bsize, scale=args.bmp_scale)),
+                 ("kannolo HNSW", "kannolo", dict(m=args.hnsw_m, ef_construction=args.hnsw_ef_construction))]
+        module = {"pyseismic": "seismic", "bmp": "bmp", "kannolo": "kannolo"}
+        specs = [s for s in specs if s[1] in wanted and (s[1] not in module or installed(module[s[1]]))]
+        build_rounds(args.build_rounds, specs, docs_csr, docs_bin, tmp, args.build_timeout)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     k = args.k
     singles = [queries[i : i + 1] for i in range(len(queries))]
     q_comps = [q.indices.astype(np.int32) for q in singles]
