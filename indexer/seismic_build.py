@@ -109,6 +109,19 @@ def _pack_word(comp, bits, words):
     return lambda comp, bits, words: np.uint64(comp) | (np.uint64(bits) << np.uint64(32))
 
 
+@njit(cache=True, inline="always")
+def _insertion_sort(a, lo, hi):
+    """a[lo:hi] in ascending order, in place (inlined into its callers, so the build's thread
+    and the precompile child, which both use it, share no compiled kernel)."""
+    for i in range(lo + 1, hi):
+        x = a[i]
+        j = i - 1
+        while j >= lo and a[j] > x:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = x
+
+
 @njit(cache=True, no_cpython_wrapper=True)
 def _sort_distinct(a, b, n):
     """a[:n] (distinct uint64 keys) in ascending order, in the returned array (`a`, or `b`,
@@ -116,13 +129,7 @@ def _sort_distinct(a, b, n):
     position and next inputs are computed without branching on the comparison."""
     run = 8
     for start in range(0, n, run):
-        for i in range(start + 1, min(start + run, n)):
-            x = a[i]
-            j = i - 1
-            while j >= start and a[j] > x:
-                a[j + 1] = a[j]
-                j -= 1
-            a[j + 1] = x
+        _insertion_sort(a, start, min(start + run, n))
     width = run
     while width < n:
         for lo in range(0, n, 2 * width):
@@ -865,14 +872,8 @@ def _renumber_block(post_docs, lo, hi, new_id, doc_bits, count):
     scratch, 257.)"""
     for p in range(lo, hi):
         post_docs[p] = new_id[post_docs[p]]
-    if hi - lo <= 32:  # insertion sort: most blocks hold a dozen documents
-        for i in range(lo + 1, hi):
-            x = post_docs[i]
-            j = i - 1
-            while j >= lo and post_docs[j] > x:
-                post_docs[j + 1] = post_docs[j]
-                j -= 1
-            post_docs[j + 1] = x
+    if hi - lo <= 32:  # most blocks hold a dozen documents
+        _insertion_sort(post_docs, lo, hi)
     else:
         order = _radix_order(post_docs, lo, hi, doc_bits, np.empty(hi - lo, dtype=np.int64),
                              np.empty(hi - lo, dtype=np.int64), count)
