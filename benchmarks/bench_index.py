@@ -355,13 +355,16 @@ def main() -> None:
     seismic_params = dict(n_postings=args.n_postings, max_fraction=1.5, centroid_fraction=args.centroid_fraction,
                           summary_energy=args.summary_energy, min_cluster_size=2, doc_cut=15)
     warm_numba(dict(seismic_params, values=args.values))
+    # the engines built: (table name, build child's name, its build parameters), those wanted
+    # and installed (a peer's Python module: seismic, bmp, kannolo)
+    wanted = set(args.engines.split(","))
+    peer_module = {"pyseismic": "seismic", "bmp": "bmp", "kannolo": "kannolo"}
+    specs = [(name, which, params) for name, which, params in [
+        ("lsr Seismic", "lsr-seismic", dict(seismic_params, values=args.values)), ("lsr exact", "lsr-exact", {}),
+        ("pyseismic", "pyseismic", seismic_params), ("bmp", "bmp", dict(bsize=args.bmp_bsize, scale=args.bmp_scale)),
+        ("kannolo HNSW", "kannolo", dict(m=args.hnsw_m, ef_construction=args.hnsw_ef_construction)),
+    ] if which in wanted and (which not in peer_module or installed(peer_module[which]))]  # fmt: skip
     if args.build_rounds:
-        wanted = args.engines.split(",")
-        specs = [("lsr Seismic", "lsr-seismic", dict(seismic_params, values=args.values)), ("lsr exact", "lsr-exact", {}),
-                 ("pyseismic", "pyseismic", seismic_params), ("bmp", "bmp", dict(bsize=args.bmp_bsize, scale=args.bmp_scale)),
-                 ("kannolo HNSW", "kannolo", dict(m=args.hnsw_m, ef_construction=args.hnsw_ef_construction))]
-        module = {"pyseismic": "seismic", "bmp": "bmp", "kannolo": "kannolo"}
-        specs = [s for s in specs if s[1] in wanted and (s[1] not in module or installed(module[s[1]]))]
         build_rounds(args.build_rounds, specs, docs_csr, docs_bin, tmp, args.build_timeout)
         shutil.rmtree(tmp, ignore_errors=True)
         return
@@ -382,11 +385,7 @@ def main() -> None:
 
     engines: list[Engine] = []
 
-    wanted = set(args.engines.split(","))
-
     def add(name, which, params, build_path, make_configs):
-        if which not in wanted:
-            return
         built = build_child(which, docs_bin if which == "pyseismic" else docs_csr, build_path, params, args.build_timeout)
         if built is not None:
             engines.append(Engine(name, built, dir_bytes(build_path), make_configs(build_path, built)))
@@ -449,15 +448,10 @@ def main() -> None:
 
         return [(f"ef_search={ef}", lambda ef=ef: run(ef)) for ef in map(int, args.hnsw_ef_search.split(","))]
 
-    add("lsr Seismic", "lsr-seismic", dict(seismic_params, values=args.values), f"{tmp}/lsr-seismic", lsr_seismic)
-    add("lsr exact", "lsr-exact", {}, f"{tmp}/lsr-exact", lsr_exact)
-    if installed("seismic"):
-        add("pyseismic", "pyseismic", seismic_params, f"{tmp}/pyseismic", pyseismic)
-    if installed("bmp"):
-        add("bmp", "bmp", dict(bsize=args.bmp_bsize, scale=args.bmp_scale), f"{tmp}/index.bmp", bmp_engine)
-    if installed("kannolo"):
-        add("kannolo HNSW", "kannolo", dict(m=args.hnsw_m, ef_construction=args.hnsw_ef_construction),
-            f"{tmp}/kannolo", kannolo_engine)
+    configs_of = {"lsr-seismic": lsr_seismic, "lsr-exact": lsr_exact, "pyseismic": pyseismic, "bmp": bmp_engine,
+                  "kannolo": kannolo_engine}
+    for name, which, params in specs:
+        add(name, which, params, f"{tmp}/index.bmp" if which == "bmp" else f"{tmp}/{which}", configs_of[which])
 
     print(f"\n## Build (Seismic parameters: {', '.join(f'{a}={b}' for a, b in seismic_params.items())}; lsr values={args.values}; "
           f"bmp bsize={args.bmp_bsize}, impacts = rint(weight × {args.bmp_scale:.4g}); kannolo m={args.hnsw_m}, "
