@@ -219,8 +219,9 @@ def _pool_or(pool, n_threads: int):
 
 class _Column:
     """A growing array: `append` copies a piece onto its end (growing by `ndarray.resize`,
-    a realloc: large arrays move by remapping their pages, not copying them), `array` trims it
-    to what it holds."""
+    a realloc: large arrays move by remapping their pages, not copying them; NumPy fills the
+    new room with zeros, so a column holds up to twice its size in memory until `array` trims
+    it to what it holds)."""
 
     def __init__(self, dtype):
         self.data, self.used = np.empty(0, dtype=dtype), 0
@@ -240,8 +241,8 @@ class _Column:
 def _assemble(parts: Iterable[tuple], list_ptr: np.ndarray, dim: int) -> dict[str, np.ndarray]:
     """The index's block and summary arrays from the per-range results of `build_lists`, in
     list order, each joined onto the columns as it comes (from `_build_lists_parallel`: while
-    the later ranges still run) and then released, so that the peak stays near the index's
-    size."""
+    the later ranges still run) and then released: no result is held after it is joined
+    (the columns' doubling is the only slack, see `_Column`)."""
     types = (np.int64, np.int64, np.float32, np.float32, np.int64, np.uint16 if dim <= 65536 else np.int32,
              np.uint8, np.uint16)
     columns = [_Column(t) for t in types]
